@@ -1,0 +1,180 @@
+"""Provide each backend's test suite with a real database.
+
+sqlite: a fresh database file in a temporary directory.
+postgres: CLOACA_TEST_POSTGRES_URL when set (checked to answer as a PostgreSQL
+server first), otherwise a throw-away cluster made with the machine's own
+initdb/pg_ctl in a temporary directory, on a free port, with trust auth, and
+stopped and deleted afterwards. PostgreSQL refuses to run as root, so as root
+the cluster runs as an unprivileged system user through runuser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import struct
+import subprocess
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cloaca_pipeline.errors import PipelineError
+
+POSTGRES_URL_ENV = "CLOACA_TEST_POSTGRES_URL"
+#: Unprivileged accounts a root-run cluster may use, in order of preference.
+POSTGRES_SYSTEM_USERS = ("postgres", "nobody")
+
+
+class NoPostgresServer(PipelineError):
+    """No PostgreSQL server binaries exist on this machine."""
+
+
+@contextlib.contextmanager
+def provide_database(backend: str):
+    """Yield the database URL the backend's tests use; clean it up afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="cloaca-sqlite-test-") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'cloaca-test.db'}"
+    elif backend == "postgres":
+        url = os.environ.get(POSTGRES_URL_ENV, "").strip()
+        if url:
+            require_postgres_answers(url, source=POSTGRES_URL_ENV)
+            yield url
+        else:
+            with throwaway_postgres_cluster() as url:
+                yield url
+    else:  # validated earlier; a new backend needs a branch here
+        raise PipelineError(f"No test database is defined for the backend {backend!r}; "
+                            "add one to .angreal/cloaca_pipeline/databases.py.")
+
+
+def require_postgres_answers(url: str, *, source: str, timeout: float = 3.0) -> None:
+    """Raise unless `url` points at a server that speaks the PostgreSQL protocol."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql") or not parts.hostname:
+        raise PipelineError(
+            f"{source}={url!r} is not a PostgreSQL URL. Give one like "
+            "postgresql://user:password@127.0.0.1:5432/dbname, or unset it to let the "
+            "harness start a throw-away local cluster."
+        )
+    host, port = parts.hostname, parts.port or 5432
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            # An SSLRequest: a PostgreSQL server answers with one byte, S or N.
+            sock.sendall(struct.pack("!ii", 8, 80877103))
+            sock.settimeout(timeout)
+            answer = sock.recv(1)
+    except OSError as exc:
+        raise PipelineError(
+            f"The PostgreSQL server of {source} ({host}:{port}) does not answer: {exc}. "
+            "Start it or fix the URL, or unset the variable to let the harness start a "
+            "throw-away local cluster."
+        ) from exc
+    if answer not in (b"S", b"N"):
+        raise PipelineError(
+            f"{host}:{port} (from {source}) answered, but not as a PostgreSQL server. "
+            "Check the port in the URL."
+        )
+
+
+def find_postgres_bin_dir() -> Path:
+    """The directory holding initdb, pg_ctl and postgres."""
+    candidates = []
+    on_path = shutil.which("pg_ctl")
+    if on_path:
+        candidates.append(Path(os.path.realpath(on_path)).parent)
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    for directory in candidates:
+        if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
+            return directory
+    raise NoPostgresServer(
+        "No PostgreSQL server binaries (initdb, pg_ctl, postgres) were found on PATH or in "
+        "/usr/lib/postgresql/*/bin, so the postgres backend cannot be tested. Install the "
+        "server (Debian: apt-get install postgresql) or set CLOACA_TEST_POSTGRES_URL to a "
+        "server the tests may use."
+    )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def unprivileged_user() -> str | None:
+    """None when not root; otherwise the system account to run PostgreSQL as."""
+    if os.geteuid() != 0:
+        return None
+    for name in POSTGRES_SYSTEM_USERS:
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise PipelineError(
+        "Running as root, and PostgreSQL refuses to run as root, but none of the accounts "
+        f"{', '.join(POSTGRES_SYSTEM_USERS)} exists to run it as. Create one "
+        "(useradd --system postgres) or set CLOACA_TEST_POSTGRES_URL."
+    )
+
+
+def run_as(user: str | None, command: list, log: Path) -> subprocess.CompletedProcess:
+    """Run `command` as `user` (None: as ourselves), output appended to `log`."""
+    if user is not None:
+        command = ["runuser", "-u", user, "--", *command]
+    with open(log, "ab") as out:
+        return subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT,
+                              check=False)
+
+
+@contextlib.contextmanager
+def throwaway_postgres_cluster():
+    """Start a private PostgreSQL cluster; yield its URL; stop and delete it."""
+    bin_dir = find_postgres_bin_dir()
+    user = unprivileged_user()
+    tmp = Path(tempfile.mkdtemp(prefix="cloaca-pg-"))
+    data, log = tmp / "data", tmp / "server.log"
+    log.touch()
+    if user is not None:
+        entry = pwd.getpwnam(user)
+        for path in (tmp, log):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    port = free_port()
+    started = False
+    try:
+        init = run_as(user, [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
+                             "--encoding=UTF8", "--no-sync"], log)
+        if init.returncode != 0:
+            raise PipelineError(
+                f"initdb failed (exit {init.returncode}); its log: {log_tail(log)}. "
+                "Set CLOACA_TEST_POSTGRES_URL to use an existing server instead."
+            )
+        options = (f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+        start = run_as(user, [bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options,
+                              "-w", "-t", "60", "start"], log)
+        if start.returncode != 0:
+            raise PipelineError(
+                f"The throw-away PostgreSQL cluster did not start (exit {start.returncode}); "
+                f"its log: {log_tail(log)}. Set CLOACA_TEST_POSTGRES_URL to use an existing "
+                "server instead."
+            )
+        started = True
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        if started:
+            run_as(user, [bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], log)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def log_tail(log: Path, lines: int = 5) -> str:
+    """The last lines of a log file, joined for a one-paragraph message."""
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

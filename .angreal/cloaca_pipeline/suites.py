@@ -1,0 +1,151 @@
+"""`test`: run each backend's pytest suite in its own virtualenv, and the pipeline's own tests.
+
+A suite is: provide the database (first, so a bad URL fails before any
+compiling), build the wheel (skipped when unchanged), bring the virtualenv up
+to date, run pytest. Each step is timed for the summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloaca_pipeline import build, databases, project, venvs
+from cloaca_pipeline.errors import PipelineError, print_paragraph
+
+#: pytest's exit status when no test was selected (e.g. by -k).
+PYTEST_NO_TESTS = 5
+
+
+@dataclass
+class SuiteResult:
+    """What one suite did, for the summary."""
+
+    name: str
+    status: str = "not run"  # passed | failed | no tests | skipped
+    counts: dict = field(default_factory=lambda: {"passed": 0, "failed": 0, "skipped": 0})
+    timings: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+def pytest_arguments(k: str | None, pytest_args: str | None) -> list[str]:
+    """The user's -k expression and extra pytest arguments, as an argument list."""
+    args = []
+    if k:
+        args += ["-k", k]
+    if pytest_args:
+        try:
+            args += shlex.split(pytest_args)
+        except ValueError as exc:
+            raise PipelineError(
+                f"--pytest-args={pytest_args!r} cannot be split into arguments: {exc}. "
+                "Quote it as a whole, e.g. --pytest-args=\"-x --maxfail=2\"."
+            ) from exc
+    return args
+
+
+def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, env: dict) -> None:
+    """Run pytest with `python`; fill in `result` from its exit status and JUnit report."""
+    with tempfile.TemporaryDirectory(prefix="cloaca-pytest-") as tmp:
+        report = Path(tmp) / "report.xml"
+        command = [str(python), "-m", "pytest", *map(str, targets), f"--junitxml={report}",
+                   "-o", "junit_family=xunit2", *extra]
+        started = time.monotonic()
+        completed = subprocess.run(command, cwd=project.ROOT, env=env, check=False)
+        result.timings["pytest"] = time.monotonic() - started
+        result.counts = junit_counts(report)
+    if completed.returncode == 0:
+        result.status = "passed"
+    elif completed.returncode == PYTEST_NO_TESTS:
+        result.status = "no tests"
+    else:
+        result.status = "failed"
+        result.notes.append(f"pytest exit status {completed.returncode}")
+
+
+def junit_counts(report: Path) -> dict:
+    """passed/failed/skipped counts from a pytest JUnit XML report."""
+    counts = {"passed": 0, "failed": 0, "skipped": 0}
+    try:
+        root = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return counts
+    for suite in root.iter("testsuite"):
+        tests = int(suite.get("tests", 0))
+        failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+        skipped = int(suite.get("skipped", 0))
+        counts["failed"] += failed
+        counts["skipped"] += skipped
+        counts["passed"] += tests - failed - skipped
+    return counts
+
+
+def test_environment(**extra: str) -> dict:
+    """The environment pytest runs in: ours, minus anything that would pick a backend."""
+    env = dict(os.environ)
+    env.pop("CLOACA_BACKEND", None)
+    env.pop("VIRTUAL_ENV", None)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_backend_suite(backend: str, extra: list) -> SuiteResult:
+    """Database, build, virtualenv, pytest: python-tests/ against one backend."""
+    result = SuiteResult(backend)
+    started = time.monotonic()
+    with contextlib.ExitStack() as cleanup:
+        try:
+            url = cleanup.enter_context(databases.provide_database(backend))
+        except databases.NoPostgresServer as exc:
+            if os.environ.get("CI"):
+                raise
+            result.status = "skipped"
+            result.notes.append("no PostgreSQL server on this machine")
+            print_paragraph(f"SKIPPING the {backend} backend: {exc}", prefix="cloaca: WARNING: ")
+            return result
+        result.timings["database"] = time.monotonic() - started
+        built = build.build_backend_wheel(backend)
+        result.timings["build"] = built.seconds
+        result.notes.append("build skipped (unchanged)" if built.skipped else f"built {built.wheel.name}")
+        step = time.monotonic()
+        result.notes += venvs.ensure_backend_venv(backend, built.wheel)
+        result.timings["venv"] = time.monotonic() - step
+        env = test_environment(CLOACA_TEST_BACKEND=backend, CLOACA_TEST_DATABASE_URL=url)
+        run_pytest(result, project.venv_python(backend), [project.PYTHON_TESTS_DIR],
+                   ["--ignore", str(project.PIPELINE_TESTS_DIR), *extra], env)
+    return result
+
+
+def run_pipeline_suite(extra: list) -> SuiteResult:
+    """python-tests/pipeline/: the angreal tasks themselves, in the development interpreter."""
+    result = SuiteResult("pipeline")
+    run_pytest(result, project.PYTHON, [project.PIPELINE_TESTS_DIR], extra, test_environment())
+    return result
+
+
+def print_summary(results: list[SuiteResult], total_seconds: float) -> None:
+    """A table of suites with their outcome and timings, then one closing line."""
+    print("\n" + "=" * 30 + " cloaca test summary " + "=" * 30)
+    for r in results:
+        c = r.counts
+        times = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
+        print(f"  {r.name:<9} {r.status.upper():<9} {c['passed']} passed, {c['failed']} failed, "
+              f"{c['skipped']} skipped   [{times}]")
+        if r.notes:
+            print(f"  {'':<9} {'; '.join(r.notes)}")
+    totals = {k: sum(r.counts[k] for r in results) for k in ("passed", "failed", "skipped")}
+    print(f"  total time {total_seconds:.1f}s")
+    print(f"total: {totals['passed']} passed, {totals['failed']} failed, "
+          f"{totals['skipped']} skipped", flush=True)

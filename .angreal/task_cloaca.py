@@ -1,0 +1,89 @@
+"""angreal cloaca …: generate, build, test, check, scrub and demo cloaca's backends.
+
+Each command reads as the steps of the pipeline; the steps live in the
+cloaca_pipeline package beside this file. Every failure ends in one paragraph
+on stderr and a non-zero exit status (see cloaca_pipeline/errors.py).
+"""
+
+import time
+
+import angreal
+
+from cloaca_pipeline import build, check as chain_check, demo as demo_steps, project, render
+from cloaca_pipeline import scrub as scrub_steps, suites
+from cloaca_pipeline.errors import ChecksFailed, reported
+
+cloaca = angreal.command_group(name="cloaca", about="Build, test and check cloaca's backends")
+
+BACKEND_HELP = "backend to act on: sqlite or postgres (the list is [tool.cloaca] backends)"
+
+
+@cloaca()
+@angreal.command(name="generate", about="Render templates/ for one backend into the tree")
+@angreal.argument(name="backend", long="backend", help=BACKEND_HELP, required=True)
+@reported
+def generate(backend=None):
+    backend = project.validate_backend(backend)
+    for path in render.generate(backend):
+        print(f"generated {project.relative(path)}")
+
+
+@cloaca()
+@angreal.command(name="build", about="Generate, then build one backend's wheel (skipped when unchanged)")
+@angreal.argument(name="backend", long="backend", help=BACKEND_HELP, required=True)
+@angreal.argument(name="release", long="release", is_flag=True, takes_value=False,
+                  help="optimised build (the default is a debug build, faster to compile)")
+@reported
+def build_backend(backend=None, release=False):
+    built = build.build_backend_wheel(project.validate_backend(backend), release=bool(release))
+    state = "up to date, build skipped" if built.skipped else f"built in {built.seconds:.1f}s"
+    print(f"{project.relative(built.wheel)} ({state})")
+
+
+@cloaca()
+@angreal.command(name="test", about="Build each backend and run python-tests/ in its own virtualenv")
+@angreal.argument(name="backend", long="backend", help=BACKEND_HELP + "; default: all, plus the pipeline's own tests")
+@angreal.argument(name="k", short="k", help="pytest -k expression selecting tests")
+@angreal.argument(name="pytest_args", long="pytest-args", help='extra pytest arguments, e.g. --pytest-args="-x -q"')
+@reported
+def test(backend=None, k=None, pytest_args=None):
+    started = time.monotonic()
+    extra = suites.pytest_arguments(k, pytest_args)
+    results = [suites.run_backend_suite(b, extra) for b in project.selected_backends(backend)]
+    if backend is None:
+        results.append(suites.run_pipeline_suite(extra))
+    suites.print_summary(results, time.monotonic() - started)
+    failed = [r.name for r in results if r.failed]
+    if failed:
+        raise ChecksFailed(f"tests failed for: {', '.join(failed)} (pytest output above).")
+    if all(r.status in ("no tests", "skipped") for r in results):
+        raise ChecksFailed("no test ran: the -k expression selected nothing in any suite.")
+
+
+@cloaca()
+@angreal.command(name="check", about="Verify the Rust -> wrapper -> dispatcher chain; name the file to fix")
+@reported
+def check():
+    problems = chain_check.run_all_checks()
+    chain_check.print_report(problems)
+    if problems:
+        raise ChecksFailed(f"{len(problems)} problem(s) in the chain; each names the file to fix.")
+
+
+@cloaca()
+@angreal.command(name="scrub", about="Remove what the pipeline generated and built (never a tracked file)")
+@angreal.argument(name="deep", long="deep", is_flag=True, takes_value=False,
+                  help="also remove the cargo target directory (next build compiles from scratch)")
+@reported
+def scrub(deep=False):
+    removed = scrub_steps.scrub(deep=bool(deep))
+    for path in removed:
+        print(f"removed {path}")
+    print(f"scrubbed {len(removed)} path(s)")
+
+
+@cloaca()
+@angreal.command(name="demo", about="Build the sqlite backend and run examples/quickstart.py with it")
+@reported
+def demo():
+    demo_steps.run_quickstart("sqlite")
