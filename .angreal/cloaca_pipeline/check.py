@@ -93,6 +93,37 @@ def check_module_names(backend: str, rendered: list[render.RenderedFile]) -> lis
     return problems
 
 
+REGISTRATION_CALL = re.compile(
+    r'\.add_function\(\s*wrap_pyfunction!\(\s*(?:[\w:]+::)?(\w+)'
+    r'|\.add_class::<\s*(?:[\w:]+::)?(\w+)\s*>'
+    r'|\.add\(\s*"([^"]+)"'
+)
+CFG_FEATURE = re.compile(r'#\[\s*cfg\s*\(\s*feature\s*=\s*"([^"]+)"\s*\)\s*\]')
+
+
+def registered_symbols(backend: str) -> dict[str, str]:
+    """Names the Rust sources register for `backend` -> the file registering each.
+
+    Read statically from cloaca-backend/src/python/: a registration call counts
+    for every backend unless the line before it is a #[cfg(feature = "...")]
+    naming another backend. (#[pyclass(name=...)] renames are not followed;
+    the runtime checks see the real names.)
+    """
+    found = {}
+    for path in sorted((project.RUST_SOURCE_DIR / "python").rglob("*.rs")):
+        previous = ""
+        for line in path.read_text(encoding="utf-8").splitlines():
+            stripped = line.strip()
+            for match in REGISTRATION_CALL.finditer(stripped):
+                name = next(g for g in match.groups() if g)
+                gate = CFG_FEATURE.search(previous)
+                if gate is None or gate.group(1) == backend:
+                    found[name] = project.relative(path)
+            if stripped and not stripped.startswith("//"):
+                previous = stripped
+    return found
+
+
 def check_wheel_locations(backend: str) -> list[Problem]:
     """The backend's wheels lie only where the pipeline builds to and installs from."""
     expected = project.WHEEL_DIR
@@ -211,14 +242,14 @@ def check_exports(backend: str, rendered: list[render.RenderedFile], probe: dict
 
 def check_tests_cover(backend: str, symbols: list[str]) -> list[Problem]:
     """Every exported symbol is named by some test in python-tests/."""
-    text = "\n".join(p.read_text(encoding="utf-8") for p in project.PYTHON_TESTS_DIR.rglob("test_*.py"))
+    text = "\n".join(p.read_text(encoding="utf-8") for p in project.PYTHON_TESTS_DIR.glob("test_*.py"))
     return [Problem(backend, f"{name!r} is exported but no test in python-tests/ mentions it",
                     "python-tests/test_basic.py")
             for name in symbols if not re.search(rf"\b{re.escape(name)}\b", text)]
 
 
-def check_backend_differences(exports: dict[str, list[str]]) -> list[Problem]:
-    """Two backends' exports differ only by the names declared backend-only."""
+def check_backend_differences(exports: dict[str, list[str]], source: str) -> list[Problem]:
+    """Backends' symbol lists differ only by the names declared backend-only."""
     declared = project.facts().backend_only
     problems = []
     everything = set().union(*exports.values())
@@ -227,10 +258,18 @@ def check_backend_differences(exports: dict[str, list[str]]) -> list[Problem]:
             owners = [b for b, n in exports.items() if name in n]
             if not all(name in declared.get(o, ()) for o in owners):
                 problems.append(Problem(
-                    backend, f"{name!r} is exported by {', '.join(owners)} but not by {backend}, "
+                    backend, f"{name!r} is {source} {', '.join(owners)} but not {backend}, "
                     f"and it is not declared backend-only; register it for every backend in "
                     f"{REGISTRATION}, or declare it under [tool.cloaca.backend-only] "
                     f"{', '.join(owners)}", "pyproject.toml"))
+    for owner, names in declared.items():
+        for name in sorted(names):
+            for backend, exported in exports.items():
+                if backend != owner and name in exported and name not in declared.get(backend, ()):
+                    problems.append(Problem(
+                        backend, f"{name!r} is declared {owner}-only but is {source} {backend} "
+                        f"too; gate its registration with #[cfg(feature = \"{owner}\")]",
+                        REGISTRATION))
     return problems
 
 
@@ -251,8 +290,10 @@ def run_all_checks() -> list[Problem]:
         if "extension" in probe:
             exports[backend] = probe["extension"]
             problems += check_tests_cover(backend, probe["extension"])
+    problems += check_backend_differences(
+        {b: sorted(registered_symbols(b)) for b in project.facts().backends}, source="registered in")
     if len(exports) > 1:
-        problems += check_backend_differences(exports)
+        problems += check_backend_differences(exports, source="exported by the installed")
     return problems
 
 
