@@ -57,7 +57,9 @@ def test(backend=None, k=None, pytest_args=None):
     if failed:
         raise ChecksFailed(f"tests failed for: {', '.join(failed)} (pytest output above).")
     if all(r.status in ("no tests", "skipped") for r in results):
-        raise ChecksFailed("no test ran: the -k expression selected nothing in any suite.")
+        reason = ("the -k expression selected nothing in any suite" if k
+                  else "every suite was skipped (see the warnings above)")
+        raise ChecksFailed(f"no test ran: {reason}.")
 
 
 @cloaca()

@@ -51,7 +51,7 @@ def compute_fingerprint(backend: str, release: bool, rendered: list[render.Rende
     """A hash of everything that determines the wheel of `backend`."""
     h = hashlib.sha256()
     h.update(json.dumps({"backend": backend, "release": release,
-                         "python": str(project.PYTHON)}).encode())
+                         "tools": toolchain.tool_versions()}).encode())
     for f in rendered:
         h.update(project.relative(f.destination).encode() + b"\0" + f.text.encode() + b"\0")
     h.update(extension_fingerprint(rendered).encode())

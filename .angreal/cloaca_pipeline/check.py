@@ -135,8 +135,9 @@ def check_wheel_locations(backend: str) -> list[Problem]:
         problems.append(Problem(
             backend, f"a wheel lies at {project.relative(wheel)}, but the pipeline builds into and "
             f"installs from {project.relative(expected)} (maturin --out); it would never be "
-            "installed. Delete it and build with `angreal cloaca build`",
-            ".angreal/cloaca_pipeline/project.py (WHEEL_DIR) / build.py (--out)"))
+            "installed; whatever built it did not use the pipeline's --out",
+            f"delete {project.relative(wheel)} and build with `angreal cloaca build --backend "
+            f"{backend}` (the folder is WHEEL_DIR in .angreal/cloaca_pipeline/project.py)"))
     record = build.stored_build_record(backend)
     if record and not (expected / record.get("wheel", "?")).exists():
         problems.append(Problem(
@@ -226,7 +227,8 @@ def check_exports(backend: str, rendered: list[render.RenderedFile], probe: dict
             backend, "the extension installed in "
             f"{project.relative(project.venv_dir(backend))} was not built from the current Rust "
             f"sources, so what it exports may be out of date; run `angreal cloaca test --backend "
-            f"{backend}` (or build) and check again", REGISTRATION))
+            f"{backend}` (or build) and check again",
+            f"rebuild: angreal cloaca build --backend {backend} (Rust sources changed since)"))
     for layer in ("wrapper", "dispatcher"):
         for name in probe.get(layer + "_missing", []):
             problems.append(Problem(backend, f"{name!r} is registered by the Rust extension but "
@@ -273,6 +275,14 @@ def check_backend_differences(exports: dict[str, list[str]], source: str) -> lis
     return problems
 
 
+def check_declared_names_exist(registered: dict[str, list[str]]) -> list[Problem]:
+    """Each name declared backend-only is registered by that backend."""
+    return [Problem(owner, f"{name!r} is declared {owner}-only in [tool.cloaca.backend-only] "
+                    f"but {owner} does not register it", "pyproject.toml")
+            for owner, names in project.facts().backend_only.items()
+            for name in sorted(names) if name not in registered.get(owner, [])]
+
+
 def run_all_checks() -> list[Problem]:
     """Every check, for every backend; the runtime ones where a backend is installed."""
     problems, exports = [], {}
@@ -290,8 +300,9 @@ def run_all_checks() -> list[Problem]:
         if "extension" in probe:
             exports[backend] = probe["extension"]
             problems += check_tests_cover(backend, probe["extension"])
-    problems += check_backend_differences(
-        {b: sorted(registered_symbols(b)) for b in project.facts().backends}, source="registered in")
+    registered = {b: sorted(registered_symbols(b)) for b in project.facts().backends}
+    problems += check_backend_differences(registered, source="registered in")
+    problems += check_declared_names_exist(registered)
     if len(exports) > 1:
         problems += check_backend_differences(exports, source="exported by the installed")
     return problems

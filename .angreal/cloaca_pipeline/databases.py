@@ -14,6 +14,7 @@ import contextlib
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import struct
@@ -87,7 +88,9 @@ def find_postgres_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent)
-    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)]
+    candidates += sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
+                         key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)],
+                         reverse=True)
     for directory in candidates:
         if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
             return directory
@@ -145,7 +148,6 @@ def throwaway_postgres_cluster():
         for path in (tmp, log):
             os.chown(path, entry.pw_uid, entry.pw_gid)
     port = free_port()
-    started = False
     try:
         init = run_as(user, [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
                              "--encoding=UTF8", "--no-sync"], log)
@@ -164,10 +166,10 @@ def throwaway_postgres_cluster():
                 f"its log: {log_tail(log)}. Set CLOACA_TEST_POSTGRES_URL to use an existing "
                 "server instead."
             )
-        started = True
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        if started:
+        # Also after a failed or timed-out start: the server may be up regardless.
+        if (data / "postmaster.pid").exists():
             run_as(user, [bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], log)
         shutil.rmtree(tmp, ignore_errors=True)
 

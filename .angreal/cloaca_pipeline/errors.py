@@ -14,7 +14,7 @@ import textwrap
 import traceback
 
 #: Exit statuses of the angreal cloaca commands.
-EXIT_FAILED = 1  # the command ran and found failures (tests, checks)
+EXIT_FAILED = 1  # something failed: tests, checks, a compile, a pip install
 EXIT_BAD_INPUT = 2  # bad arguments, missing tools, unreachable database
 EXIT_INTERNAL = 3  # a bug in the pipeline itself
 EXIT_INTERRUPTED = 130
@@ -27,7 +27,7 @@ class PipelineError(Exception):
 
 
 class ChecksFailed(PipelineError):
-    """The command ran to the end and found failures it already reported."""
+    """Something the command ran failed (tests, checks, a compile); its output says what."""
 
     exit_status = EXIT_FAILED
 

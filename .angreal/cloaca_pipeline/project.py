@@ -99,9 +99,9 @@ def validate_backend(backend: str | None) -> str:
     known = facts().backends
     if backend in known:
         return backend
-    shown = "nothing" if backend is None else repr(backend)
+    what = "No backend was given" if backend is None else f"Unknown backend {backend!r}"
     raise PipelineError(
-        f"Unknown backend {shown}: cloaca has the backends {', '.join(known)} "
+        f"{what}: cloaca has the backends {', '.join(known)} "
         f"(listed in [tool.cloaca] backends of {PYPROJECT.name}). "
         f"Pass one of them, e.g. --backend {known[0]}."
     )

@@ -51,6 +51,11 @@ def header_for(template: str):
     return header
 
 
+def has_generated_header(text: str) -> bool:
+    """True when `text` starts with the header generate writes."""
+    return any(HEADER_MARK in line for line in text.splitlines()[:2])
+
+
 def render_backend_templates(backend: str) -> list[RenderedFile]:
     """Render every template for `backend`, in memory."""
     facts = project.facts()
@@ -106,7 +111,7 @@ def write_rendered_files(files: list[RenderedFile]) -> list[Path]:
     for f in files:
         if f.destination.exists():
             current = f.destination.read_text(encoding="utf-8", errors="replace")
-            if HEADER_MARK not in current:
+            if not has_generated_header(current):
                 raise PipelineError(
                     f"{project.relative(f.destination)} exists and was not written by "
                     "`angreal cloaca generate` (it lacks the generated-file header). "

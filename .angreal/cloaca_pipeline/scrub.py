@@ -96,7 +96,8 @@ def remove_generated_files(s: Scrubber) -> None:
     manifest = render.load_manifest()
     for relative in sorted(manifest["files"]):
         path = project.ROOT / relative
-        if path.is_file() and render.HEADER_MARK in path.read_text(encoding="utf-8", errors="replace"):
+        if path.is_file() and render.has_generated_header(
+                path.read_text(encoding="utf-8", errors="replace")):
             s.remove_file(path)
     # Deepest first, so a parent is empty once its generated children are gone.
     for relative in sorted(manifest["directories"], key=lambda p: p.count("/"), reverse=True):

@@ -22,6 +22,8 @@ from cloaca_pipeline.errors import PipelineError, print_paragraph
 
 #: pytest's exit status when no test was selected (e.g. by -k).
 PYTEST_NO_TESTS = 5
+#: pytest's exit status for a usage error (bad option or -k expression).
+PYTEST_USAGE_ERROR = 4
 
 
 @dataclass
@@ -69,6 +71,11 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
         result.status = "passed"
     elif completed.returncode == PYTEST_NO_TESTS:
         result.status = "no tests"
+    elif completed.returncode == PYTEST_USAGE_ERROR:
+        raise PipelineError(
+            f"pytest rejected its arguments (exit {PYTEST_USAGE_ERROR}; its message is above): "
+            f"{' '.join(extra) or '(none given)'}. Fix -k / --pytest-args and run again."
+        )
     else:
         result.status = "failed"
         result.notes.append(f"pytest exit status {completed.returncode}")
@@ -91,6 +98,11 @@ def junit_counts(report: Path) -> dict:
     return counts
 
 
+def running_in_ci() -> bool:
+    """True when the CI environment variable says so (CI=false or CI=0 does not)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def test_environment(**extra: str) -> dict:
     """The environment pytest runs in: ours, minus anything that would pick a backend."""
     env = dict(os.environ)
@@ -109,7 +121,7 @@ def run_backend_suite(backend: str, extra: list) -> SuiteResult:
         try:
             url = cleanup.enter_context(databases.provide_database(backend))
         except databases.NoPostgresServer as exc:
-            if os.environ.get("CI"):
+            if running_in_ci():
                 raise
             result.status = "skipped"
             result.notes.append("no PostgreSQL server on this machine")

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from cloaca_pipeline import project
-from cloaca_pipeline.errors import PipelineError
+from cloaca_pipeline.errors import ChecksFailed, PipelineError
 
 #: program -> what to do when it is missing.
 INSTALL_ADVICE = {
@@ -38,7 +38,7 @@ def run(command: list, *, cwd: Path | None = None, env: dict | None = None,
     except OSError as exc:
         raise PipelineError(f"Could not start {what} ({command[0]}): {exc}. {advice}") from exc
     if result.returncode != 0:
-        raise PipelineError(
+        raise ChecksFailed(
             f"{what} failed (exit status {result.returncode}; its output is above). {advice}"
         )
 
@@ -50,6 +50,19 @@ def capture(command: list, *, cwd: Path | None = None, env: dict | None = None) 
                               capture_output=True, text=True).stdout
     except OSError:
         return ""
+
+
+def tool_versions() -> dict:
+    """The versions of what compiles a wheel: interpreter, rustc, maturin."""
+    import importlib.metadata
+    import sys
+
+    try:
+        maturin = importlib.metadata.version("maturin")
+    except importlib.metadata.PackageNotFoundError:
+        maturin = None
+    return {"python": f"{project.PYTHON} {sys.version}", "maturin": maturin,
+            "rustc": capture(["rustc", "--version"]).strip() or None}
 
 
 def build_environment() -> dict:

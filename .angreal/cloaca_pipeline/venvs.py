@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 from pathlib import Path
 
 from cloaca_pipeline import project, toolchain
@@ -30,6 +32,11 @@ def dispatcher_digest() -> str:
         if path.exists():
             h.update(project.relative(path).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def interpreter_identity() -> str:
+    """The pipeline's interpreter: path and exact version."""
+    return f"{project.PYTHON} {sys.version}"
 
 
 def create_venv(backend: str) -> None:
@@ -68,11 +75,16 @@ def ensure_backend_venv(backend: str, wheel: Path) -> list[str]:
     Returns what had to be done, for the summary ("created venv", ...).
     """
     actions = []
+    record = read_record(backend)
+    if project.venv_python(backend).exists() and record.get("interpreter") != interpreter_identity():
+        shutil.rmtree(project.venv_dir(backend))
+        record = {}
+        actions.append("removed venv of another interpreter")
     if not project.venv_python(backend).exists():
         create_venv(backend)
         actions.append("created venv")
-    record = read_record(backend)
     wanted = {
+        "interpreter": interpreter_identity(),
         "test_requirements": list(project.facts().test_requirements),
         "wheel": file_digest(wheel),
         "dispatcher": dispatcher_digest(),
@@ -89,8 +101,8 @@ def ensure_backend_venv(backend: str, wheel: Path) -> list[str]:
                 "cloaca/pyproject.toml is missing: it is rendered by `angreal cloaca generate`; "
                 "run that (or build/test, which generate first)."
             )
-        pip_install(backend, ["--no-deps", "--force-reinstall", "--no-build-isolation",
-                              project.DISPATCHER_DIR], "the dispatcher package cloaca")
+        pip_install(backend, ["--no-deps", "--force-reinstall", project.DISPATCHER_DIR],
+                    "the dispatcher package cloaca")
         actions.append("installed dispatcher")
     (project.venv_dir(backend) / INSTALLED_RECORD).write_text(json.dumps(wanted, indent=1))
     return actions

@@ -87,6 +87,11 @@ def test_unbalanced_pytest_args(tree):
     assert_clear_error(done, 2, "cannot be split into arguments")
 
 
+def test_pytest_rejecting_its_arguments_is_bad_input():
+    done = run_angreal(ROOT, "cloaca", "test", "--backend", "sqlite", "--pytest-args=--no-such-option")
+    assert_clear_error(done, 2, "pytest rejected its arguments", "--no-such-option")
+
+
 def test_k_expression_is_passed_to_pytest_and_selecting_nothing_fails():
     """Runs in the real checkout: its sqlite build and venv are current, so this is quick."""
     selected = run_angreal(ROOT, "cloaca", "test", "--backend", "sqlite", "-k", "test_hello_world")

@@ -76,7 +76,7 @@ def test_symbol_registered_in_rust_but_not_built(built_tree):
     status, output = check(built_tree)
     assert status == 1
     assert "was not built from the current Rust sources" in output
-    assert "fix: cloaca-backend/src/python/mod.rs" in output
+    assert "fix: rebuild: angreal cloaca build --backend sqlite" in output
 
 
 def test_wheel_expected_in_the_wrong_folder(built_tree):
@@ -86,6 +86,7 @@ def test_wheel_expected_in_the_wrong_folder(built_tree):
     assert status == 1
     assert "a wheel lies at target/wheels/cloaca_sqlite-" in output
     assert "installs from cloaca-backend/target/wheels" in output
+    assert "fix: delete target/wheels/cloaca_postgres-" in output
     assert "but it is not there" in output
 
 
@@ -112,6 +113,13 @@ def test_a_declared_backend_only_symbol_present_on_both(built_tree):
     status, output = check(built_tree)
     assert status == 1
     assert "'hello_world' is declared postgres-only but is registered in sqlite too" in output
+
+
+def test_a_declared_backend_only_symbol_nobody_registers(built_tree):
+    edit(built_tree / "pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')
+    status, output = check(built_tree)
+    assert status == 1
+    assert "'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite does not register it" in output
 
 
 def test_exported_symbol_without_a_test(built_tree):

@@ -75,6 +75,15 @@ def test_refuses_to_overwrite_a_file_it_did_not_write(tree):
     assert mine.read_text() == "# my own hand-written manifest\n"
 
 
+def test_a_file_merely_mentioning_the_header_text_is_not_taken_for_generated(tree):
+    mine = tree / "cloaca/pyproject.toml"
+    mine.write_text("[project]\nname = 'mine'\n# notes: generated from templates/ elsewhere\n")
+    done = run_angreal(tree, "cloaca", "generate", "--backend", "sqlite")
+    assert done.returncode == 2
+    assert "cloaca/pyproject.toml exists and was not written by" in done.stderr
+    assert "name = 'mine'" in mine.read_text()
+
+
 def test_unknown_backend_is_a_clear_error(tree):
     done = run_angreal(tree, "cloaca", "generate", "--backend", "mysql")
     assert done.returncode == 2
