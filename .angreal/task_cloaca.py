@@ -49,7 +49,9 @@ def build_backend(backend=None, release=False):
 def test(backend=None, k=None, pytest_args=None):
     started = time.monotonic()
     extra = suites.pytest_arguments(k, pytest_args)
-    results = [suites.run_backend_suite(b, extra) for b in project.selected_backends(backend)]
+    # -k selects pytest tests; the Rust unit tests run only when nothing is selected.
+    results = [suites.run_backend_suite(b, extra, rust_tests=not k)
+               for b in project.selected_backends(backend)]
     if backend is None:
         results.append(suites.run_pipeline_suite(extra))
     suites.print_summary(results, time.monotonic() - started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloaca_pipeline import build, databases, project, venvs
+from cloaca_pipeline import build, databases, project, toolchain, venvs
 from cloaca_pipeline.errors import PipelineError, print_paragraph
 
 #: pytest's exit status when no test was selected (e.g. by -k).
@@ -66,8 +67,11 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
         started = time.monotonic()
         completed = subprocess.run(command, cwd=project.ROOT, env=env, check=False)
         result.timings["pytest"] = time.monotonic() - started
-        result.counts = junit_counts(report)
-    if completed.returncode == 0:
+        for key, count in junit_counts(report).items():
+            result.counts[key] += count
+    if result.status == "failed":
+        pass  # an earlier step (the Rust tests) failed; keep that verdict
+    elif completed.returncode == 0:
         result.status = "passed"
     elif completed.returncode == PYTEST_NO_TESTS:
         result.status = "no tests"
@@ -79,6 +83,35 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
     else:
         result.status = "failed"
         result.notes.append(f"pytest exit status {completed.returncode}")
+
+
+def run_rust_tests(result: SuiteResult, backend: str) -> None:
+    """`cargo test --lib` with the backend's feature: the engine's Rust unit tests."""
+    toolchain.require_program("cargo")
+    started = time.monotonic()
+    completed = subprocess.run(
+        ["cargo", "test", "--lib", "--features", backend,
+         "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
+        cwd=project.BACKEND_DIR, env=toolchain.build_environment(), check=False,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    print(completed.stdout, end="", flush=True)
+    result.timings["rust"] = time.monotonic() - started
+    counts = cargo_test_counts(completed.stdout)
+    for key in ("passed", "failed"):
+        result.counts[key] += counts[key]
+    result.notes.append(f"rust: {counts['passed']} passed, {counts['failed']} failed")
+    if completed.returncode != 0:
+        result.status = "failed"
+        result.notes.append(f"cargo test exit status {completed.returncode}")
+
+
+def cargo_test_counts(output: str) -> dict:
+    """passed/failed totals from cargo test's "test result:" lines."""
+    counts = {"passed": 0, "failed": 0}
+    for match in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed", output):
+        counts["passed"] += int(match.group(1))
+        counts["failed"] += int(match.group(2))
+    return counts
 
 
 def junit_counts(report: Path) -> dict:
@@ -113,8 +146,8 @@ def test_environment(**extra: str) -> dict:
     return env
 
 
-def run_backend_suite(backend: str, extra: list) -> SuiteResult:
-    """Database, build, virtualenv, pytest: python-tests/ against one backend."""
+def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> SuiteResult:
+    """Database, build, Rust unit tests, virtualenv, pytest: one backend, end to end."""
     result = SuiteResult(backend)
     started = time.monotonic()
     with contextlib.ExitStack() as cleanup:
@@ -131,6 +164,8 @@ def run_backend_suite(backend: str, extra: list) -> SuiteResult:
         built = build.build_backend_wheel(backend)
         result.timings["build"] = built.seconds
         result.notes.append("build skipped (unchanged)" if built.skipped else f"built {built.wheel.name}")
+        if rust_tests:
+            run_rust_tests(result, backend)
         step = time.monotonic()
         result.notes += venvs.ensure_backend_venv(backend, built.wheel)
         result.timings["venv"] = time.monotonic() - step
