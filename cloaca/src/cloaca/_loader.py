@@ -58,14 +58,9 @@ def import_backend(backend: str) -> ModuleType | None:
     name = backend_module_name(backend)
     try:
         module = importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name == name:
-            return None
-        raise ImportError(
-            f"The {backend} backend ({name}) is installed but cannot be imported: {exc}. "
-            f"Reinstall it:\n{install_hint((backend,))}"
-        ) from exc
     except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name == name:
+            return None
         raise ImportError(
             f"The {backend} backend ({name}) is installed but cannot be imported: {exc}. "
             f"Reinstall it:\n{install_hint((backend,))}"
