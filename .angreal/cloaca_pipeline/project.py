@@ -28,6 +28,11 @@ EXAMPLES_DIR = ROOT / "examples"
 #: The one cargo target directory every backend build shares, so the second
 #: backend reuses the dependencies the first compiled.
 CARGO_TARGET_DIR = BACKEND_DIR / "target"
+#: Where `cargo test` builds the Rust unit tests. maturin builds with PYO3_*
+#: variables a plain cargo does not set, and pyo3's build script reruns when
+#: they change: sharing one directory would recompile pyo3 at every switch
+#: between a wheel build and a unit-test run.
+UNIT_TEST_TARGET_DIR = CARGO_TARGET_DIR / "unit-tests"
 #: Where maturin is told (--out) to put wheels, and where installs look.
 WHEEL_DIR = CARGO_TARGET_DIR / "wheels"
 #: One virtualenv per backend, created once and reused.

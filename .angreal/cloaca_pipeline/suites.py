@@ -89,10 +89,12 @@ def run_rust_tests(result: SuiteResult, backend: str) -> None:
     """`cargo test --lib` with the backend's feature: the engine's Rust unit tests."""
     toolchain.require_program("cargo")
     started = time.monotonic()
+    env = toolchain.build_environment()
+    env["CARGO_TARGET_DIR"] = str(project.UNIT_TEST_TARGET_DIR)
     completed = subprocess.run(
         ["cargo", "test", "--lib", "--features", backend,
          "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
-        cwd=project.BACKEND_DIR, env=toolchain.build_environment(), check=False,
+        cwd=project.BACKEND_DIR, env=env, check=False,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(completed.stdout, end="", flush=True)
     result.timings["rust"] = time.monotonic() - started

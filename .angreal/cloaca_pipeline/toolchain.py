@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from cloaca_pipeline import project
@@ -54,9 +56,6 @@ def capture(command: list, *, cwd: Path | None = None, env: dict | None = None) 
 
 def tool_versions() -> dict:
     """The versions of what compiles a wheel: interpreter, rustc, maturin."""
-    import importlib.metadata
-    import sys
-
     try:
         maturin = importlib.metadata.version("maturin")
     except importlib.metadata.PackageNotFoundError:
