@@ -23,6 +23,7 @@ BACKEND_HELP = "backend to act on: sqlite or postgres (the list is [tool.cloaca]
 @angreal.argument(name="backend", long="backend", help=BACKEND_HELP, required=True)
 @reported
 def generate(backend=None):
+    """Render templates/ for BACKEND and list the files written."""
     backend = project.validate_backend(backend)
     for path in render.generate(backend):
         print(f"generated {project.relative(path)}")
@@ -35,6 +36,7 @@ def generate(backend=None):
                   help="optimised build (the default is a debug build, faster to compile)")
 @reported
 def build_backend(backend=None, release=False):
+    """Generate, then build BACKEND's wheel into cloaca-backend/target/wheels (or skip)."""
     built = build.build_backend_wheel(project.validate_backend(backend), release=bool(release))
     state = "up to date, build skipped" if built.skipped else f"built in {built.seconds:.1f}s"
     print(f"{project.relative(built.wheel)} ({state})")
@@ -47,6 +49,7 @@ def build_backend(backend=None, release=False):
 @angreal.argument(name="pytest_args", long="pytest-args", help='extra pytest arguments, e.g. --pytest-args="-x -q"')
 @reported
 def test(backend=None, k=None, pytest_args=None):
+    """Run every selected suite, print the summary, fail if any suite failed."""
     started = time.monotonic()
     extra = suites.pytest_arguments(k, pytest_args)
     # -k selects pytest tests; the Rust unit tests run only when nothing is selected.
@@ -68,6 +71,7 @@ def test(backend=None, k=None, pytest_args=None):
 @angreal.command(name="check", about="Verify the Rust -> wrapper -> dispatcher chain; name the file to fix")
 @reported
 def check():
+    """Report every broken link of the chain with the file to fix."""
     problems = chain_check.run_all_checks()
     chain_check.print_report(problems)
     if problems:
@@ -80,6 +84,7 @@ def check():
                   help="also remove the cargo target directory (next build compiles from scratch)")
 @reported
 def scrub(deep=False):
+    """Remove what the pipeline made and list it."""
     removed = scrub_steps.scrub(deep=bool(deep))
     for path in removed:
         print(f"removed {path}")
@@ -90,4 +95,5 @@ def scrub(deep=False):
 @angreal.command(name="demo", about="Build the sqlite backend and run examples/quickstart.py with it")
 @reported
 def demo():
+    """Run examples/quickstart.py against a fresh sqlite build."""
     demo_steps.run_quickstart("sqlite")

@@ -43,6 +43,7 @@ class Scrubber:
         self.removed: list[str] = []
 
     def guard(self, path: Path) -> None:
+        """Raise unless `path` is neither tracked nor holds a tracked file."""
         resolved = path.resolve()
         if resolved in self.tracked or any(resolved in t.parents for t in self.tracked):
             raise PipelineError(
@@ -52,12 +53,14 @@ class Scrubber:
             )
 
     def remove_file(self, path: Path) -> None:
+        """Delete a file (or symlink) if it exists."""
         if path.is_file() or path.is_symlink():
             self.guard(path)
             path.unlink()
             self.removed.append(project.relative(path))
 
     def remove_tree(self, path: Path) -> None:
+        """Delete a directory and everything in it, or a file, if it exists."""
         if path.is_dir() and not path.is_symlink():
             self.guard(path)
             shutil.rmtree(path)
@@ -66,6 +69,7 @@ class Scrubber:
             self.remove_file(path)
 
     def remove_empty_directory(self, path: Path) -> None:
+        """Delete a directory only if nothing is left in it."""
         if path.is_dir() and not any(path.iterdir()):
             self.guard(path)
             path.rmdir()

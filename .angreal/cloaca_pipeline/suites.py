@@ -39,6 +39,7 @@ class SuiteResult:
 
     @property
     def failed(self) -> bool:
+        """True when any step of the suite failed."""
         return self.status == "failed"
 
 

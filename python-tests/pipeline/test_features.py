@@ -1,0 +1,45 @@
+"""The crate refuses to compile unless exactly one backend feature is enabled."""
+
+import os
+import shutil
+
+import pytest
+
+from conftest import ROOT
+
+CRATE = ROOT / "cloaca-backend"
+
+
+def cargo_check(*feature_args):
+    import subprocess
+
+    env = dict(os.environ)
+    # A target directory of its own: `cargo check` output must not disturb the wheels' builds.
+    env["CARGO_TARGET_DIR"] = str(CRATE / "target" / "feature-checks")
+    return subprocess.run(["cargo", "check", "--lib", "--message-format=short", *feature_args],
+                          cwd=CRATE, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def rendered_manifest():
+    if shutil.which("cargo") is None or not (CRATE / "Cargo.toml").exists():
+        pytest.fail("needs cargo and a generated cloaca-backend/Cargo.toml: the pipeline suite "
+                    "runs after the backend suites in `angreal cloaca test`, which generate it.")
+
+
+def test_both_backend_features_is_a_compile_error():
+    done = cargo_check("--features", "sqlite,postgres")
+    assert done.returncode != 0
+    assert "the features `sqlite` and `postgres` are mutually exclusive" in done.stderr
+
+
+def test_no_backend_feature_is_a_compile_error():
+    done = cargo_check()
+    assert done.returncode != 0
+    assert "enable exactly one backend feature, `sqlite` or `postgres`" in done.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_one_backend_feature_compiles(backend):
+    done = cargo_check("--features", backend)
+    assert done.returncode == 0, done.stderr
