@@ -28,8 +28,8 @@ CARGO_TEMPLATE = "templates/backend_cargo.toml.j2"
 PYPROJECT_TEMPLATE = "templates/backend_pyproject.toml.j2"
 WRAPPER_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.py.j2"
 BUILD_INFO_TEMPLATE = "dispatcher_build_info.py.j2"
-DISPATCHER_INIT = "cloaca/src/cloaca/__init__.py"
-REGISTRATION = "cloaca-backend/src/python/mod.rs"
+DISPATCHER_INIT = project.relative(project.DISPATCHER_PACKAGE_DIR / "__init__.py")
+REGISTRATION = project.relative(project.RUST_SOURCE_DIR / "python" / "mod.rs")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class Problem:
 
     backend: str
     message: str
-    fix: str  # the file to fix
+    fix: str  # the file to fix (or, where no file is wrong, what to run or delete)
 
     def __str__(self) -> str:
         return f"[{self.backend}] {self.message}\n    fix: {self.fix}"
