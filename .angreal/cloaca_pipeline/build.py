@@ -62,7 +62,7 @@ def extension_fingerprint(rendered: list[render.RenderedFile]) -> str:
     """A hash of what the compiled extension module alone depends on: Cargo.toml and Rust sources."""
     h = hashlib.sha256()
     for f in rendered:
-        if f.template == "backend_cargo.toml.j2":
+        if f.template == render.CARGO_TEMPLATE:
             h.update(f.text.encode() + b"\0")
     for path in build_inputs():
         h.update(project.relative(path).encode() + b"\0" + path.read_bytes() + b"\0")

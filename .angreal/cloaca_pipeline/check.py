@@ -24,10 +24,10 @@ from pathlib import Path
 from cloaca_pipeline import build, project, render, venvs
 
 LIB_RS = project.RUST_SOURCE_DIR / "lib.rs"
-CARGO_TEMPLATE = "templates/backend_cargo.toml.j2"
-PYPROJECT_TEMPLATE = "templates/backend_pyproject.toml.j2"
-WRAPPER_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.py.j2"
-BUILD_INFO_TEMPLATE = "dispatcher_build_info.py.j2"
+# The files a problem names, as paths from the root.
+CARGO_TEMPLATE = f"templates/{render.CARGO_TEMPLATE}"
+PYPROJECT_TEMPLATE = f"templates/{render.PYPROJECT_TEMPLATE}"
+WRAPPER_TEMPLATE = f"templates/{render.WRAPPER_TEMPLATE}"
 DISPATCHER_INIT = project.relative(project.DISPATCHER_PACKAGE_DIR / "__init__.py")
 REGISTRATION = project.relative(project.RUST_SOURCE_DIR / "python" / "mod.rs")
 
@@ -64,11 +64,11 @@ def check_module_names(backend: str, rendered: list[render.RenderedFile]) -> lis
     by_template = {f.template: f.text for f in rendered}
     problems = []
     try:
-        lib_name = tomllib.loads(by_template["backend_cargo.toml.j2"]).get("lib", {}).get("name")
+        lib_name = tomllib.loads(by_template[render.CARGO_TEMPLATE]).get("lib", {}).get("name")
     except tomllib.TOMLDecodeError as exc:
         return [Problem(backend, f"the rendered Cargo.toml is not valid TOML: {exc}", CARGO_TEMPLATE)]
     try:
-        maturin = tomllib.loads(by_template["backend_pyproject.toml.j2"]).get("tool", {}).get("maturin", {})
+        maturin = tomllib.loads(by_template[render.PYPROJECT_TEMPLATE]).get("tool", {}).get("maturin", {})
     except tomllib.TOMLDecodeError as exc:
         return [Problem(backend, f"the rendered pyproject.toml is not valid TOML: {exc}",
                         PYPROJECT_TEMPLATE)]
@@ -191,8 +191,8 @@ def stage_tree_python(backend: str, rendered: list[render.RenderedFile], staging
     shutil.copytree(project.DISPATCHER_PACKAGE_DIR, staging / "cloaca",
                     ignore=shutil.ignore_patterns("__pycache__"))
     by_template = {f.template: f.text for f in rendered}
-    (package / "__init__.py").write_text(by_template[WRAPPER_TEMPLATE.removeprefix("templates/")])
-    (staging / "cloaca" / "_build_info.py").write_text(by_template[BUILD_INFO_TEMPLATE])
+    (package / "__init__.py").write_text(by_template[render.WRAPPER_TEMPLATE])
+    (staging / "cloaca" / "_build_info.py").write_text(by_template[render.BUILD_INFO_TEMPLATE])
 
 
 def probe_exports(backend: str, rendered: list[render.RenderedFile]) -> dict | None:

@@ -17,14 +17,20 @@ import jinja2
 from cloaca_pipeline import project
 from cloaca_pipeline.errors import PipelineError
 
+#: The templates other steps read by name (relative to templates/).
+CARGO_TEMPLATE = "backend_cargo.toml.j2"
+PYPROJECT_TEMPLATE = "backend_pyproject.toml.j2"
+WRAPPER_TEMPLATE = "python/cloaca_{{backend}}/__init__.py.j2"
+BUILD_INFO_TEMPLATE = "dispatcher_build_info.py.j2"
+
 #: template (relative to templates/) -> destination (relative to the root).
-#: "{backend}" in either is replaced by the backend's name.
+#: "{backend}" in a destination is replaced by the backend's name.
 TEMPLATE_DESTINATIONS = {
-    "backend_cargo.toml.j2": "cloaca-backend/Cargo.toml",
-    "backend_pyproject.toml.j2": "cloaca-backend/pyproject.toml",
-    "python/cloaca_{{backend}}/__init__.py.j2": "cloaca-backend/python/cloaca_{backend}/__init__.py",
+    CARGO_TEMPLATE: "cloaca-backend/Cargo.toml",
+    PYPROJECT_TEMPLATE: "cloaca-backend/pyproject.toml",
+    WRAPPER_TEMPLATE: "cloaca-backend/python/cloaca_{backend}/__init__.py",
     "dispatcher_pyproject.toml.j2": "cloaca/pyproject.toml",
-    "dispatcher_build_info.py.j2": "cloaca/src/cloaca/_build_info.py",
+    BUILD_INFO_TEMPLATE: "cloaca/src/cloaca/_build_info.py",
 }
 
 HEADER_MARK = "generated from templates/"

@@ -12,11 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The backends, from the single source of truth ([tool.cloaca] in pyproject.toml).
+BACKENDS = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["cloaca"]["backends"])
 #: The angreal that belongs to this interpreter (not a shim), so tests that
 #: narrow PATH can still start it.
 ANGREAL = Path(sys.executable).parent / "angreal"
@@ -69,7 +72,7 @@ def built_tree(tree) -> Path:
     The virtualenvs are linked (check only reads them); the build records and
     wheels are copied so check can tell whether the installed extension is fresh.
     """
-    missing = [b for b in ("sqlite", "postgres") if not (ROOT / ".venvs" / b / "bin" / "python").exists()]
+    missing = [b for b in BACKENDS if not (ROOT / ".venvs" / b / "bin" / "python").exists()]
     if missing:
         pytest.fail(f"backends not installed in {ROOT / '.venvs'}: {missing}; the pipeline suite "
                     "runs after the backend suites in `angreal cloaca test`, which install them.")

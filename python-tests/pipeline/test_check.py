@@ -5,9 +5,11 @@ import shutil
 
 import pytest
 
-from conftest import edit, run_angreal
+from conftest import BACKENDS, edit, run_angreal
 
 WRAPPER_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.py.j2"
+MOD_RS = "cloaca-backend/src/python/mod.rs"
+LAST_REGISTRATION = "m.add_class::<smoke::HelloClass>()?;"
 
 
 def check(tree):
@@ -21,62 +23,59 @@ def test_the_unbroken_tree_passes(built_tree):
     assert "the chain is intact" in output
 
 
-def test_cargo_lib_name_differs_from_module_name(built_tree):
-    edit(built_tree / "templates/backend_cargo.toml.j2",
-         'name = "cloaca_{{ backend }}"', 'name = "cloaca_{{ backend }}_core"')
+# Each failure mode: the edits that inject it (file, old, new) and what check must say.
+FAILURE_MODES = {
+    "cargo lib name differs from module-name": (
+        [("templates/backend_cargo.toml.j2", 'name = "cloaca_{{ backend }}"',
+          'name = "cloaca_{{ backend }}_core"')],
+        ["Cargo.toml [lib] name is 'cloaca_sqlite_core' but must be 'cloaca_sqlite'",
+         "fix: templates/backend_cargo.toml.j2"]),
+    "pyproject module-name differs from lib name": (
+        [("templates/backend_pyproject.toml.j2", 'module-name = "cloaca_{{ backend }}"',
+          'module-name = "cloaca.{{ backend }}"')],
+        ["module-name is 'cloaca.postgres' but must be 'cloaca_postgres'",
+         "fix: templates/backend_pyproject.toml.j2"]),
+    "pymodule name differs from lib name": (
+        [("cloaca-backend/src/lib.rs", "fn cloaca_sqlite(", "fn cloaca_sqlite_module(")],
+        ["no #[pymodule] fn cloaca_sqlite is compiled with feature 'sqlite'",
+         "fix: cloaca-backend/src/lib.rs"]),
+    "symbol missing from the wrapper": (
+        # The classic hand-maintained wrapper that forgot a class.
+        [(WRAPPER_TEMPLATE,
+          "from .cloaca_{{ backend }} import *  # noqa: F401,F403  (exactly the extension's __all__)\n\n"
+          "__all__ = list(_extension.__all__)",
+          "from .cloaca_{{ backend }} import hello_world, get_backend, __version__, __backend__\n\n"
+          "__all__ = ['hello_world', 'get_backend', '__version__', '__backend__']")],
+        ["'HelloClass' is registered by the Rust extension but missing from the wrapper",
+         f"fix: {WRAPPER_TEMPLATE}"]),
+    "symbol missing from the dispatcher": (
+        [("cloaca/src/cloaca/__init__.py", "for name in _backend.__all__}",
+          "for name in _backend.__all__ if name != 'hello_world'}")],
+        ["'hello_world' is registered by the Rust extension but missing from the dispatcher",
+         "fix: cloaca/src/cloaca/__init__.py"]),
+    "symbol registered in Rust but not built": (
+        [(MOD_RS, LAST_REGISTRATION, LAST_REGISTRATION + '\n    m.add("NEW_CONSTANT", 1)?;')],
+        ["was not built from the current Rust sources",
+         "fix: rebuild: angreal cloaca build --backend sqlite"]),
+    "declared backend-only symbol present on both": (
+        [("pyproject.toml", "postgres = []", 'postgres = ["hello_world"]')],
+        ["'hello_world' is declared postgres-only but is registered in sqlite too"]),
+    "declared backend-only symbol nobody registers": (
+        [("pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')],
+        ["'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite "
+         "does not register it"]),
+}
+
+
+@pytest.mark.parametrize("mode", FAILURE_MODES)
+def test_failure_mode_is_reported_with_the_file_to_fix(built_tree, mode):
+    edits, expected = FAILURE_MODES[mode]
+    for path, old, new in edits:
+        edit(built_tree / path, old, new)
     status, output = check(built_tree)
-    assert status == 1
-    assert "Cargo.toml [lib] name is 'cloaca_sqlite_core' but must be 'cloaca_sqlite'" in output
-    assert "fix: templates/backend_cargo.toml.j2" in output
-
-
-def test_pyproject_module_name_differs_from_lib_name(built_tree):
-    edit(built_tree / "templates/backend_pyproject.toml.j2",
-         'module-name = "cloaca_{{ backend }}"', 'module-name = "cloaca.{{ backend }}"')
-    status, output = check(built_tree)
-    assert status == 1
-    assert "module-name is 'cloaca.postgres' but must be 'cloaca_postgres'" in output
-    assert "fix: templates/backend_pyproject.toml.j2" in output
-
-
-def test_pymodule_name_differs_from_lib_name(built_tree):
-    edit(built_tree / "cloaca-backend/src/lib.rs", "fn cloaca_sqlite(", "fn cloaca_sqlite_module(")
-    status, output = check(built_tree)
-    assert status == 1
-    assert "no #[pymodule] fn cloaca_sqlite is compiled with feature 'sqlite'" in output
-    assert "fix: cloaca-backend/src/lib.rs" in output
-
-
-def test_symbol_missing_from_the_wrapper(built_tree):
-    # The classic hand-maintained wrapper that forgot a class.
-    edit(built_tree / WRAPPER_TEMPLATE,
-         "from .cloaca_{{ backend }} import *  # noqa: F401,F403  (exactly the extension's __all__)\n\n"
-         "__all__ = list(_extension.__all__)",
-         "from .cloaca_{{ backend }} import hello_world, get_backend, __version__, __backend__\n\n"
-         "__all__ = ['hello_world', 'get_backend', '__version__', '__backend__']")
-    status, output = check(built_tree)
-    assert status == 1
-    assert "'HelloClass' is registered by the Rust extension but missing from the wrapper" in output
-    assert f"fix: {WRAPPER_TEMPLATE}" in output
-
-
-def test_symbol_missing_from_the_dispatcher(built_tree):
-    edit(built_tree / "cloaca/src/cloaca/__init__.py",
-         "for name in _backend.__all__}", "for name in _backend.__all__ if name != 'hello_world'}")
-    status, output = check(built_tree)
-    assert status == 1
-    assert "'hello_world' is registered by the Rust extension but missing from the dispatcher" in output
-    assert "fix: cloaca/src/cloaca/__init__.py" in output
-
-
-def test_symbol_registered_in_rust_but_not_built(built_tree):
-    edit(built_tree / "cloaca-backend/src/python/mod.rs",
-         "m.add_class::<smoke::HelloClass>()?;",
-         'm.add_class::<smoke::HelloClass>()?;\n    m.add("NEW_CONSTANT", 1)?;')
-    status, output = check(built_tree)
-    assert status == 1
-    assert "was not built from the current Rust sources" in output
-    assert "fix: rebuild: angreal cloaca build --backend sqlite" in output
+    assert status == 1, output
+    for phrase in expected:
+        assert phrase in output
 
 
 def test_wheel_expected_in_the_wrong_folder(built_tree):
@@ -91,10 +90,8 @@ def test_wheel_expected_in_the_wrong_folder(built_tree):
 
 
 def test_backends_differ_by_an_undeclared_symbol(built_tree):
-    edit(built_tree / "cloaca-backend/src/python/mod.rs",
-         "m.add_class::<smoke::HelloClass>()?;",
-         'm.add_class::<smoke::HelloClass>()?;\n    #[cfg(feature = "postgres")]\n'
-         '    m.add("POSTGRES_ONLY_FLAG", true)?;')
+    edit(built_tree / MOD_RS, LAST_REGISTRATION,
+         LAST_REGISTRATION + '\n    #[cfg(feature = "postgres")]\n    m.add("POSTGRES_ONLY_FLAG", true)?;')
     status, output = check(built_tree)
     assert status == 1
     assert ("'POSTGRES_ONLY_FLAG' is registered in postgres but not sqlite, and it is not "
@@ -108,20 +105,6 @@ def test_backends_differ_by_an_undeclared_symbol(built_tree):
     assert "was not built from the current Rust sources" in output
 
 
-def test_a_declared_backend_only_symbol_present_on_both(built_tree):
-    edit(built_tree / "pyproject.toml", "postgres = []", 'postgres = ["hello_world"]')
-    status, output = check(built_tree)
-    assert status == 1
-    assert "'hello_world' is declared postgres-only but is registered in sqlite too" in output
-
-
-def test_a_declared_backend_only_symbol_nobody_registers(built_tree):
-    edit(built_tree / "pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')
-    status, output = check(built_tree)
-    assert status == 1
-    assert "'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite does not register it" in output
-
-
 def test_exported_symbol_without_a_test(built_tree):
     for path in (built_tree / "python-tests").glob("test_*.py"):
         path.write_text(path.read_text().replace("hello_world", "greeting_function"))
@@ -131,10 +114,10 @@ def test_exported_symbol_without_a_test(built_tree):
     assert "fix: python-tests/test_basic.py" in output
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_check_reads_names_for_each_backend(built_tree, backend):
     edit(built_tree / "cloaca-backend/src/lib.rs", f"fn cloaca_{backend}(", f"fn cloaca_{backend}_x(")
     status, output = check(built_tree)
     assert f"[{backend}] no #[pymodule] fn cloaca_{backend}" in output
-    other = {"sqlite": "postgres", "postgres": "sqlite"}[backend]
-    assert f"[{other}] no #[pymodule]" not in output
+    for other in set(BACKENDS) - {backend}:
+        assert f"[{other}] no #[pymodule]" not in output

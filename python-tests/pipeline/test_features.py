@@ -2,17 +2,16 @@
 
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from conftest import ROOT
+from conftest import BACKENDS, ROOT
 
 CRATE = ROOT / "cloaca-backend"
 
 
 def cargo_check(*feature_args):
-    import subprocess
-
     env = dict(os.environ)
     # A target directory of its own: `cargo check` output must not disturb the wheels' builds.
     env["CARGO_TARGET_DIR"] = str(CRATE / "target" / "feature-checks")
@@ -28,7 +27,7 @@ def rendered_manifest():
 
 
 def test_both_backend_features_is_a_compile_error():
-    done = cargo_check("--features", "sqlite,postgres")
+    done = cargo_check("--features", ",".join(BACKENDS))
     assert done.returncode != 0
     assert "the features `sqlite` and `postgres` are mutually exclusive" in done.stderr
 
@@ -39,7 +38,7 @@ def test_no_backend_feature_is_a_compile_error():
     assert "enable exactly one backend feature, `sqlite` or `postgres`" in done.stderr
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_one_backend_feature_compiles(backend):
     done = cargo_check("--features", backend)
     assert done.returncode == 0, done.stderr

@@ -3,7 +3,9 @@
 import json
 import tomllib
 
-from conftest import edit, git, run_angreal
+import pytest
+
+from conftest import BACKENDS, edit, git, run_angreal
 
 GENERATED = {
     "cloaca-backend/Cargo.toml": "templates/backend_cargo.toml.j2",
@@ -32,7 +34,7 @@ def test_generated_files_are_ignored_by_git_and_recorded(tree):
 
 
 def test_names_follow_the_backend(tree):
-    for backend in ("sqlite", "postgres"):
+    for backend in BACKENDS:
         assert run_angreal(tree, "cloaca", "generate", "--backend", backend).returncode == 0
         cargo = tomllib.loads((tree / "cloaca-backend/Cargo.toml").read_text())
         pyproject = tomllib.loads((tree / "cloaca-backend/pyproject.toml").read_text())
@@ -66,22 +68,18 @@ def test_an_unchanged_file_is_not_rewritten(tree):
     assert cargo.stat().st_mtime_ns == before
 
 
-def test_refuses_to_overwrite_a_file_it_did_not_write(tree):
-    mine = tree / "cloaca-backend/Cargo.toml"
-    mine.write_text("# my own hand-written manifest\n")
+@pytest.mark.parametrize("destination, content", [
+    ("cloaca-backend/Cargo.toml", "# my own hand-written manifest\n"),
+    # Mentioning the header text below the first lines does not make a file generated.
+    ("cloaca/pyproject.toml", "[project]\nname = 'mine'\n# notes: generated from templates/ elsewhere\n"),
+])
+def test_refuses_to_overwrite_a_file_it_did_not_write(tree, destination, content):
+    mine = tree / destination
+    mine.write_text(content)
     done = run_angreal(tree, "cloaca", "generate", "--backend", "sqlite")
     assert done.returncode == 2
-    assert "cloaca-backend/Cargo.toml exists and was not written by" in done.stderr
-    assert mine.read_text() == "# my own hand-written manifest\n"
-
-
-def test_a_file_merely_mentioning_the_header_text_is_not_taken_for_generated(tree):
-    mine = tree / "cloaca/pyproject.toml"
-    mine.write_text("[project]\nname = 'mine'\n# notes: generated from templates/ elsewhere\n")
-    done = run_angreal(tree, "cloaca", "generate", "--backend", "sqlite")
-    assert done.returncode == 2
-    assert "cloaca/pyproject.toml exists and was not written by" in done.stderr
-    assert "name = 'mine'" in mine.read_text()
+    assert f"{destination} exists and was not written by" in done.stderr
+    assert mine.read_text() == content
 
 
 def test_unknown_backend_is_a_clear_error(tree):

@@ -2,7 +2,7 @@
 
 import os
 
-from conftest import git, run_angreal
+from conftest import BACKENDS, git, run_angreal
 
 
 def snapshot(root):
@@ -19,7 +19,7 @@ def snapshot(root):
 
 def test_generate_then_scrub_leaves_a_clean_tree_exactly_as_it_was(tree):
     status_before, files_before = git(tree, "status", "--porcelain", "--ignored"), snapshot(tree)
-    for backend in ("sqlite", "postgres"):
+    for backend in BACKENDS:
         assert run_angreal(tree, "cloaca", "generate", "--backend", backend).returncode == 0
     assert (tree / "cloaca-backend/python/cloaca_postgres/__init__.py").exists()
     done = run_angreal(tree, "cloaca", "scrub")
