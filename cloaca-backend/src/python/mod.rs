@@ -7,7 +7,14 @@
 //! Backend-only symbols are registered under `#[cfg(feature = ...)]` and must
 //! be declared in `[tool.cloaca.backend-only]` of the top-level pyproject.toml.
 
+mod config;
+mod context;
+mod errors;
+mod json;
+mod runner;
 mod smoke;
+mod task;
+mod workflow;
 
 use pyo3::prelude::*;
 
@@ -20,6 +27,19 @@ pub fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(get_backend, m)?)?;
     m.add_function(wrap_pyfunction!(smoke::hello_world, m)?)?;
     m.add_class::<smoke::HelloClass>()?;
+    m.add_class::<context::PyContext>()?;
+    m.add_function(wrap_pyfunction!(task::task, m)?)?;
+    m.add_class::<workflow::PyWorkflowBuilder>()?;
+    m.add_class::<workflow::PyWorkflow>()?;
+    m.add_function(wrap_pyfunction!(workflow::register_workflow_constructor, m)?)?;
+    m.add_class::<config::PyDefaultRunnerConfig>()?;
+    m.add_class::<runner::PyDefaultRunner>()?;
+    m.add_class::<runner::PyExecutionHandle>()?;
+    m.add_class::<runner::PyPipelineResult>()?;
+    // Not exported: stops open runners before the interpreter is torn down
+    // under their worker threads.
+    let py = m.py();
+    py.import("atexit")?.call_method1("register", (wrap_pyfunction!(runner::shutdown_all_runners, py)?,))?;
     Ok(())
 }
 

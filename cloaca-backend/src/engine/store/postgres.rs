@@ -1,0 +1,384 @@
+//! The PostgreSQL store: a small connection pool, claims with
+//! `FOR UPDATE SKIP LOCKED`, and `LISTEN/NOTIFY` so that runner processes on
+//! different machines wake each other instead of polling.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use postgres::{Client, Config, GenericClient, NoTls, Statement};
+
+use super::sql::{self, postgres_dialect, Conn, Param, Row, SqlTx};
+use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, ExecutionRecord, ExecutionStatus, LoadedContexts, Store, WorkflowRef};
+use crate::engine::dag::Dag;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::Context;
+
+/// How often a transaction that lost a deadlock / serialization conflict is retried.
+const CONFLICT_RETRIES: usize = 5;
+/// Key of the advisory lock that serialises schema migrations across processes.
+const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6361; // "cloaca"
+
+/// Executions and task attempts in one PostgreSQL database.
+pub struct PostgresStore {
+    config: Config,
+    /// `host:port/database`, for messages (never the password).
+    target: String,
+    pool: Mutex<Pool>,
+    returned: Condvar,
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<PgConn>,
+    open: usize,
+    max: usize,
+}
+
+/// A pooled connection with its prepared statements.
+struct PgConn {
+    client: Client,
+    statements: HashMap<&'static str, Statement>,
+}
+
+/// A connection checked out of the pool; goes back on drop unless broken.
+struct Checkout<'a> {
+    store: &'a PostgresStore,
+    conn: Option<PgConn>,
+}
+
+impl Drop for Checkout<'_> {
+    fn drop(&mut self) {
+        let mut pool = lock(&self.store.pool);
+        match self.conn.take() {
+            Some(conn) if !conn.client.is_closed() => pool.idle.push(conn),
+            _ => pool.open -= 1,
+        }
+        drop(pool);
+        self.store.returned.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PostgresStore {
+    /// Connects (failing fast when the server is unreachable) and migrates.
+    pub fn open(url: &str, pool_size: usize, now: i64) -> Result<Self> {
+        let mut config = Config::from_str(url)
+            .map_err(|e| EngineError::InvalidUrl { url: url.to_string(), reason: format!("{e}; use postgresql://user:password@host:port/database") })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        let target = describe_target(&config);
+        let store = PostgresStore {
+            config,
+            target,
+            pool: Mutex::new(Pool { max: pool_size.max(1), ..Pool::default() }),
+            returned: Condvar::new(),
+        };
+        store.write("applying schema migrations", |c| sql::migrate(c, true, now))?;
+        Ok(store)
+    }
+
+    fn connect(&self) -> Result<Client> {
+        self.config
+            .connect(NoTls)
+            .map_err(|e| EngineError::Unavailable { target: self.target.clone(), reason: error_text(&e) })
+    }
+
+    fn checkout(&self) -> Result<Checkout<'_>> {
+        let mut pool = lock(&self.pool);
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(Checkout { store: self, conn: Some(conn) });
+            }
+            if pool.open < pool.max {
+                pool.open += 1;
+                drop(pool);
+                return match self.connect() {
+                    Ok(client) => Ok(Checkout { store: self, conn: Some(PgConn { client, statements: HashMap::new() }) }),
+                    Err(e) => {
+                        lock(&self.pool).open -= 1;
+                        Err(e)
+                    }
+                };
+            }
+            pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Runs `f` in one transaction; retried from the start when PostgreSQL
+    /// aborts it for a deadlock or serialization conflict.
+    fn write<T>(&self, action: &'static str, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut checkout = self.checkout()?;
+            let PgConn { client, statements } = checkout.conn.as_mut().expect("a checkout holds a connection");
+            let mut tx = client.transaction().map_err(|e| EngineError::database(action, error_text(&e)))?;
+            let mut conn = PgConnection { client: &mut tx, statements, conflict: false };
+            let result = f(&mut conn);
+            let conflict = conn.conflict;
+            let committed = match result {
+                Ok(value) => match tx.commit() {
+                    Ok(()) => return Ok(value),
+                    Err(e) if is_conflict(&e) => Err(EngineError::database(action, error_text(&e))),
+                    Err(e) => return Err(EngineError::database(action, error_text(&e))),
+                },
+                Err(e) => {
+                    let _ = tx.rollback();
+                    if !conflict {
+                        return Err(e);
+                    }
+                    Err(e)
+                }
+            };
+            if attempt >= CONFLICT_RETRIES {
+                return committed;
+            }
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut checkout = self.checkout()?;
+        let PgConn { client, statements } = checkout.conn.as_mut().expect("a checkout holds a connection");
+        f(&mut PgConnection { client, statements, conflict: false })
+    }
+}
+
+fn describe_target(config: &Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().or(config.get_user()).unwrap_or("postgres");
+    format!("{host}:{port}/{db}")
+}
+
+/// The error with its causes ("error connecting to server: Connection refused").
+fn error_text(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn is_conflict(e: &postgres::Error) -> bool {
+    matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// A client or transaction as the shared SQL layer's [`Conn`].
+struct PgConnection<'a, C: GenericClient> {
+    client: &'a mut C,
+    statements: &'a mut HashMap<&'static str, Statement>,
+    conflict: bool,
+}
+
+impl<C: GenericClient> PgConnection<'_, C> {
+    fn statement(&mut self, sql: &'static str) -> Result<Statement> {
+        if let Some(stmt) = self.statements.get(sql) {
+            return Ok(stmt.clone());
+        }
+        let stmt = self.client.prepare(&postgres_dialect(sql)).map_err(|e| EngineError::database("preparing a statement", error_text(&e)))?;
+        self.statements.insert(sql, stmt.clone());
+        Ok(stmt)
+    }
+
+    fn fail(&mut self, action: &'static str, e: postgres::Error) -> EngineError {
+        self.conflict |= is_conflict(&e);
+        EngineError::database(action, error_text(&e))
+    }
+}
+
+fn references<'p>(params: &'p [Param<'p>]) -> Vec<&'p (dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => i as &(dyn ToSql + Sync),
+            Param::Text(t) => t as &(dyn ToSql + Sync),
+            Param::NullableText(t) => t as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+impl<C: GenericClient> Conn for PgConnection<'_, C> {
+    fn execute(&mut self, sql: &'static str, params: &[Param]) -> Result<u64> {
+        let stmt = self.statement(sql)?;
+        let result = self.client.execute(&stmt, &references(params));
+        result.map_err(|e| self.fail("writing state", e))
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[Param], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
+        let stmt = self.statement(sql)?;
+        let result = self.client.query(&stmt, &references(params));
+        let rows = result.map_err(|e| self.fail("reading state", e))?;
+        for row in &rows {
+            each(&PgRow(row))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        let result = self.client.batch_execute(sql);
+        result.map_err(|e| self.fail("applying schema migrations", e))
+    }
+
+    fn notify(&mut self, channel: Channel, payload: &str) -> Result<()> {
+        const NOTIFY: &str = "SELECT pg_notify(CAST(?1 AS TEXT), CAST(?2 AS TEXT))";
+        self.query(NOTIFY, &[Param::Text(channel.name()), Param::Text(payload)], &mut |_| Ok(()))
+    }
+
+    fn lock_for_migration(&mut self) -> Result<()> {
+        const LOCK: &str = "SELECT pg_advisory_xact_lock(?1)";
+        self.query(LOCK, &[Param::Int(MIGRATION_LOCK_KEY)], &mut |_| Ok(()))
+    }
+}
+
+struct PgRow<'r>(&'r postgres::Row);
+
+fn column<'r, T: postgres::types::FromSql<'r>>(row: &'r postgres::Row, i: usize) -> Result<T> {
+    row.try_get(i).map_err(|e| EngineError::database("reading a column", error_text(&e)))
+}
+
+impl Row for PgRow<'_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        column(self.0, i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        column(self.0, i)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        column(self.0, i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        column(self.0, i)
+    }
+}
+
+impl Store for PostgresStore {
+    fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
+        self.write("creating an execution", |c| sql::create_execution(c, execution_id, dag, input, now))
+    }
+
+    fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.write("claiming a task", |c| sql::claim(c, owner, workflows, now, lease_ms, recover))
+    }
+
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts> {
+        self.read(|c| sql::load_contexts(c, execution_id, dependencies))
+    }
+
+    fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
+        self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
+    }
+
+    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
+        self.write("renewing leases", |c| sql::renew_leases(c, owner, expires_at))
+    }
+
+    fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.read(|c| sql::next_due(c, workflows, recover))
+    }
+
+    fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+        self.read(|c| sql::get_execution(c, execution_id))
+    }
+
+    fn completed_outputs(&self, execution_id: &str) -> Result<HashMap<String, Context>> {
+        self.read(|c| sql::completed_outputs(c, execution_id))
+    }
+
+    fn list_executions(&self, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
+        self.read(|c| sql::list_executions(c, workflow_name, status, limit))
+    }
+
+    fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
+        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
+    }
+
+    fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
+        let mut client = self.connect()?;
+        subscribe(&mut client).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
+        let config = self.config.clone();
+        let handle = std::thread::Builder::new()
+            .name("cloaca-listener".into())
+            .spawn(move || listen_loop(client, config, on_event, stop))
+            .map_err(|e| EngineError::database("starting the notification listener", e))?;
+        Ok(Some(handle))
+    }
+}
+
+fn subscribe(client: &mut Client) -> std::result::Result<(), postgres::Error> {
+    client.batch_execute(&format!("LISTEN {}; LISTEN {};", Channel::Work.name(), Channel::Done.name()))
+}
+
+/// Delivers notifications until `stop`; reconnects when the connection drops
+/// (waking the workers so that nothing missed meanwhile is left waiting).
+fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, stop: Arc<AtomicBool>) {
+    // The timeout only bounds how long a stop request waits; notifications
+    // are delivered the moment they arrive.
+    const STOP_CHECK: Duration = Duration::from_millis(200);
+    while !stop.load(Ordering::SeqCst) {
+        let mut healthy = true;
+        {
+            let mut notifications = client.notifications();
+            let mut iter = notifications.timeout_iter(STOP_CHECK);
+            loop {
+                match iter.next() {
+                    Ok(Some(n)) => {
+                        let channel = if n.channel() == Channel::Done.name() { Channel::Done } else { Channel::Work };
+                        on_event(channel, n.payload());
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        healthy = false;
+                        break;
+                    }
+                }
+            }
+        }
+        if healthy && !client.is_closed() {
+            continue;
+        }
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            if let Ok(mut fresh) = config.connect(NoTls) {
+                if subscribe(&mut fresh).is_ok() {
+                    client = fresh;
+                    on_event(Channel::Work, "");
+                    break;
+                }
+            }
+        }
+    }
+}

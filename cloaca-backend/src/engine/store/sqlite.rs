@@ -1,0 +1,233 @@
+//! The SQLite store: one connection in WAL mode, shared by a runner's threads.
+//!
+//! SQLite has one writer at a time anyway, so a runner keeps a single
+//! connection behind a mutex and every write is a `BEGIN IMMEDIATE`
+//! transaction; other processes on the same file wait up to `busy_timeout`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use super::sql::{self, Conn, Param, Row, SqlTx};
+use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, ExecutionRecord, ExecutionStatus, LoadedContexts, Store, WorkflowRef};
+use crate::engine::dag::Dag;
+use crate::engine::error::{EngineError, Result};
+use crate::engine::url::{SqliteLocation, SqliteMode, SqliteUrl};
+use crate::engine::Context;
+
+/// Executions and task attempts in one SQLite database.
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+/// `rusqlite::Connection` / `Transaction` as the shared SQL layer's [`Conn`].
+struct SqliteConn<'a>(&'a Connection);
+
+impl SqliteStore {
+    /// Opens (creating when allowed) and migrates the database of `url`.
+    /// Nothing is written to a file that turns out not to be a usable
+    /// cloaca database.
+    pub fn open(url: &SqliteUrl, now: i64) -> Result<Self> {
+        let conn = match &url.location {
+            SqliteLocation::Memory => Connection::open_in_memory().map_err(|e| unavailable(":memory:", e))?,
+            SqliteLocation::File(path) => open_file(path, url)?,
+        };
+        let target = describe(&url.location);
+        conn.busy_timeout(std::time::Duration::from_millis(u64::from(url.busy_timeout_ms)))
+            .map_err(|e| unavailable(&target, e))?;
+        // A read before any write: a file that is not a database fails here, untouched.
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
+            .map_err(|e| unavailable(&target, e))?;
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(EngineError::Unavailable {
+                target,
+                reason: "it is read-only (mode=ro or no write permission), and a runner must write its state; \
+                         open a writable file"
+                    .into(),
+            });
+        }
+        if url.location != SqliteLocation::Memory {
+            conn.pragma_update(None, "journal_mode", &url.journal_mode).map_err(|e| unavailable(&target, e))?;
+        }
+        conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
+        let store = SqliteStore { conn: Mutex::new(conn) };
+        store.write("applying schema migrations", |c| sql::migrate(c, false, now)).map_err(|e| match e {
+            EngineError::Database { reason, .. } => EngineError::Unavailable { target: target.clone(), reason },
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it succeeds.
+    fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| EngineError::database(action, e))?;
+        let value = f(&mut SqliteConn(&tx))?;
+        tx.commit().map_err(|e| EngineError::database(action, e))?;
+        Ok(value)
+    }
+
+    /// Runs `f` outside an explicit transaction (single reads).
+    fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut SqliteConn(&guard))
+    }
+}
+
+fn describe(location: &SqliteLocation) -> String {
+    match location {
+        SqliteLocation::Memory => "sqlite://:memory:".into(),
+        SqliteLocation::File(path) => format!("{:?}", path.display().to_string()),
+    }
+}
+
+fn unavailable(target: &str, e: rusqlite::Error) -> EngineError {
+    let reason = match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase) => "the file is not a SQLite database (cloaca left it untouched)".into(),
+        Some(ErrorCode::ReadOnly) => "it is read-only, and a runner must write its state".into(),
+        Some(ErrorCode::CannotOpen) => format!("SQLite cannot open it ({e})"),
+        _ => e.to_string(),
+    };
+    EngineError::Unavailable { target: target.to_string(), reason }
+}
+
+fn open_file(path: &Path, url: &SqliteUrl) -> Result<Connection> {
+    let shown = format!("{:?}", path.display().to_string());
+    let fail = |reason: String| EngineError::Unavailable { target: shown.clone(), reason };
+    if path.is_dir() {
+        return Err(fail("it is a directory; give the path of a database file inside it".into()));
+    }
+    let absolute: PathBuf = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(parent) = absolute.parent() {
+        if !parent.is_dir() {
+            return Err(fail(format!("its directory {:?} does not exist", parent.display().to_string())));
+        }
+    }
+    let flags = match url.mode {
+        SqliteMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+        SqliteMode::ReadWrite => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        SqliteMode::ReadWriteCreate => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+    };
+    if !path.exists() && url.mode != SqliteMode::ReadWriteCreate {
+        return Err(fail("it does not exist, and mode=ro / mode=rw do not create it (use mode=rwc)".into()));
+    }
+    Connection::open_with_flags(path, flags | OpenFlags::SQLITE_OPEN_NO_MUTEX).map_err(|e| unavailable(&shown, e))
+}
+
+impl Conn for SqliteConn<'_> {
+    fn execute(&mut self, sql: &'static str, params: &[Param]) -> Result<u64> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(|e| EngineError::database("preparing a statement", e))?;
+        let values = bind(params);
+        stmt.execute(rusqlite::params_from_iter(values.iter()))
+            .map(|n| n as u64)
+            .map_err(|e| EngineError::database("writing state", e))
+    }
+
+    fn query(&mut self, sql: &'static str, params: &[Param], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
+        let mut stmt = self.0.prepare_cached(sql).map_err(|e| EngineError::database("preparing a statement", e))?;
+        let values = bind(params);
+        let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| EngineError::database("reading state", e))?;
+        while let Some(row) = rows.next().map_err(|e| EngineError::database("reading state", e))? {
+            each(&SqliteRow(row))?;
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, sql: &str) -> Result<()> {
+        self.0.execute_batch(sql).map_err(|e| EngineError::database("applying schema migrations", e))
+    }
+
+    fn notify(&mut self, _channel: Channel, _payload: &str) -> Result<()> {
+        // SQLite has no cross-process notifications; runners in other processes
+        // find new work at their next poll.
+        Ok(())
+    }
+
+    fn lock_for_migration(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn bind(params: &[Param]) -> Vec<SqlValue> {
+    params
+        .iter()
+        .map(|p| match *p {
+            Param::Int(i) => SqlValue::Integer(i),
+            Param::Text(t) => SqlValue::Text(t.to_string()),
+            Param::NullableText(Some(t)) => SqlValue::Text(t.to_string()),
+            Param::NullableText(None) => SqlValue::Null,
+        })
+        .collect()
+}
+
+struct SqliteRow<'r, 's>(&'r rusqlite::Row<'s>);
+
+fn column<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T> {
+    row.get(i).map_err(|e| EngineError::database("reading a column", e))
+}
+
+impl Row for SqliteRow<'_, '_> {
+    fn int(&self, i: usize) -> Result<i64> {
+        column(self.0, i)
+    }
+    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+        column(self.0, i)
+    }
+    fn text(&self, i: usize) -> Result<String> {
+        column(self.0, i)
+    }
+    fn opt_text(&self, i: usize) -> Result<Option<String>> {
+        column(self.0, i)
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
+        self.write("creating an execution", |c| sql::create_execution(c, execution_id, dag, input, now))
+    }
+
+    fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.write("claiming a task", |c| sql::claim(c, owner, workflows, now, lease_ms, recover))
+    }
+
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts> {
+        self.read(|c| sql::load_contexts(c, execution_id, dependencies))
+    }
+
+    fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
+        self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
+    }
+
+    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
+        self.write("renewing leases", |c| sql::renew_leases(c, owner, expires_at))
+    }
+
+    fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.read(|c| sql::next_due(c, workflows, recover))
+    }
+
+    fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+        self.read(|c| sql::get_execution(c, execution_id))
+    }
+
+    fn completed_outputs(&self, execution_id: &str) -> Result<HashMap<String, Context>> {
+        self.read(|c| sql::completed_outputs(c, execution_id))
+    }
+
+    fn list_executions(&self, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
+        self.read(|c| sql::list_executions(c, workflow_name, status, limit))
+    }
+
+    fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
+        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
+    }
+}

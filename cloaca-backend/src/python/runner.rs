@@ -1,0 +1,289 @@
+//! `DefaultRunner`, `ExecutionHandle` and `PipelineResult`.
+
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use super::config::PyDefaultRunnerConfig;
+use super::context::PyContext;
+use super::errors::to_py;
+use crate::engine::error::{EngineError, Result as EngineResult};
+use crate::engine::registry::Registry;
+use crate::engine::runner::Runner;
+use crate::engine::store::{ExecutionRecord, ExecutionStatus, Store};
+use crate::engine::time::{now_ms, rfc3339};
+use crate::engine::url::DatabaseUrl;
+
+/// Runners not yet shut down, so that interpreter exit can stop them
+/// before Python is torn down under their worker threads.
+fn live_runners() -> &'static Mutex<Vec<Weak<Runner>>> {
+    static LIVE: OnceLock<Mutex<Vec<Weak<Runner>>>> = OnceLock::new();
+    LIVE.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Shuts down every runner still open; registered with `atexit`.
+#[pyfunction]
+pub fn shutdown_all_runners(py: Python<'_>) {
+    let runners: Vec<Arc<Runner>> = {
+        let mut live = live_runners().lock().unwrap_or_else(|p| p.into_inner());
+        let found = live.iter().filter_map(Weak::upgrade).collect();
+        live.clear();
+        found
+    };
+    py.detach(|| runners.iter().for_each(|r| r.shutdown()));
+}
+
+fn open_store(url: &DatabaseUrl, pool_size: usize) -> EngineResult<Arc<dyn Store>> {
+    match url {
+        #[cfg(feature = "sqlite")]
+        DatabaseUrl::Sqlite(sqlite) => Ok(Arc::new(crate::engine::store::sqlite::SqliteStore::open(sqlite, now_ms())?)),
+        #[cfg(feature = "postgres")]
+        DatabaseUrl::Postgres(pg) => Ok(Arc::new(crate::engine::store::postgres::PostgresStore::open(pg, pool_size, now_ms())?)),
+        #[allow(unreachable_patterns)]
+        other => {
+            let _ = pool_size;
+            Err(EngineError::InvalidUrl { url: format!("{other:?}"), reason: "this backend cannot open it".into() })
+        }
+    }
+}
+
+/// Runs registered workflows durably against one database.
+#[pyclass(name = "DefaultRunner", module = "cloaca")]
+pub struct PyDefaultRunner {
+    runner: Mutex<Option<Arc<Runner>>>,
+    database_url: String,
+}
+
+impl PyDefaultRunner {
+    fn open(py: Python<'_>, database_url: &str, config: &PyDefaultRunnerConfig) -> PyResult<Self> {
+        let url = DatabaseUrl::parse(database_url).map_err(to_py)?;
+        let engine_config = config.to_engine(py)?;
+        let pool_size = config.pool_size(py)?;
+        let runner = py
+            .detach(|| -> EngineResult<Runner> {
+                let store = open_store(&url, pool_size)?;
+                Runner::start(store, Registry::global(), engine_config)
+            })
+            .map_err(to_py)?;
+        let runner = Arc::new(runner);
+        live_runners().lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&runner));
+        Ok(PyDefaultRunner { runner: Mutex::new(Some(runner)), database_url: database_url.to_string() })
+    }
+
+    fn runner(&self) -> PyResult<Arc<Runner>> {
+        self.runner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| to_py(EngineError::ShutDown))
+    }
+}
+
+#[pymethods]
+impl PyDefaultRunner {
+    /// Opens (creating or migrating) the database at `database_url` and
+    /// starts the runner's workers, which also resume interrupted executions.
+    #[new]
+    fn new(py: Python<'_>, database_url: &str) -> PyResult<Self> {
+        Self::open(py, database_url, &PyDefaultRunnerConfig::default_config(py)?)
+    }
+
+    /// Like `DefaultRunner(database_url)`, with settings.
+    #[staticmethod]
+    fn with_config(py: Python<'_>, database_url: &str, config: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let config = config.cast::<PyDefaultRunnerConfig>().map_err(|_| {
+            let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!("with_config needs a cloaca.DefaultRunnerConfig, not {type_name}"))
+        })?;
+        Self::open(py, database_url, &config.borrow())
+    }
+
+    /// Runs the registered workflow `workflow_name` on `context` (a Context,
+    /// a dict or None) and returns its result once it has finished.
+    #[pyo3(signature = (workflow_name, context=None))]
+    fn execute(&self, py: Python<'_>, workflow_name: &str, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyPipelineResult> {
+        let input = PyContext::from_argument(context)?;
+        let runner = self.runner()?;
+        let record = py.detach(|| runner.execute(workflow_name, &input)).map_err(to_py)?;
+        Ok(PyPipelineResult::from(record))
+    }
+
+    /// Starts the workflow and returns at once with a handle to wait on.
+    #[pyo3(signature = (workflow_name, context=None))]
+    fn execute_async(&self, py: Python<'_>, workflow_name: &str, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyExecutionHandle> {
+        let input = PyContext::from_argument(context)?;
+        let runner = self.runner()?;
+        let execution_id = py.detach(|| runner.start_execution(workflow_name, &input)).map_err(to_py)?;
+        Ok(PyExecutionHandle { runner, execution_id })
+    }
+
+    /// The current state of any execution in this database.
+    fn get_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<PyPipelineResult> {
+        let runner = self.runner()?;
+        let record = py.detach(|| runner.record(execution_id)).map_err(to_py)?;
+        Ok(PyPipelineResult::from(record))
+    }
+
+    /// Executions in this database, newest first, optionally filtered.
+    #[pyo3(signature = (workflow_name=None, status=None, limit=100))]
+    fn list_executions(&self, py: Python<'_>, workflow_name: Option<String>, status: Option<String>, limit: i64) -> PyResult<Vec<PyPipelineResult>> {
+        let status = match status.as_deref() {
+            None => None,
+            Some(s) => Some(ExecutionStatus::from_display(s).ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "status={s:?} is not accepted: use \"Pending\", \"Running\", \"Completed\" or \"Failed\""
+                ))
+            })?),
+        };
+        if limit <= 0 {
+            return Err(PyValueError::new_err(format!("limit={limit} is not accepted: it must be an int above 0")));
+        }
+        let runner = self.runner()?;
+        let records = py
+            .detach(|| runner.store().list_executions(workflow_name.as_deref(), status, limit))
+            .map_err(to_py)?;
+        Ok(records.into_iter().map(PyPipelineResult::from).collect())
+    }
+
+    /// Stops the workers after their running tasks end. Idempotent.
+    fn shutdown(&self, py: Python<'_>) {
+        let taken = self.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(runner) = taken {
+            py.detach(|| runner.shutdown());
+        }
+    }
+
+    fn __enter__(slf: Bound<'_, Self>) -> Bound<'_, Self> {
+        slf
+    }
+
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        _exc_type: Option<Bound<'_, PyAny>>,
+        _exc_value: Option<Bound<'_, PyAny>>,
+        _traceback: Option<Bound<'_, PyAny>>,
+    ) -> bool {
+        self.shutdown(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        let state = if self.runner.lock().map(|r| r.is_some()).unwrap_or(false) { "open" } else { "shut down" };
+        format!("DefaultRunner({:?}, {state})", redact(&self.database_url))
+    }
+}
+
+/// The URL without its password, for display.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A running (or finished) execution started by `execute_async`.
+#[pyclass(name = "ExecutionHandle", module = "cloaca", frozen)]
+pub struct PyExecutionHandle {
+    runner: Arc<Runner>,
+    execution_id: String,
+}
+
+#[pymethods]
+impl PyExecutionHandle {
+    #[getter]
+    fn execution_id(&self) -> &str {
+        &self.execution_id
+    }
+
+    /// "Pending", "Running", "Completed" or "Failed".
+    fn status(&self, py: Python<'_>) -> PyResult<&'static str> {
+        let record = py.detach(|| self.runner.record(&self.execution_id)).map_err(to_py)?;
+        Ok(record.status.display_name())
+    }
+
+    /// Waits for the execution to finish; raises TimeoutError after
+    /// `timeout` seconds (the execution goes on).
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyPipelineResult> {
+        let timeout = match timeout {
+            None => None,
+            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
+            Some(t) => return Err(PyValueError::new_err(format!("timeout={t} is not accepted: use seconds >= 0, or None"))),
+        };
+        let record = py.detach(|| self.runner.wait(&self.execution_id, timeout)).map_err(to_py)?;
+        Ok(PyPipelineResult::from(record))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("ExecutionHandle(execution_id={:?})", self.execution_id)
+    }
+}
+
+/// The outcome (or current state) of an execution.
+#[pyclass(name = "PipelineResult", module = "cloaca", frozen)]
+pub struct PyPipelineResult {
+    record: ExecutionRecord,
+}
+
+impl From<ExecutionRecord> for PyPipelineResult {
+    fn from(record: ExecutionRecord) -> Self {
+        PyPipelineResult { record }
+    }
+}
+
+#[pymethods]
+impl PyPipelineResult {
+    /// "Completed" or "Failed" once finished; "Pending" or "Running" before.
+    #[getter]
+    fn status(&self) -> &'static str {
+        self.record.status.display_name()
+    }
+
+    /// The context the execution ended with (its input while unfinished).
+    #[getter]
+    fn final_context(&self) -> PyContext {
+        PyContext::from_map(self.record.final_context.clone().unwrap_or_else(|| self.record.input.clone()))
+    }
+
+    /// None on success; on failure the failed task, its exception and traceback.
+    #[getter]
+    fn error_message(&self) -> Option<&str> {
+        self.record.error_message.as_deref()
+    }
+
+    /// When the execution was started (RFC 3339, UTC).
+    #[getter]
+    fn start_time(&self) -> String {
+        rfc3339(self.record.created_at)
+    }
+
+    /// When it finished (RFC 3339, UTC), or None.
+    #[getter]
+    fn end_time(&self) -> Option<String> {
+        self.record.finished_at.map(rfc3339)
+    }
+
+    #[getter]
+    fn execution_id(&self) -> &str {
+        &self.record.id
+    }
+
+    #[getter]
+    fn workflow_name(&self) -> &str {
+        &self.record.workflow_name
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "PipelineResult(workflow_name={:?}, status={:?}, execution_id={:?})",
+            self.record.workflow_name,
+            self.record.status.display_name(),
+            self.record.id
+        )
+    }
+}
