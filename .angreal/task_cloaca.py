@@ -1,4 +1,4 @@
-"""angreal cloaca …: generate, build, test, check, scrub and demo cloaca's backends.
+"""angreal cloaca …: generate, build, test, check, scrub, demo and bench cloaca's backends.
 
 Each command reads as the steps of the pipeline; the steps live in the
 cloaca_pipeline package beside this file. Every failure ends in one paragraph
@@ -9,7 +9,8 @@ import time
 
 import angreal
 
-from cloaca_pipeline import build, check as chain_check, demo as demo_steps, project, render
+from cloaca_pipeline import bench as bench_steps, build, check as chain_check, demo as demo_steps
+from cloaca_pipeline import project, render
 from cloaca_pipeline import scrub as scrub_steps, suites
 from cloaca_pipeline.errors import ChecksFailed, reported
 
@@ -97,3 +98,28 @@ def scrub(deep=False):
 def demo():
     """Run examples/quickstart.py against a fresh sqlite build."""
     demo_steps.run_quickstart("sqlite")
+
+
+@cloaca()
+@angreal.command(name="bench", about="Measure the engine workloads (DESIGN.md section 5) on release builds")
+@angreal.argument(name="backend", long="backend", help=BACKEND_HELP + "; default: all")
+@angreal.argument(name="runs", long="runs",
+                  help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})")
+@angreal.argument(name="output", long="output", help="also write the report as markdown to this file")
+@reported
+def bench(backend=None, runs=None, output=None):
+    """Measure every selected backend's release build; print the table (and write it with --output)."""
+    started = time.monotonic()
+    # All input is checked before anything is built or started.
+    runs = bench_steps.validate_runs(runs)
+    output = bench_steps.validate_output(output)
+    backends = project.selected_backends(backend)
+    measured = {}
+    for b in backends:
+        measured.update(bench_steps.bench_backend(b, runs))
+    text = bench_steps.report(measured, runs)
+    print("\n" + text)
+    if output is not None:
+        bench_steps.write_report(output, text)
+        print(f"wrote {output}")
+    print(f"bench finished in {bench_steps.elapsed_since(started)}", flush=True)

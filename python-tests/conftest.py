@@ -3,13 +3,29 @@
 The harness tells the suite which backend it is testing and which database to
 use through CLOACA_TEST_BACKEND and CLOACA_TEST_DATABASE_URL (a temporary
 SQLite file, or a real PostgreSQL server it started or was given).
+
+The engine suites also get a new empty database per test (fresh_database_url),
+direct reads of the stored state (db_query) and standalone scripts in their own
+processes (run_scenario, scripts in scenarios/), e.g. to SIGKILL a runner mid-task.
 """
 
+import glob
 import os
+import re
+import shutil
+import sqlite3
 import subprocess
 import sys
+import time
+import uuid
+from contextlib import closing
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+
+#: Standalone scripts the scenario tests run in their own processes.
+SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
 
 def _required_env(name: str) -> str:
@@ -58,3 +74,198 @@ def run_python():
                               env=env, timeout=60)
 
     return run
+
+
+# ---------------------------------------------------------------------------
+# Fresh databases, direct queries and scenario processes (the engine suites).
+# ---------------------------------------------------------------------------
+
+def psql_path() -> str:
+    """psql from PATH, else the newest /usr/lib/postgresql/*/bin/psql."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
+                        key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
+    if candidates:
+        return candidates[0]
+    pytest.fail("psql was found neither on PATH nor in /usr/lib/postgresql/*/bin; the postgres "
+                "suite needs it to create databases and to check their state.")
+
+
+# psql output separators: unit/record separators and a NULL marker that cannot
+# collide with the text (JSON, tracebacks) the engine stores.
+_FIELD_SEP, _RECORD_SEP, _NULL_MARK = "\x1f", "\x1e", "\x1d"
+
+
+def psql(url: str, sql: str, *, timeout: float = 60) -> str:
+    """Run one SQL command with psql against `url`; return its raw unaligned output."""
+    done = subprocess.run(
+        [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+         "-F", _FIELD_SEP, "-R", _RECORD_SEP, "-P", f"null={_NULL_MARK}",
+         "-d", url, "-c", sql],
+        capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise AssertionError(f"psql failed on {url} running {sql!r}: {done.stderr.strip()}")
+    return done.stdout
+
+
+def sqlite_path_of(url: str) -> str:
+    """The file path of a sqlite URL (sqlite:///abs, sqlite:////abs or sqlite://relative)."""
+    rest = url.removeprefix("sqlite://").split("?", 1)[0]
+    if rest.startswith("/"):
+        return "/" + rest.lstrip("/")
+    return rest
+
+
+def query_database(url: str, sql: str) -> list:
+    """Rows of `sql` on the database of `url`, each a tuple of str (or None for NULL)."""
+    if url.startswith("sqlite:"):
+        path = sqlite_path_of(url)
+        assert os.path.exists(path), f"db_query: {path} does not exist"
+        with closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
+            rows = db.execute(sql).fetchall()
+        return [tuple(None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+                      for v in row) for row in rows]
+    if url.startswith(("postgres://", "postgresql://")):
+        out = psql(url, sql)
+        if out == "":
+            return []
+        out = out.removesuffix("\n")
+        return [tuple(None if v == _NULL_MARK else v for v in record.split(_FIELD_SEP))
+                for record in out.split(_RECORD_SEP)]
+    raise AssertionError(f"db_query does not know the database URL {url!r}")
+
+
+@pytest.fixture
+def db_query():
+    """query(url, sql) -> list of tuples of str/None, read straight from the database.
+
+    sqlite URLs are read with the sqlite3 module, postgres URLs with psql, so the
+    tests check the engine's stored state without going through the engine.
+    """
+    return query_database
+
+
+@pytest.fixture
+def fresh_database_url(backend, database_url, tmp_path):
+    """A URL of a new, empty database of this backend, dropped after the test.
+
+    sqlite: a new file in the test's temporary directory. postgres: a new database
+    with a unique name on the harness's server, dropped (WITH (FORCE)) afterwards.
+    """
+    if backend == "sqlite":
+        yield "sqlite:///" + str(tmp_path / "cloaca.db").lstrip("/")
+        return
+    name = f"cloaca_t_{uuid.uuid4().hex[:16]}"
+    psql(database_url, f'CREATE DATABASE "{name}"')
+    parts = urlsplit(database_url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    finally:
+        psql(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def workflow_name(request) -> str:
+    """A workflow name unique to this test (the workflow registry is process-global)."""
+    base = re.sub(r"[^A-Za-z0-9_]+", "_", request.node.name).strip("_")
+    return f"{base}_{uuid.uuid4().hex[:8]}"
+
+
+class ScenarioRunner:
+    """Runs python-tests/scenarios/<script> in this virtualenv's interpreter.
+
+    run(script, *args) waits and returns a CompletedProcess; start(script, *args)
+    returns a Popen whose output goes to files (proc.output() reads them). Every
+    process started here is killed when the test ends, whatever happened.
+    """
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.started = []
+        self._count = 0
+
+    @staticmethod
+    def env(extra=None) -> dict:
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.update(extra or {})
+        return env
+
+    @staticmethod
+    def command(script: str, args) -> list:
+        path = SCENARIOS_DIR / script
+        assert path.is_file(), f"no scenario script {path}"
+        return [sys.executable, str(path), *[str(a) for a in args]]
+
+    def __call__(self, script: str, *args, timeout: float = 180, env=None):
+        return subprocess.run(self.command(script, args), capture_output=True, text=True,
+                              env=self.env(env), timeout=timeout)
+
+    run = __call__
+
+    def start(self, script: str, *args, env=None) -> subprocess.Popen:
+        self._count += 1
+        stem = f"{Path(script).stem}-{self._count}"
+        out_path, err_path = self.log_dir / f"{stem}.out", self.log_dir / f"{stem}.err"
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen(self.command(script, args), stdout=out, stderr=err,
+                                    stdin=subprocess.DEVNULL, env=self.env(env))
+        self.started.append(proc)
+        proc.out_path, proc.err_path = out_path, err_path
+        proc.output = lambda: (f"--- stdout of {script} (pid {proc.pid}) ---\n"
+                               f"{out_path.read_text(errors='replace')}"
+                               f"--- stderr ---\n{err_path.read_text(errors='replace')}")
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            if proc.poll() is None:
+                proc.kill()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture
+def run_scenario(tmp_path):
+    """Run or start scenario scripts (python-tests/scenarios/); see ScenarioRunner."""
+    log_dir = tmp_path / "scenario-logs"
+    log_dir.mkdir(exist_ok=True)
+    runner = ScenarioRunner(log_dir)
+    try:
+        yield runner
+    finally:
+        runner.kill_all()
+
+
+def poll_until(predicate, timeout: float, what: str, interval: float = 0.05, proc=None):
+    """Poll `predicate` until it returns a true value (returned); fail after `timeout` s.
+
+    With `proc`, also fail as soon as that process has exited (showing its output),
+    since it was supposed to bring the condition about.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            value = predicate()
+            if value:
+                return value
+            pytest.fail(f"waiting for {what}: the process exited with {proc.returncode}\n"
+                        + (proc.output() if hasattr(proc, "output") else ""))
+        if time.monotonic() > deadline:
+            extra = ("\n" + proc.output()) if proc is not None and hasattr(proc, "output") else ""
+            pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def wait_until():
+    """poll_until(predicate, timeout, what, interval=0.05, proc=None) as a fixture."""
+    return poll_until

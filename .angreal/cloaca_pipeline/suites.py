@@ -86,12 +86,16 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
         result.notes.append(f"pytest exit status {completed.returncode}")
 
 
-def run_rust_tests(result: SuiteResult, backend: str) -> None:
-    """`cargo test --lib` with the backend's feature: the engine's Rust unit tests."""
+def run_rust_tests(result: SuiteResult, backend: str, database_url: str) -> None:
+    """`cargo test --lib` with the backend's feature: the engine's Rust unit tests.
+
+    The store tests use the same real database as the Python suite.
+    """
     toolchain.require_program("cargo")
     started = time.monotonic()
     env = toolchain.build_environment()
     env["CARGO_TARGET_DIR"] = str(project.UNIT_TEST_TARGET_DIR)
+    env["CLOACA_TEST_DATABASE_URL"] = database_url
     completed = subprocess.run(
         ["cargo", "test", "--lib", "--features", backend,
          "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
@@ -168,7 +172,7 @@ def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> Sui
         result.timings["build"] = built.seconds
         result.notes.append("build skipped (unchanged)" if built.skipped else f"built {built.wheel.name}")
         if rust_tests:
-            run_rust_tests(result, backend)
+            run_rust_tests(result, backend, url)
         step = time.monotonic()
         result.notes += venvs.ensure_backend_venv(backend, built.wheel)
         result.timings["venv"] = time.monotonic() - step

@@ -101,9 +101,18 @@ def test_k_expression_is_passed_to_pytest_and_selecting_nothing_fails():
     assert_clear_error(nothing, 1, "no test ran")
 
 
-def test_demo_greets_through_the_dispatcher():
+def test_demo_runs_the_quickstart_workflow_to_completion():
+    """The quickstart's ETL workflow: every task reports, the flaky one is retried, it completes."""
     done = run_angreal(ROOT, "cloaca", "demo")
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "backend: sqlite" in done.stdout
-    assert "Hello from Cloaca backend!" in done.stdout
-    assert "HelloClass(message='Hello from HelloClass!')" in done.stdout
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "backend: sqlite" in out
+    finished = [line.split()[1] for line in out.splitlines()
+                if line.startswith("[task] ") and " done" in line]
+    transforms = [f"transform_p{p}" for p in range(4)]
+    assert sorted(finished) == sorted(["extract", *transforms, "load", "summary"]), out
+    assert finished[0] == "extract" and finished[-2:] == ["load", "summary"], out
+    assert "[task] transform_p2 attempt 1 failed: ConnectionError" in out
+    assert "[task] transform_p2 done: 6 rows (attempt 2)" in out
+    assert '"summary": "loaded 24 rows from 4 partitions' in out
+    assert out.rstrip().endswith("status: Completed"), out

@@ -19,5 +19,8 @@ pub mod store;
 pub mod time;
 pub mod url;
 
+#[cfg(test)]
+mod tests;
+
 /// The state a workflow's tasks share: a JSON object.
 pub type Context = serde_json::Map<String, serde_json::Value>;

@@ -125,7 +125,7 @@ impl TaskFailure {
     pub fn timed_out(task_id: &str, seconds: f64) -> Self {
         TaskFailure {
             error_type: "TimeoutError".into(),
-            message: format!("task {task_id:?} timed out after {seconds} s"),
+            message: format!("task '{task_id}' timed out after {seconds} s"),
             traceback: None,
             transient: true,
         }

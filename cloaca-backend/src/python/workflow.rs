@@ -121,8 +121,15 @@ impl PyWorkflowBuilder {
         if slf.task_ids.contains(&id) {
             return Ok(slf);
         }
-        let def = lock_tasks().get(&workflow).and_then(|tasks| tasks.get(&id)).cloned().ok_or_else(|| {
-            let known: Vec<String> = lock_tasks().get(&workflow).map(|t| t.keys().cloned().collect()).unwrap_or_default();
+        let found = {
+            let tasks = lock_tasks();
+            let declared = tasks.get(&workflow);
+            match declared.and_then(|t| t.get(&id)) {
+                Some(def) => Ok(def.clone()),
+                None => Err(declared.map(|t| t.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()),
+            }
+        };
+        let def = found.map_err(|known| {
             PyValueError::new_err(format!(
                 "task {id:?} not found in registry for workflow {workflow:?} (declared tasks: {})",
                 if known.is_empty() { "none".to_string() } else { known.join(", ") }

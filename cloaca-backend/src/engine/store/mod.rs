@@ -350,8 +350,7 @@ pub fn describe_failures(dag: &Dag, failed: &[FailedTask]) -> Option<String> {
     let mut ordered: Vec<&FailedTask> = failed.iter().collect();
     ordered.sort_by_key(|f| dag.position(&f.task_id).unwrap_or(usize::MAX));
     let first = ordered.first()?;
-    let plural = if first.attempts == 1 { "" } else { "s" };
-    let mut message = format!("Task '{}' failed after {} attempt{plural}: {}", first.task_id, first.attempts, first.error_type);
+    let mut message = format!("Task '{}' failed after {} attempt(s): {}", first.task_id, first.attempts, first.error_type);
     if !first.error_message.is_empty() {
         message.push_str(": ");
         message.push_str(&first.error_message);

@@ -1,0 +1,379 @@
+"""`bench`: the engine workloads of DESIGN.md section 5 on release builds, as one table.
+
+Per backend: provide the database as `test` does (databases.py: a temporary
+directory for sqlite, the throw-away cluster or CLOACA_TEST_POSTGRES_URL for
+postgres), build the release wheel (build.py), install it into its own
+virtualenv `.venvs/<backend>-bench` (venvs.py), then run each workload in that
+virtualenv with bench_workloads.py, every run on a fresh database. SQLite is
+measured twice: `_synchronous=NORMAL` (WAL, the default) and `FULL`.
+
+The release build replaces the backend's debug wheel in
+cloaca-backend/target/wheels (one wheel per backend), so the next `test`
+rebuilds the debug wheel (cargo's debug artifacts are still there) and
+reinstalls it into .venvs/<backend>; the test virtualenvs themselves are never
+touched by bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import glob
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from cloaca_pipeline import build, databases, project, suites, venvs
+from cloaca_pipeline.errors import ChecksFailed, PipelineError, print_paragraph
+
+#: The script that runs inside the bench virtualenv and prints JSON results.
+WORKLOADS_SCRIPT = Path(__file__).resolve().with_name("bench_workloads.py")
+DEFAULT_RUNS = 5
+#: How long one workload (all its runs) may take before it counts as hung.
+WORKLOAD_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a figure a workload produces, and its budget."""
+
+    key: str  # the figure's name in measurements
+    label: str
+    unit: str  # "ms" (lower is better) or "tasks/s" (higher is better)
+    target_sqlite: float | None
+    target_postgres: float | None
+
+    @property
+    def higher_is_better(self) -> bool:
+        """Throughputs must reach their target; latencies must stay under it."""
+        return self.unit == "tasks/s"
+
+
+#: The performance budget of DESIGN.md section 5: the ONLY copy of the targets
+#: in the pipeline. Change them here when the design changes.
+ROWS = (
+    Row("w3_p50_ms", "W3: 1-task workflow, call→result p50", "ms", 0.5, 2.0),
+    Row("w3_p95_ms", "W3: 1-task workflow, call→result p95", "ms", None, None),
+    Row("w1_ms_per_task", "W1: chain of 100 tasks, per task", "ms", 0.25, 1.0),
+    Row("w2_tasks_per_s", "W2: fan-out of 200 tasks + join", "tasks/s", 4000, 1500),
+    Row("cold_ms", "cold: new process → import → first result", "ms", 100, 150),
+)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One measured configuration: a backend and the URL options it runs with."""
+
+    label: str
+    backend: str
+    query: str  # appended to every fresh database URL
+
+
+COLUMNS = (
+    Column("sqlite NORMAL", "sqlite", "?_journal_mode=WAL&_synchronous=NORMAL"),
+    Column("sqlite FULL", "sqlite", "?_journal_mode=WAL&_synchronous=FULL"),
+    Column("postgres", "postgres", ""),
+)
+#: The column the SQLite target applies to; FULL is reported beside it (DESIGN.md section 5).
+TARGETED_COLUMNS = ("sqlite NORMAL", "postgres")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes. Chain length and fan-out width are DESIGN.md's; the rest are ours."""
+
+    calls: int = 200  # W3 timed calls per run
+    warmup: int = 20  # W3 untimed calls per run first
+    chain: int = 100
+    fanout: int = 200
+
+
+# ---------------------------------------------------------------- input ---
+
+def validate_runs(runs: str | None) -> int:
+    """--runs as a positive int (DEFAULT_RUNS when not given), else a bad-input error."""
+    if runs is None:
+        return DEFAULT_RUNS
+    text = str(runs).strip()
+    if not re.fullmatch(r"\d+", text) or int(text) < 1:
+        raise PipelineError(
+            f"--runs {runs!r} is not accepted: give the number of runs per workload as a whole "
+            f"number of at least 1 (default {DEFAULT_RUNS}); each run uses a fresh database."
+        )
+    return int(text)
+
+
+def validate_output(output: str | None) -> Path | None:
+    """--output as a writable file path, checked before anything is built."""
+    if output is None:
+        return None
+    path = Path(output).expanduser().resolve()
+    if path.is_dir():
+        raise PipelineError(f"--output {output!r} is a directory; give a file name, e.g. "
+                            "--output bench.md.")
+    if not path.parent.is_dir():
+        raise PipelineError(f"--output {output!r}: the directory {path.parent} does not exist; "
+                            "create it or write somewhere else.")
+    return path
+
+
+def columns_of(backend: str) -> list[Column]:
+    """The columns measured with `backend`'s build."""
+    return [c for c in COLUMNS if c.backend == backend]
+
+
+def bench_venv_name(backend: str) -> str:
+    """The virtualenv the release build goes into (the test virtualenvs keep their debug build)."""
+    return f"{backend}-bench"
+
+
+# ------------------------------------------------------------ databases ---
+
+def find_psql() -> str:
+    """psql from PATH, else the newest /usr/lib/postgresql/*/bin/psql."""
+    found = shutil.which("psql")
+    if found:
+        return found
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
+                        key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
+    if candidates:
+        return candidates[0]
+    raise PipelineError(
+        "psql was found neither on PATH nor in /usr/lib/postgresql/*/bin; bench needs it to "
+        "give every postgres run a fresh database. Install the PostgreSQL client "
+        "(Debian: apt-get install postgresql-client)."
+    )
+
+
+class FreshDatabases:
+    """Hands out a new, empty database URL per run, next to the database `test` would use.
+
+    sqlite: new files in the directory of the harness's temporary database.
+    postgres: new databases on the harness's server, dropped by `drop_all`.
+    """
+
+    def __init__(self, backend: str, base_url: str):
+        self.backend = backend
+        self.base_url = base_url
+        self.created: list[str] = []
+        self.count = 0
+        if backend == "postgres":
+            self.psql = find_psql()
+
+    def new_url(self, tag: str, query: str = "") -> str:
+        """A URL of a database nobody has used yet; `tag` goes into its name."""
+        self.count += 1
+        name = f"bench_{os.getpid()}_{self.count}_{re.sub(r'[^a-z0-9]+', '_', tag.lower())}"
+        if self.backend == "sqlite":
+            directory = Path("/" + self.base_url.removeprefix("sqlite://").split("?", 1)[0]
+                             .lstrip("/")).parent
+            return f"sqlite://{directory / (name + '.db')}{query}"
+        self.run_sql(self.base_url, f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        parts = urlsplit(self.base_url)
+        return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment)) + query
+
+    def run_sql(self, url: str, sql: str) -> None:
+        """One SQL command through psql; a failure is reported as bad input (the server)."""
+        done = subprocess.run([self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                              capture_output=True, text=True, check=False, timeout=120)
+        if done.returncode != 0:
+            raise PipelineError(f"psql could not run {sql!r} on {url}: {done.stderr.strip()}. "
+                                "bench needs a server where it may create databases.")
+
+    def drop_all(self) -> None:
+        """Drop the databases made for the runs (a given server keeps nothing of ours)."""
+        for name in self.created:
+            with contextlib.suppress(PipelineError, subprocess.TimeoutExpired):
+                self.run_sql(self.base_url, f'DROP DATABASE IF EXISTS "{name}"')
+        self.created.clear()
+
+
+# -------------------------------------------------------------- running ---
+
+def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes) -> dict:
+    """Run one workload's runs (one URL each) in `python`; its JSON result."""
+    command = [str(python), str(WORKLOADS_SCRIPT), workload,
+               "--calls", str(sizes.calls), "--warmup", str(sizes.warmup),
+               "--chain", str(sizes.chain), "--fanout", str(sizes.fanout)]
+    for url in urls:
+        command += ["--url", url]
+    try:
+        # stderr is not captured: a failing run's own message reaches the user as is.
+        done = subprocess.run(command, cwd=project.ROOT, env=suites.test_environment(),
+                              stdout=subprocess.PIPE, text=True, check=False,
+                              timeout=WORKLOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired as exc:
+        raise ChecksFailed(f"workload {workload} did not finish within {WORKLOAD_TIMEOUT_S} s; "
+                           "the engine may hang (run the workloads script by hand to see).") from exc
+    if done.returncode != 0:
+        raise ChecksFailed(f"workload {workload} failed (exit status {done.returncode}; its "
+                           f"message is above). To repeat it by hand: {project.relative(python)} "
+                           f"{project.relative(WORKLOADS_SCRIPT)} {workload} --url URL")
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError) as exc:
+        raise ChecksFailed(f"workload {workload} printed no JSON result; its stdout was "
+                           f"{done.stdout!r}") from exc
+
+
+#: workload -> (figure in its JSON, row key).
+FIGURES = {
+    "w3": (("p50_ms", "w3_p50_ms"), ("p95_ms", "w3_p95_ms")),
+    "w1": (("ms_per_task", "w1_ms_per_task"),),
+    "w2": (("tasks_per_s", "w2_tasks_per_s"),),
+    "cold": (("ms", "cold_ms"),),
+}
+
+
+def measure_column(python: Path, column: Column, fresh: FreshDatabases, runs: int,
+                   sizes: Sizes = Sizes()) -> dict[str, float]:
+    """Every workload of one column, each run on a fresh database; row key -> figure."""
+    figures = {}
+    for workload, wanted in FIGURES.items():
+        print(f"bench: {column.label}: {workload}, {runs} run(s)", flush=True)
+        urls = [fresh.new_url(f"{column.label}-{workload}-{i}", column.query) for i in range(runs)]
+        result = run_workload(python, workload, urls, sizes)
+        for field, key in wanted:
+            figures[key] = float(result[field])
+    return figures
+
+
+def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes()) -> dict[str, dict | str]:
+    """Database, release build, bench virtualenv, workloads: column label -> figures.
+
+    A postgres backend without server binaries is skipped with a warning (its
+    column says why), except in CI, where that is an error, as in `test`.
+    """
+    with contextlib.ExitStack() as cleanup:
+        try:
+            base_url = cleanup.enter_context(databases.provide_database(backend))
+        except databases.NoPostgresServer as exc:
+            if suites.running_in_ci():
+                raise
+            print_paragraph(f"SKIPPING the {backend} backend: {exc}", prefix="cloaca: WARNING: ")
+            return {c.label: "skipped: no server" for c in columns_of(backend)}
+        built = build.build_backend_wheel(backend, release=True)
+        venv = bench_venv_name(backend)
+        venvs.ensure_backend_venv(venv, built.wheel)
+        fresh = FreshDatabases(backend, base_url)
+        cleanup.callback(fresh.drop_all)
+        return {c.label: measure_column(project.venv_python(venv), c, fresh, runs, sizes)
+                for c in columns_of(backend)}
+
+
+# ---------------------------------------------------------------- table ---
+
+def format_value(value: float, unit: str) -> str:
+    """A figure with its unit, with as many digits as its size deserves."""
+    if unit == "tasks/s":
+        return f"{value:,.0f} tasks/s"
+    digits = 3 if value < 0.1 else 2 if value < 1 else 1 if value < 100 else 0
+    return f"{value:.{digits}f} ms"
+
+
+def format_target(row: Row, target: float | None) -> str:
+    """'≤ 0.5 ms' / '≥ 4,000 tasks/s', or '—' where the design sets none."""
+    if target is None:
+        return "—"
+    # Written as DESIGN.md writes them (0.5 ms, 4,000 tasks/s), not padded to a figure's digits.
+    return ("≥ " if row.higher_is_better else "≤ ") + f"{target:,g} {row.unit}"
+
+
+def target_for(row: Row, column: Column) -> float | None:
+    """The row's target for a column's backend."""
+    return row.target_sqlite if column.backend == "sqlite" else row.target_postgres
+
+
+def meets(row: Row, value: float, target: float) -> bool:
+    """Whether a figure is within its budget."""
+    return value >= target if row.higher_is_better else value <= target
+
+
+def cell(row: Row, measured: dict | str | None) -> str:
+    """One table cell: the figure, or why there is none."""
+    if measured is None:
+        return "not run"
+    if isinstance(measured, str):
+        return measured
+    return format_value(measured[row.key], row.unit)
+
+
+def format_table(measured: dict[str, dict | str]) -> str:
+    """The markdown table: workload | one column per configuration | the two targets."""
+    header = ["workload", *(c.label for c in COLUMNS), "target sqlite", "target postgres"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in ROWS:
+        cells = [row.label, *(cell(row, measured.get(c.label)) for c in COLUMNS),
+                 format_target(row, row.target_sqlite), format_target(row, row.target_postgres)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def missed_targets(measured: dict[str, dict | str]) -> list[str]:
+    """'<column>: <workload> <value> (target <target>)' for every figure over budget."""
+    missed = []
+    for column in COLUMNS:
+        figures = measured.get(column.label)
+        if column.label not in TARGETED_COLUMNS or not isinstance(figures, dict):
+            continue
+        for row in ROWS:
+            target = target_for(row, column)
+            if target is not None and not meets(row, figures[row.key], target):
+                missed.append(f"{column.label}: {row.label.split(':')[0]} "
+                              f"{format_value(figures[row.key], row.unit)} "
+                              f"(target {format_target(row, target)})")
+    return missed
+
+
+def describe_setup(runs: int, sizes: Sizes) -> str:
+    """When, where and how the figures were measured (goes above the table)."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"Measured {now} on {os.cpu_count()} CPU(s), {platform.platform()}, "
+            f"CPython {platform.python_version()}; release builds, no-op Python tasks, "
+            f"default DefaultRunnerConfig; {runs} run(s) per workload, each on a fresh database; "
+            f"W3 over {sizes.calls} calls per run after {sizes.warmup} warm-up calls; W1, W2 "
+            "and cold: median of the runs.")
+
+
+def notes(measured: dict[str, dict | str]) -> list[str]:
+    """What a reader must know to compare the figures with the targets."""
+    found = ["Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside "
+             "NORMAL (DESIGN.md section 5)."]
+    if isinstance(measured.get("postgres"), dict) and not os.environ.get(databases.POSTGRES_URL_ENV):
+        found.append("postgres ran on the throw-away cluster of `angreal cloaca test`, which runs "
+                     "with fsync, synchronous_commit and full_page_writes off: its figures exclude "
+                     f"commit flushes. Set {databases.POSTGRES_URL_ENV} to a normally configured "
+                     "server to include them.")
+    return found
+
+
+def report(measured: dict[str, dict | str], runs: int, sizes: Sizes = Sizes()) -> str:
+    """The whole markdown report: setup line, table, targets missed, notes."""
+    parts = [describe_setup(runs, sizes), "", format_table(measured), ""]
+    missed = missed_targets(measured)
+    parts.append("Over budget: " + "; ".join(missed) + "." if missed
+                 else "Every measured figure is within its target.")
+    parts += ["", *(f"- {note}" for note in notes(measured))]
+    return "\n".join(parts)
+
+
+def write_report(path: Path, text: str) -> None:
+    """Write the markdown report to --output."""
+    try:
+        path.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise PipelineError(f"could not write --output {path}: {exc}.") from exc
+
+
+def elapsed_since(started: float) -> str:
+    """Seconds since `started` (time.monotonic()), for the closing line."""
+    return f"{time.monotonic() - started:.1f}s"
+

@@ -1,0 +1,103 @@
+"""`angreal cloaca bench`: bad input exits 2 before anything is built; the report's shape.
+
+The bad-input tests run on a copy of the tree and finish before any build.
+test_bench_workloads_report_shape runs the real workloads script, with tiny
+sizes, in the sqlite backend's test virtualenv (.venvs/sqlite, installed by the
+backend suite that runs before this one); deselect it with
+-k "not bench_workloads".
+"""
+
+import math
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT, run_angreal
+
+sys.path.insert(0, str(ROOT / ".angreal"))
+from cloaca_pipeline import bench  # noqa: E402  (the pipeline package lives in .angreal/)
+
+HEADER = "| workload | sqlite NORMAL | sqlite FULL | postgres | target sqlite | target postgres |"
+FIGURE = re.compile(r"^[\d,]+(\.\d+)? (ms|tasks/s)$")
+
+
+def assert_bad_input(done, *phrases):
+    """Exit 2, one clear paragraph on stderr, no traceback."""
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    assert "cloaca: error:" in done.stderr
+    flat = " ".join(output.split())
+    for phrase in phrases:
+        assert phrase in flat, output
+
+
+def assert_nothing_built(tree):
+    assert not (tree / ".venvs").exists(), "bad input must stop bench before any virtualenv"
+    assert not (tree / "cloaca-backend" / "target" / "wheels").exists(), "nor any build"
+
+
+def test_unknown_backend(tree):
+    done = run_angreal(tree, "cloaca", "bench", "--backend", "oracle")
+    assert_bad_input(done, "Unknown backend 'oracle'", "sqlite, postgres")
+    assert_nothing_built(tree)
+
+
+@pytest.mark.parametrize("runs", ["0", "many", "2.5"])
+def test_runs_must_be_a_positive_whole_number(tree, runs):
+    done = run_angreal(tree, "cloaca", "bench", "--backend", "sqlite", "--runs", runs)
+    assert_bad_input(done, f"--runs '{runs}' is not accepted", "at least 1")
+    assert_nothing_built(tree)
+
+
+def test_output_in_a_missing_directory(tree, tmp_path):
+    target = tmp_path / "no-such-dir" / "bench.md"
+    done = run_angreal(tree, "cloaca", "bench", "--backend", "sqlite", "--output", str(target))
+    assert_bad_input(done, "does not exist")
+    assert_nothing_built(tree)
+
+
+def table_rows(table: str) -> list[list[str]]:
+    """The cells of a markdown table's body rows (header and rule left out)."""
+    lines = table.splitlines()
+    assert lines[0] == HEADER, table
+    assert set(lines[1]) <= set("|-"), table
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+
+
+def test_report_flags_figures_over_budget_and_states_the_targets():
+    within = {row.key: (1e9 if row.higher_is_better else 1e-6) for row in bench.ROWS}
+    over = dict(within, w1_ms_per_task=99.0)
+    assert "Every measured figure is within its target." in bench.report({"sqlite NORMAL": within}, 3)
+    text = bench.report({"sqlite NORMAL": over}, 3)
+    assert "Over budget: sqlite NORMAL: W1 99.0 ms (target ≤ 0.25 ms)." in text
+    rows = {cells[0]: cells for cells in table_rows(bench.format_table({}))}
+    assert rows["W3: 1-task workflow, call→result p50"][4:] == ["≤ 0.5 ms", "≤ 2 ms"]
+    assert rows["W2: fan-out of 200 tasks + join"][4:] == ["≥ 4,000 tasks/s", "≥ 1,500 tasks/s"]
+
+
+def test_bench_workloads_report_shape(tmp_path):
+    python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: the sqlite backend suite of `angreal cloaca test` "
+                    "installs it before this suite runs.")
+    fresh = bench.FreshDatabases("sqlite", f"sqlite:///{tmp_path / 'harness.db'}")
+    sizes = bench.Sizes(calls=5, warmup=1, chain=3, fanout=4)
+    runs = 2
+
+    figures = bench.measure_column(python, bench.COLUMNS[0], fresh, runs, sizes)
+
+    assert set(figures) == {row.key for row in bench.ROWS}
+    assert all(math.isfinite(v) and v > 0 for v in figures.values()), figures
+    assert figures["w3_p95_ms"] >= figures["w3_p50_ms"], figures
+    databases = sorted(p.name for p in tmp_path.glob("bench_*.db"))
+    assert len(databases) == runs * len(bench.FIGURES), f"one fresh database per run: {databases}"
+
+    table = bench.format_table({"sqlite NORMAL": figures, "postgres": "skipped: no server"})
+    rows = table_rows(table)
+    assert [cells[0] for cells in rows] == [row.label for row in bench.ROWS], table
+    for cells in rows:
+        assert len(cells) == 6, cells
+        assert FIGURE.match(cells[1]), cells
+        assert cells[2:4] == ["not run", "skipped: no server"], cells

@@ -1,0 +1,85 @@
+"""Several runner processes share one postgres database (postgres only).
+
+Three processes (scenarios/scale_worker.py) register the same workflow, a root,
+200 independent middle tasks and a join; one of them starts it. Every task
+appends "<task_id> <pid>" to one shared side-effect file. Claims are made with
+FOR UPDATE SKIP LOCKED, so each task must run exactly once, and the work must be
+shared (more than one process ran tasks).
+"""
+
+import json
+import subprocess
+from collections import Counter
+
+import pytest
+
+MIDDLE_TASKS = 200
+TASK_IDS = ["root", *(f"m{i:03d}" for i in range(MIDDLE_TASKS)), "join"]
+
+
+@pytest.fixture(autouse=True)
+def postgres_only(backend):
+    if backend != "postgres":
+        pytest.skip("scale-out across runner processes is a postgres feature (claims with "
+                    "FOR UPDATE SKIP LOCKED, wake-ups by LISTEN/NOTIFY); a sqlite database "
+                    "has a single writer and is not shared between machines")
+
+
+def test_three_runner_processes_share_one_workflow(fresh_database_url, workflow_name,
+                                                   tmp_path, run_scenario, wait_until,
+                                                   db_query):
+    side_file = tmp_path / "side-effects.txt"
+    side_file.touch()
+    result_file = tmp_path / "result.json"
+    common = ["--url", fresh_database_url, "--workflow", workflow_name,
+              "--side-file", side_file, "--tasks", MIDDLE_TASKS, "--seconds", 240]
+
+    # Two serving workers first, and only once both are up, the one that starts the run.
+    workers = []
+    for n in range(2):
+        ready = tmp_path / f"ready-{n}"
+        proc = run_scenario.start("scale_worker.py", *common, "--ready-file", ready)
+        wait_until(ready.exists, 120, f"worker {n} to open its runner", proc=proc)
+        workers.append(proc)
+    ready = tmp_path / "ready-starter"
+    starter = run_scenario.start("scale_worker.py", *common, "--ready-file", ready,
+                                 "--start", "--result-file", result_file)
+    processes = [*workers, starter]
+
+    # Bounded lifetimes: each waits for at most its own deadline; run_scenario kills
+    # whatever is left when the test ends, passed or not.
+    for proc in processes:
+        try:
+            proc.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"runner process {proc.pid} did not finish\n{proc.output()}")
+        assert proc.returncode == 0, proc.output()
+
+    result = json.loads(result_file.read_text())
+    assert result["status"] == "Completed", result["error_message"]
+    final = result["final_context"]
+    assert final["join_saw"] == MIDDLE_TASKS
+    assert all(task_id in final for task_id in TASK_IDS if task_id != "join")
+
+    lines = [line.split() for line in side_file.read_text().splitlines()]
+    counts = Counter(task for task, _ in lines)
+    duplicated = {task: n for task, n in counts.items() if n != 1}
+    assert not duplicated, f"tasks that ran more than once: {duplicated}"
+    assert sorted(counts) == sorted(TASK_IDS)
+
+    pids = {int(pid) for _, pid in lines}
+    assert pids <= {proc.pid for proc in processes}, pids
+    per_process = Counter(int(pid) for _, pid in lines)
+    assert len(pids) > 1, f"one process ran every task: {dict(per_process)}"
+    # each middle task recorded the pid that ran it; the context agrees with the file
+    ran_by = {task: int(pid) for task, pid in lines}
+    assert all(final[f"m{i:03d}"] == ran_by[f"m{i:03d}"] for i in range(MIDDLE_TASKS))
+
+    rows = db_query(fresh_database_url, "SELECT task_id, status, attempt FROM "
+                                        "cloaca_task_executions WHERE execution_id = "
+                                        f"'{result['execution_id']}'")
+    assert sorted(task for task, _, _ in rows) == sorted(TASK_IDS)
+    not_once = [row for row in rows if row[1:] != ("completed", "1")]
+    assert not not_once, f"tasks not completed in exactly one attempt: {not_once[:10]}"
+    assert db_query(fresh_database_url, "SELECT status FROM cloaca_executions WHERE id = "
+                                        f"'{result['execution_id']}'") == [("completed",)]
