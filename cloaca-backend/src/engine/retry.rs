@@ -121,6 +121,20 @@ impl TaskFailure {
         }
     }
 
+    /// The failure recorded, without running it again, for a task whose
+    /// runner died in it `interruptions` times in a row.
+    pub fn interrupted(task_id: &str, interruptions: i64) -> Self {
+        TaskFailure {
+            error_type: "RunnerLost".into(),
+            message: format!(
+                "task '{task_id}' was interrupted {interruptions} times: each runner that ran it died or lost its \
+                 lease before recording an outcome, so it is not run again"
+            ),
+            traceback: None,
+            transient: false,
+        }
+    }
+
     /// The failure of an attempt that ran past its timeout.
     pub fn timed_out(task_id: &str, seconds: f64) -> Self {
         TaskFailure {

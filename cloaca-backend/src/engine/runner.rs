@@ -23,6 +23,10 @@ use super::store::{AttemptOutcome, Channel, Claim, ExecutionRecord, Store, Workf
 use super::time::now_ms;
 use super::Context;
 
+/// A task whose runner died in it this many times in a row is failed
+/// instead of run again: it is probably what kills its runners.
+pub const MAX_INTERRUPTIONS: i64 = 3;
+
 /// How a runner behaves; validated by the Python layer's config.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -136,7 +140,7 @@ impl Runner {
         let on_event: super::store::EventHandler = Arc::new(move |channel, payload| {
             if let Some(shared) = weak.upgrade() {
                 match channel {
-                    Channel::Work => shared.wake_workers(),
+                    Channel::Work => shared.wake_workers(payload.parse().unwrap_or(1)),
                     Channel::Done => shared.execution_finished(payload),
                 }
             }
@@ -177,7 +181,7 @@ impl Runner {
             .ok_or_else(|| EngineError::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() })?;
         let id = uuid::Uuid::new_v4().to_string();
         self.shared.store.create_execution(&id, &workflow.dag, input, now_ms())?;
-        self.shared.wake_workers();
+        self.shared.wake_workers(workflow.dag.roots().len() as u64);
         Ok(id)
     }
 
@@ -307,9 +311,18 @@ impl Shared {
         self.stop_listening.store(true, Ordering::SeqCst);
     }
 
-    fn wake_workers(&self) {
+    /// Wakes up to `tasks` idle workers: as many as there are new tasks, so
+    /// that one ready task does not send every thread to the database.
+    fn wake_workers(&self, tasks: u64) {
+        if tasks == 0 {
+            return;
+        }
         lock(&self.signal).epoch += 1;
-        self.signal_cv.notify_all();
+        if tasks >= self.config.max_concurrent_tasks as u64 {
+            self.signal_cv.notify_all();
+        } else {
+            (0..tasks).for_each(|_| self.signal_cv.notify_one());
+        }
     }
 
     fn execution_finished(&self, execution_id: &str) {
@@ -411,8 +424,15 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
         return AfterAttempt::Continue;
     };
     let task = dag.task(position);
+    // Attempts started that neither failed nor completed: their runner died.
+    let interruptions = claim.attempt - 1 - claim.failures;
+    if interruptions >= MAX_INTERRUPTIONS {
+        let failure = TaskFailure::interrupted(&claim.task_id, interruptions);
+        record(shared, &claim, &workflow, &AttemptOutcome::Failed { failure, retry_at: None });
+        return AfterAttempt::Continue;
+    }
     let dependency_ids: Vec<&str> = dag.dependencies_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-    let input = match shared.store.load_contexts(&claim.execution_id, &dependency_ids) {
+    let input = match shared.store.load_contexts(&claim.execution_id, &dependency_ids, now_ms()) {
         Ok(loaded) => match loaded.input {
             Some(input) => input,
             None => merge(dependency_ids.iter().filter_map(|id| loaded.outputs.get(*id))),
@@ -470,9 +490,9 @@ fn outcome_of(claim: &Claim, workflow: &Workflow, result: std::result::Result<Co
 fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcome: &AttemptOutcome) {
     match shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms()) {
         Ok(recorded) => {
-            if recorded.new_work {
-                shared.wake_workers();
-            }
+            // This worker claims again right away, so it takes one of the
+            // readied tasks itself.
+            shared.wake_workers(recorded.readied.saturating_sub(1));
             if recorded.finished.is_some() {
                 shared.execution_finished(&claim.execution_id);
             }

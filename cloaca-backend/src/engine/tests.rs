@@ -249,6 +249,24 @@ fn a_new_runner_recovers_an_interrupted_execution_without_rerunning_completed_ta
 }
 
 #[test]
+fn a_task_that_keeps_killing_its_runners_is_failed_not_run_forever() {
+    let f = fixture(vec![(task("poison", &[]), marks("poison")), (task("after", &["poison"]), marks("after"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    for _ in 0..super::runner::MAX_INTERRUPTIONS {
+        f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().expect("the expired task is claimable again");
+    }
+    let runner = f.runner(quick());
+    let record = runner.wait(&id, Some(Duration::from_secs(30))).unwrap();
+    runner.shutdown();
+    assert_eq!(record.status, ExecutionStatus::Failed);
+    assert_eq!((f.runs("poison"), f.runs("after")), (0, 0));
+    let message = record.error_message.unwrap();
+    assert!(message.contains("RunnerLost") && message.contains("interrupted 3 times"), "{message}");
+}
+
+#[test]
 fn recovery_is_off_when_disabled() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();

@@ -132,8 +132,8 @@ pub struct AttemptRecorded {
     /// False when the attempt had lost its claim (lease expired and taken
     /// over, execution aborted): nothing was written.
     pub accepted: bool,
-    /// Tasks that became claimable (dependents readied or a retry scheduled).
-    pub new_work: bool,
+    /// Dependents this attempt made ready.
+    pub readied: u64,
     /// Set when this attempt finished the execution.
     pub finished: Option<ExecutionStatus>,
 }
@@ -151,7 +151,7 @@ pub struct FailedTask {
 /// The notification channels runners wake each other with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Channel {
-    /// A task became claimable.
+    /// Tasks became claimable; the payload is how many.
     Work,
     /// An execution finished; the payload is its id.
     Done,
@@ -176,9 +176,10 @@ pub trait Store: Send + Sync {
     /// time has come, or (with `recover`) a running task whose lease expired.
     fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>>;
 
-    /// The input of a claimed task: the execution input for a root, else the
-    /// stored outputs of `dependencies`, returned by task id.
-    fn load_contexts(&self, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts>;
+    /// The input of a claimed task: the execution input for a root (which
+    /// also marks the execution running), else the stored outputs of
+    /// `dependencies`, returned by task id.
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts>;
 
     /// Records the end of an attempt and everything that follows from it, in one transaction.
     fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded>;
@@ -264,9 +265,11 @@ pub(crate) fn record_attempt(tx: &mut dyn Tx, claim: &Claim, dag: &Dag, outcome:
                 return Ok(AttemptRecorded::default());
             }
             let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-            if !dependents.is_empty() && tx.release_dependents(execution, &dependents, now)? > 0 {
-                recorded.new_work = true;
-                tx.notify(Channel::Work, "")?;
+            if !dependents.is_empty() {
+                recorded.readied = tx.release_dependents(execution, &dependents, now)?;
+                if recorded.readied > 0 {
+                    tx.notify(Channel::Work, &recorded.readied.to_string())?;
+                }
             }
             recorded.finished = settle(tx, execution, 1, dag, now)?;
         }
@@ -274,8 +277,8 @@ pub(crate) fn record_attempt(tx: &mut dyn Tx, claim: &Claim, dag: &Dag, outcome:
             if !tx.reschedule_attempt(claim, failure, *at)? {
                 return Ok(AttemptRecorded::default());
             }
-            recorded.new_work = true;
-            tx.notify(Channel::Work, "")?;
+            // Other processes learn of the retry time at their next idle check.
+            tx.notify(Channel::Work, "1")?;
         }
         AttemptOutcome::Failed { failure, retry_at: None } => {
             if !tx.finish_attempt(claim, false, None, Some(failure), now)? {

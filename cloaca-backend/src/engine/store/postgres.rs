@@ -2,7 +2,7 @@
 //! `FOR UPDATE SKIP LOCKED`, and `LISTEN/NOTIFY` so that runner processes on
 //! different machines wake each other instead of polling.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -32,6 +32,9 @@ pub struct PostgresStore {
     target: String,
     pool: Mutex<Pool>,
     returned: Condvar,
+    /// Server process ids of this store's connections: notifications they
+    /// sent are this process's own news, already delivered in-process.
+    own_backends: Arc<Mutex<HashSet<i32>>>,
 }
 
 #[derive(Default)]
@@ -83,6 +86,7 @@ impl PostgresStore {
             target,
             pool: Mutex::new(Pool { max: pool_size.max(1), ..Pool::default() }),
             returned: Condvar::new(),
+            own_backends: Arc::new(Mutex::new(HashSet::new())),
         };
         store.write("applying schema migrations", |c| sql::migrate(c, true, now))?;
         Ok(store)
@@ -94,6 +98,17 @@ impl PostgresStore {
             .map_err(|e| EngineError::Unavailable { target: self.target.clone(), reason: error_text(&e) })
     }
 
+    /// A pool connection, its server process id remembered as our own.
+    fn connect_pooled(&self) -> Result<Client> {
+        let mut client = self.connect()?;
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| EngineError::database("opening a connection", error_text(&e)))?;
+        lock(&self.own_backends).insert(pid);
+        Ok(client)
+    }
+
     fn checkout(&self) -> Result<Checkout<'_>> {
         let mut pool = lock(&self.pool);
         loop {
@@ -103,7 +118,7 @@ impl PostgresStore {
             if pool.open < pool.max {
                 pool.open += 1;
                 drop(pool);
-                return match self.connect() {
+                return match self.connect_pooled() {
                     Ok(client) => Ok(Checkout { store: self, conn: Some(PgConn { client, statements: HashMap::new() }) }),
                     Err(e) => {
                         lock(&self.pool).open -= 1;
@@ -285,11 +300,12 @@ impl Store for PostgresStore {
         if workflows.is_empty() {
             return Ok(None);
         }
-        self.write("claiming a task", |c| sql::claim(c, owner, workflows, now, lease_ms, recover))
+        // Single statements: autocommit spares the BEGIN / COMMIT round trips.
+        self.read(|c| sql::claim(c, owner, workflows, now, lease_ms, recover))
     }
 
-    fn load_contexts(&self, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts> {
-        self.read(|c| sql::load_contexts(c, execution_id, dependencies))
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
+        self.read(|c| sql::load_contexts(c, execution_id, dependencies, now))
     }
 
     fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
@@ -297,7 +313,7 @@ impl Store for PostgresStore {
     }
 
     fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
-        self.write("renewing leases", |c| sql::renew_leases(c, owner, expires_at))
+        self.read(|c| sql::renew_leases(c, owner, expires_at))
     }
 
     fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
@@ -327,9 +343,10 @@ impl Store for PostgresStore {
         let mut client = self.connect()?;
         subscribe(&mut client).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
         let config = self.config.clone();
+        let own = self.own_backends.clone();
         let handle = std::thread::Builder::new()
             .name("cloaca-listener".into())
-            .spawn(move || listen_loop(client, config, on_event, stop))
+            .spawn(move || listen_loop(client, config, on_event, own, stop))
             .map_err(|e| EngineError::database("starting the notification listener", e))?;
         Ok(Some(handle))
     }
@@ -341,7 +358,7 @@ fn subscribe(client: &mut Client) -> std::result::Result<(), postgres::Error> {
 
 /// Delivers notifications until `stop`; reconnects when the connection drops
 /// (waking the workers so that nothing missed meanwhile is left waiting).
-fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, stop: Arc<AtomicBool>) {
+fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, own: Arc<Mutex<HashSet<i32>>>, stop: Arc<AtomicBool>) {
     // The timeout only bounds how long a stop request waits; notifications
     // are delivered the moment they arrive.
     const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -353,6 +370,9 @@ fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, stop:
             loop {
                 match iter.next() {
                     Ok(Some(n)) => {
+                        if lock(&own).contains(&n.process_id()) {
+                            continue;
+                        }
                         let channel = if n.channel() == Channel::Done.name() { Channel::Done } else { Channel::Work };
                         on_event(channel, n.payload());
                     }

@@ -145,7 +145,8 @@ pub fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Dag, inpu
             ],
         )?;
     }
-    conn.notify(Channel::Work, "")
+    let roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count();
+    conn.notify(Channel::Work, &roots.to_string())
 }
 
 const CLAIM_READY: &str = "UPDATE cloaca_task_executions
@@ -162,10 +163,9 @@ const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
                 ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)
     RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
-const MARK_EXECUTION_RUNNING: &str =
-    "UPDATE cloaca_executions SET status = 'running', started_at = ?2 WHERE id = ?1 AND status = 'pending'";
 
-/// Claims one ready task, or with `recover` one whose lease expired.
+/// Claims one ready task, or with `recover` one whose lease expired. Each
+/// claim is a single statement, so it needs no explicit transaction.
 pub fn claim(conn: &mut dyn Conn, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
     let list = workflow_list(workflows);
     let params = [Param::Text(owner), Param::Int(now + lease_ms), Param::Int(now), Param::Text(&list)];
@@ -183,23 +183,32 @@ pub fn claim(conn: &mut dyn Conn, owner: &str, workflows: &[WorkflowRef], now: i
             });
             Ok(())
         })?;
-        if let Some(claim) = claimed {
-            conn.execute(MARK_EXECUTION_RUNNING, &[Param::Text(&claim.execution_id), Param::Int(now)])?;
-            return Ok(Some(claim));
+        if claimed.is_some() {
+            return Ok(claimed);
         }
     }
     Ok(None)
 }
 
 const LOAD_INPUT: &str = "SELECT input_context FROM cloaca_executions WHERE id = ?1";
+const START_EXECUTION: &str = "UPDATE cloaca_executions
+    SET status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, started_at = COALESCE(started_at, ?2)
+    WHERE id = ?1 RETURNING input_context";
 const LOAD_OUTPUTS: &str = "SELECT task_id, output_context FROM cloaca_task_executions
     WHERE execution_id = ?1 AND status = 'completed' AND task_id IN (SELECT value FROM json_each(?2))";
 
-/// The execution input (no dependencies) or the outputs of `dependencies`.
-pub fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts> {
+/// The outputs of `dependencies`; for a root task (no dependencies) the
+/// execution input, marking the execution running in the same statement
+/// (only a root can be the first task of an execution to start).
+pub fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
     let mut loaded = LoadedContexts::default();
     if dependencies.is_empty() {
-        let text = SqlTx(conn).execution_input(execution_id)?;
+        let mut text = None;
+        conn.query(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], &mut |row| {
+            text = Some(row.text(0)?);
+            Ok(())
+        })?;
+        let text = text.ok_or_else(|| EngineError::UnknownExecution(execution_id.to_string()))?;
         loaded.input = Some(super::parse_context(&text, "an execution input")?);
         return Ok(loaded);
     }
@@ -216,10 +225,10 @@ pub fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&s
 // ---- leases and wake-up times ----------------------------------------------
 
 const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND status = 'running'";
-const NEXT_READY: &str = "SELECT MIN(next_attempt_at) FROM cloaca_task_executions
-    WHERE status = 'ready' AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
-const NEXT_EXPIRY: &str = "SELECT MIN(lease_expires_at) FROM cloaca_task_executions
-    WHERE status = 'running' AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
+const NEXT_DUE: &str = "SELECT MIN(CASE WHEN status = 'ready' THEN next_attempt_at ELSE lease_expires_at END)
+    FROM cloaca_task_executions
+    WHERE (status = 'ready' OR (?2 = 1 AND status = 'running'))
+      AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
 
 pub fn renew_leases(conn: &mut dyn Conn, owner: &str, expires_at: i64) -> Result<()> {
     conn.execute(RENEW_LEASES, &[Param::Text(owner), Param::Int(expires_at)]).map(|_| ())
@@ -227,16 +236,11 @@ pub fn renew_leases(conn: &mut dyn Conn, owner: &str, expires_at: i64) -> Result
 
 pub fn next_due(conn: &mut dyn Conn, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
     let list = workflow_list(workflows);
-    let mut due: Option<i64> = None;
-    let statements: &[&'static str] = if recover { &[NEXT_READY, NEXT_EXPIRY] } else { &[NEXT_READY] };
-    for sql in statements {
-        conn.query(sql, &[Param::Text(&list)], &mut |row| {
-            if let Some(t) = row.opt_int(0)? {
-                due = Some(due.map_or(t, |d| d.min(t)));
-            }
-            Ok(())
-        })?;
-    }
+    let mut due = None;
+    conn.query(NEXT_DUE, &[Param::Text(&list), Param::Int(i64::from(recover))], &mut |row| {
+        due = row.opt_int(0)?;
+        Ok(())
+    })?;
     Ok(due)
 }
 
@@ -311,11 +315,14 @@ const RESCHEDULE_ATTEMPT: &str = "UPDATE cloaca_task_executions
     SET status = 'ready', failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
         lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ?6
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
-const DECREMENT_DEPENDENTS: &str = "UPDATE cloaca_task_executions SET deps_remaining = deps_remaining - 1
-    WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))";
-const READY_DEPENDENTS: &str = "UPDATE cloaca_task_executions SET status = 'ready', next_attempt_at = ?3
-    WHERE execution_id = ?1 AND status = 'pending' AND deps_remaining = 0
-      AND task_id IN (SELECT value FROM json_each(?2))";
+// SET expressions read the row as it was, so `deps_remaining = 1` means
+// "this was the last dependency".
+const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
+    SET deps_remaining = deps_remaining - 1,
+        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
+        next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END
+    WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))
+    RETURNING status";
 const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
     WHERE execution_id = ?1 AND status IN ('pending', 'ready') AND task_id IN (SELECT value FROM json_each(?2))";
 const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
@@ -373,8 +380,12 @@ impl Tx for SqlTx<'_> {
 
     fn release_dependents(&mut self, execution_id: &str, dependents: &[&str], now: i64) -> Result<u64> {
         let list = json_list(dependents.iter().copied());
-        self.0.execute(DECREMENT_DEPENDENTS, &[Param::Text(execution_id), Param::Text(&list)])?;
-        self.0.execute(READY_DEPENDENTS, &[Param::Text(execution_id), Param::Text(&list), Param::Int(now)])
+        let mut readied = 0;
+        self.0.query(RELEASE_DEPENDENTS, &[Param::Text(execution_id), Param::Text(&list), Param::Int(now)], &mut |row| {
+            readied += u64::from(row.text(0)? == "ready");
+            Ok(())
+        })?;
+        Ok(readied)
     }
 
     fn skip_tasks(&mut self, execution_id: &str, task_ids: &[&str], now: i64) -> Result<u64> {

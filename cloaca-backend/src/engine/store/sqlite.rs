@@ -196,8 +196,8 @@ impl Store for SqliteStore {
         self.write("claiming a task", |c| sql::claim(c, owner, workflows, now, lease_ms, recover))
     }
 
-    fn load_contexts(&self, execution_id: &str, dependencies: &[&str]) -> Result<LoadedContexts> {
-        self.read(|c| sql::load_contexts(c, execution_id, dependencies))
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
+        self.read(|c| sql::load_contexts(c, execution_id, dependencies, now))
     }
 
     fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
