@@ -52,8 +52,10 @@ def next_attempt(task_id: str) -> int:
 
 
 def say(line: str) -> None:
-    """Print at once: tasks finish on worker threads while the main thread waits."""
-    print(line, flush=True)
+    """Print a whole line at once: tasks finish on several worker threads, and
+    print() writes the text and the newline separately."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def define_workflow() -> None:

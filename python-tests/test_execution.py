@@ -75,6 +75,7 @@ class TestTasks:
 
         result = runner.execute(workflow_name, {"x": 21})
 
+        assert isinstance(result, cloaca.PipelineResult)
         assert result.status == "Completed", result.error_message
         assert result.error_message is None
         assert isinstance(result.final_context, cloaca.Context)
@@ -528,6 +529,7 @@ class TestHandlesAndQueries:
 
         try:
             handle = runner.execute_async(workflow_name, {"k": 1})
+            assert isinstance(handle, cloaca.ExecutionHandle)
             assert isinstance(handle.execution_id, str)
             uuid.UUID(handle.execution_id)
             assert started.wait(WAIT), "the task never started"

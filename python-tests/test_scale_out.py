@@ -9,6 +9,7 @@ shared (more than one process ran tasks).
 
 import json
 import subprocess
+import time
 from collections import Counter
 
 import pytest
@@ -83,3 +84,43 @@ def test_three_runner_processes_share_one_workflow(fresh_database_url, workflow_
     assert not not_once, f"tasks not completed in exactly one attempt: {not_once[:10]}"
     assert db_query(fresh_database_url, "SELECT status FROM cloaca_executions WHERE id = "
                                         f"'{result['execution_id']}'") == [("completed",)]
+
+
+def test_idle_runners_in_other_processes_are_woken_by_notify(fresh_database_url, workflow_name,
+                                                              tmp_path, run_scenario, wait_until):
+    """Both runners poll only once a minute, so the run can finish within the wait
+    only if the idle process is woken by NOTIFY cloaca_work and the waiting one by
+    NOTIFY cloaca_done."""
+    import cloaca
+
+    ready, done = tmp_path / "ready", tmp_path / "done"
+    worker = run_scenario.start("notify_worker.py", fresh_database_url, workflow_name, ready, done)
+    wait_until(ready.exists, 120, "the idle runner process to open its runner", proc=worker)
+    worker_pid = int(ready.read_text())
+
+    # The same definition as the worker's (same version); this process's only
+    # worker thread is kept busy by `blocker`, so the other process must run it.
+    with cloaca.WorkflowBuilder(workflow_name) as builder:
+        builder.description("woken by NOTIFY")
+
+        @cloaca.task(id="remote")
+        def remote(ctx):
+            return ctx
+
+    with cloaca.WorkflowBuilder(f"{workflow_name}_blocker") as builder:
+        @cloaca.task(id="block")
+        def block(ctx):
+            time.sleep(4)
+            return ctx
+
+    config = cloaca.DefaultRunnerConfig(executor_poll_interval_ms=60_000, max_concurrent_tasks=1)
+    try:
+        with cloaca.DefaultRunner.with_config(fresh_database_url, config) as runner:
+            busy = runner.execute_async(f"{workflow_name}_blocker")
+            wait_until(lambda: busy.status() == "Running", 30, "the blocker to occupy the local worker")
+            result = runner.execute_async(workflow_name, {}).wait(timeout=3)
+            assert result.status == "Completed", result.error_message
+            assert result.final_context["ran_in"] == worker_pid
+    finally:
+        done.touch()
+    assert worker.wait(timeout=60) == 0, worker.output()

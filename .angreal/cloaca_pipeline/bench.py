@@ -7,11 +7,9 @@ virtualenv `.venvs/<backend>-bench` (venvs.py), then run each workload in that
 virtualenv with bench_workloads.py, every run on a fresh database. SQLite is
 measured twice: `_synchronous=NORMAL` (WAL, the default) and `FULL`.
 
-The release build replaces the backend's debug wheel in
-cloaca-backend/target/wheels (one wheel per backend), so the next `test`
-rebuilds the debug wheel (cargo's debug artifacts are still there) and
-reinstalls it into .venvs/<backend>; the test virtualenvs themselves are never
-touched by bench.
+Release wheels go to cloaca-backend/target/wheels/release (build.wheel_dir),
+apart from the debug wheels `test` installs, so bench and test never rebuild
+or reinstall each other's builds.
 """
 
 from __future__ import annotations

@@ -28,14 +28,20 @@ class BuiltWheel:
     seconds: float
 
 
+def wheel_dir(release: bool = False) -> Path:
+    """Where a build's wheel goes: release wheels (for `bench`) apart from the
+    debug wheels `test` installs, so that neither build replaces the other."""
+    return project.WHEEL_DIR / "release" if release else project.WHEEL_DIR
+
+
 def wheels_for(backend: str, directory: Path = project.WHEEL_DIR) -> list[Path]:
     """The wheels of one backend in `directory`."""
     return sorted(directory.glob(f"{project.extension_module(backend)}-*.whl"))
 
 
-def fingerprint_path(backend: str) -> Path:
+def fingerprint_path(backend: str, release: bool = False) -> Path:
     """Where the fingerprint of a backend's last successful build is kept."""
-    return project.STATE_DIR / f"build-{backend}.json"
+    return project.STATE_DIR / (f"build-{backend}-release.json" if release else f"build-{backend}.json")
 
 
 def build_inputs() -> list[Path]:
@@ -69,10 +75,10 @@ def extension_fingerprint(rendered: list[render.RenderedFile]) -> str:
     return h.hexdigest()
 
 
-def stored_build_record(backend: str) -> dict:
+def stored_build_record(backend: str, release: bool = False) -> dict:
     """What the last successful build of `backend` recorded (empty if none)."""
     try:
-        return json.loads(fingerprint_path(backend).read_text())
+        return json.loads(fingerprint_path(backend, release).read_text())
     except (OSError, ValueError):
         return {}
 
@@ -83,34 +89,35 @@ def build_backend_wheel(backend: str, *, release: bool = False) -> BuiltWheel:
     rendered = render.render_backend_templates(backend)
     render.write_rendered_files(rendered)
     fingerprint = compute_fingerprint(backend, release, rendered)
-    existing = wheels_for(backend)
-    if len(existing) == 1 and stored_build_record(backend).get("fingerprint") == fingerprint:
+    out = wheel_dir(release)
+    existing = wheels_for(backend, out)
+    if len(existing) == 1 and stored_build_record(backend, release).get("fingerprint") == fingerprint:
         return BuiltWheel(backend, existing[0], True, time.monotonic() - started)
 
     run_maturin(backend, release)
-    wheels = wheels_for(backend)
+    wheels = wheels_for(backend, out)
     if len(wheels) != 1:
         raise PipelineError(
-            f"maturin finished but {project.relative(project.WHEEL_DIR)} holds "
+            f"maturin finished but {project.relative(out)} holds "
             f"{len(wheels)} wheels for {backend} instead of one: {[w.name for w in wheels]}. "
             "Run `angreal cloaca scrub` and build again."
         )
     project.STATE_DIR.mkdir(parents=True, exist_ok=True)
-    fingerprint_path(backend).write_text(json.dumps(
+    fingerprint_path(backend, release).write_text(json.dumps(
         {"fingerprint": fingerprint, "extension": extension_fingerprint(rendered),
          "wheel": wheels[0].name, "release": release}))
     return BuiltWheel(backend, wheels[0], False, time.monotonic() - started)
 
 
 def run_maturin(backend: str, release: bool) -> None:
-    """One maturin build of `backend` into WHEEL_DIR, leaving only the new wheel there."""
+    """One maturin build of `backend` into its wheel_dir, leaving only the new wheel there."""
     toolchain.require_program("cargo")
     maturin = toolchain.require_program("maturin")
-    fingerprint_path(backend).unlink(missing_ok=True)
-    for old in wheels_for(backend):
+    fingerprint_path(backend, release).unlink(missing_ok=True)
+    for old in wheels_for(backend, wheel_dir(release)):
         old.unlink()
     command = [maturin, "build", "--interpreter", project.PYTHON,
-               "--out", project.WHEEL_DIR, "--manifest-path", project.BACKEND_DIR / "Cargo.toml"]
+               "--out", wheel_dir(release), "--manifest-path", project.BACKEND_DIR / "Cargo.toml"]
     if release:
         command.append("--release")
     toolchain.run(

@@ -82,10 +82,11 @@ def scrub(deep: bool = False) -> list[str]:
     remove_generated_files(s)
     for directory in OWNED_DIRECTORIES:
         s.remove_tree(directory)
-    for backend in project.facts().backends:
-        for wheel in build.wheels_for(backend):
-            s.remove_file(wheel)
-    s.remove_empty_directory(project.WHEEL_DIR)
+    for release in (True, False):
+        for backend in project.facts().backends:
+            for wheel in build.wheels_for(backend, build.wheel_dir(release)):
+                s.remove_file(wheel)
+        s.remove_empty_directory(build.wheel_dir(release))
     for root in CACHE_ROOTS:
         if root.is_dir():
             for cache in sorted(list(root.rglob("__pycache__")) + list(root.rglob("*.egg-info"))):

@@ -267,6 +267,23 @@ fn a_task_that_keeps_killing_its_runners_is_failed_not_run_forever() {
 }
 
 #[test]
+fn the_next_due_time_is_the_retry_time_or_the_lease_expiry() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    let claim = f.store.claim("me", &refs, now_ms(), 60_000, true).unwrap().unwrap();
+    let lease_end = f.store.next_due(&refs, true).unwrap().expect("a running task's lease expiry is due with recovery");
+    assert!(lease_end >= now_ms() + 50_000, "{lease_end}");
+    assert_eq!(f.store.next_due(&refs, false).unwrap(), None, "without recovery only ready tasks are due");
+    let retry_at = now_ms() + 5_000;
+    let outcome = AttemptOutcome::Failed { failure: failure("again"), retry_at: Some(retry_at) };
+    assert!(f.store.record_attempt(&claim, &f.workflow.dag, &outcome, now_ms()).unwrap().accepted);
+    assert_eq!(f.store.next_due(&refs, false).unwrap(), Some(retry_at));
+    assert!(f.store.claim("me", &refs, now_ms(), 60_000, true).unwrap().is_none(), "not before its retry time");
+}
+
+#[test]
 fn recovery_is_off_when_disabled() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();

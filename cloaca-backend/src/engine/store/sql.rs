@@ -227,7 +227,7 @@ pub fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&s
 const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND status = 'running'";
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN status = 'ready' THEN next_attempt_at ELSE lease_expires_at END)
     FROM cloaca_task_executions
-    WHERE (status = 'ready' OR (?2 = 1 AND status = 'running'))
+    WHERE (status = 'ready' OR (CAST(?2 AS BIGINT) = 1 AND status = 'running'))
       AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
 
 pub fn renew_leases(conn: &mut dyn Conn, owner: &str, expires_at: i64) -> Result<()> {
