@@ -82,6 +82,36 @@ class TestSqliteFiles:
         finally:
             os.chmod(path, 0o644)
 
+    @pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged variant above runs instead")
+    def test_read_only_file_opened_by_an_unprivileged_process(self, run_python):
+        """As root, the chmod case runs in a child that imports cloaca and then drops
+        to the `nobody` user, for whom the file permissions hold."""
+        import shutil
+        import stat
+        import tempfile
+
+        directory = tempfile.mkdtemp(prefix="cloaca-read-only-")
+        try:
+            os.chmod(directory, 0o755)
+            path = os.path.join(directory, "existing.db")
+            with cloaca.DefaultRunner(sqlite_url(path)):
+                pass  # now a cloaca database
+            before = open(path, "rb").read()
+            os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+            done = run_python(
+                "import os, cloaca\n"
+                "os.setgid(65534); os.setuid(65534)  # nobody\n"
+                "try:\n"
+                f"    cloaca.DefaultRunner({sqlite_url(path)!r})\n"
+                "except ValueError as e:\n"
+                "    print('ValueError:', e)\n")
+            assert done.returncode == 0, done.stderr
+            assert done.stdout.startswith("ValueError:"), done.stdout + done.stderr
+            assert path in done.stdout and "read-only" in done.stdout, done.stdout
+            assert open(path, "rb").read() == before
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def test_read_only_mode_on_a_database_that_needs_migrating(self, tmp_path):
         path = tmp_path / "plain.db"
         make_plain_sqlite_database(path)

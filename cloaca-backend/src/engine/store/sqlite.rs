@@ -231,3 +231,74 @@ impl Store for SqliteStore {
         self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::store::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_VERSION};
+    use crate::engine::url::DatabaseUrl;
+
+    fn temp_url() -> (PathBuf, SqliteUrl) {
+        let path = std::env::temp_dir().join(format!("cloaca-migration-test-{}.db", uuid::Uuid::new_v4()));
+        match DatabaseUrl::parse_for(&format!("sqlite://{}", path.display()), crate::engine::backend::Backend::Sqlite).unwrap() {
+            DatabaseUrl::Sqlite(url) => (path, url),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn versions(path: &Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT version FROM cloaca_schema_migrations ORDER BY version").unwrap();
+        stmt.query_map([], |r| r.get(0)).unwrap().map(|v| v.unwrap()).collect()
+    }
+
+    #[test]
+    fn an_older_database_is_migrated_and_keeps_its_rows() {
+        let (path, url) = temp_url();
+        {
+            // A database written by a build that knew only migration 1.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(CREATE_MIGRATIONS_TABLE).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sqlite).unwrap();
+            conn.execute("INSERT INTO cloaca_schema_migrations VALUES (1, 'old', 0)", []).unwrap();
+            conn.execute(
+                "INSERT INTO cloaca_executions (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at)
+                 VALUES ('kept', 'wf', 'v', 'completed', '{\"a\":1}', 0, 5)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&url, 10).unwrap();
+        assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
+        let kept = store.get_execution("kept").unwrap().expect("the old row survives the migration");
+        assert_eq!(kept.input["a"], serde_json::json!(1));
+        drop(store);
+        // Opening again applies nothing twice.
+        SqliteStore::open(&url, 20).unwrap();
+        assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused_and_left_alone() {
+        let (path, url) = temp_url();
+        SqliteStore::open(&url, 0).unwrap();
+        Connection::open(&path).unwrap().execute("INSERT INTO cloaca_schema_migrations VALUES (999, 'future', 0)", []).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let error = SqliteStore::open(&url, 0).err().expect("a newer schema is refused");
+        assert!(error.to_string().contains("999"), "{error}");
+        assert_eq!(versions(&path).last(), Some(&999));
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_refused_untouched() {
+        let (path, url) = temp_url();
+        std::fs::write(&path, b"these are not the pages you are looking for").unwrap();
+        let error = SqliteStore::open(&url, 0).err().expect("not a database");
+        assert!(error.to_string().contains("not a SQLite database"), "{error}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"these are not the pages you are looking for");
+        let _ = std::fs::remove_file(&path);
+    }
+}
