@@ -375,7 +375,25 @@ enum AfterAttempt {
     Abandoned,
 }
 
+/// Counts a worker as live until it ends, however it ends (a panic
+/// included), so that shutdown never waits for a thread that is gone. A
+/// worker abandoned by the supervisor was already counted out.
+struct LiveWorker<'a> {
+    shared: &'a Shared,
+    abandoned: bool,
+}
+
+impl Drop for LiveWorker<'_> {
+    fn drop(&mut self) {
+        if !self.abandoned {
+            lock(&self.shared.inflight).live_workers -= 1;
+        }
+        self.shared.inflight_cv.notify_all();
+    }
+}
+
 fn work(shared: Arc<Shared>, slot: usize) {
+    let mut live = LiveWorker { shared: &shared, abandoned: false };
     loop {
         let seen = {
             let signal = lock(&shared.signal);
@@ -387,12 +405,13 @@ fn work(shared: Arc<Shared>, slot: usize) {
         let references = shared.references();
         let lease_ms = shared.config.lease.as_millis() as i64;
         match shared.store.claim(&shared.owner, &references, now_ms(), lease_ms, shared.config.enable_recovery) {
-            Ok(Some(claim)) => {
-                match run_attempt(&shared, slot, claim) {
-                    AfterAttempt::Continue => continue,
-                    AfterAttempt::Abandoned => return,
+            Ok(Some(claim)) => match run_attempt(&shared, slot, claim) {
+                AfterAttempt::Continue => continue,
+                AfterAttempt::Abandoned => {
+                    live.abandoned = true;
+                    return;
                 }
-            }
+            },
             Ok(None) => {}
             Err(e) => shared.report("claiming a task", &e),
         }
@@ -407,10 +426,6 @@ fn work(shared: Arc<Shared>, slot: usize) {
         }
         shared.wait_for_news(seen, wait);
     }
-    let mut inflight = lock(&shared.inflight);
-    inflight.live_workers -= 1;
-    drop(inflight);
-    shared.inflight_cv.notify_all();
 }
 
 fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt {

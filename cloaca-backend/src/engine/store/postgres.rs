@@ -48,6 +48,9 @@ struct Pool {
 struct PgConn {
     client: Client,
     statements: HashMap<&'static str, Statement>,
+    /// `BEGIN` plus the server's own commit durability, for the transactions
+    /// that must be durable (see [`PostgresStore::connect_pooled`]).
+    begin_durable: String,
 }
 
 /// A connection checked out of the pool; goes back on drop unless broken.
@@ -99,14 +102,30 @@ impl PostgresStore {
     }
 
     /// A pool connection, its server process id remembered as our own.
-    fn connect_pooled(&self) -> Result<Client> {
+    ///
+    /// Single statements on it (claims, lease renewals, reads) commit
+    /// without waiting for the WAL flush: losing one in a server crash only
+    /// makes a task run again, which at-least-once delivery allows. The
+    /// transactions that record outcomes and create executions set the
+    /// server's own `synchronous_commit` back for themselves, so they are as
+    /// durable as the server is configured to be.
+    fn connect_pooled(&self) -> Result<PgConn> {
         let mut client = self.connect()?;
-        let pid: i32 = client
-            .query_one("SELECT pg_backend_pid()", &[])
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| EngineError::database("opening a connection", error_text(&e)))?;
+        let fail = |e: postgres::Error| EngineError::database("opening a connection", error_text(&e));
+        let row = client.query_one("SELECT pg_backend_pid(), current_setting('synchronous_commit')", &[]).map_err(fail)?;
+        let pid: i32 = row.try_get(0).map_err(fail)?;
+        let durability: String = row.try_get(1).map_err(fail)?;
+        let durability = match durability.as_str() {
+            level @ ("on" | "off" | "local" | "remote_write" | "remote_apply") => level.to_string(),
+            _ => "on".to_string(),
+        };
+        client.batch_execute("SET synchronous_commit TO off").map_err(fail)?;
         lock(&self.own_backends).insert(pid);
-        Ok(client)
+        Ok(PgConn {
+            client,
+            statements: HashMap::new(),
+            begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}"),
+        })
     }
 
     fn checkout(&self) -> Result<Checkout<'_>> {
@@ -119,7 +138,7 @@ impl PostgresStore {
                 pool.open += 1;
                 drop(pool);
                 return match self.connect_pooled() {
-                    Ok(client) => Ok(Checkout { store: self, conn: Some(PgConn { client, statements: HashMap::new() }) }),
+                    Ok(conn) => Ok(Checkout { store: self, conn: Some(conn) }),
                     Err(e) => {
                         lock(&self.pool).open -= 1;
                         Err(e)
@@ -137,19 +156,22 @@ impl PostgresStore {
         loop {
             attempt += 1;
             let mut checkout = self.checkout()?;
-            let PgConn { client, statements } = checkout.conn.as_mut().expect("a checkout holds a connection");
-            let mut tx = client.transaction().map_err(|e| EngineError::database(action, error_text(&e)))?;
-            let mut conn = PgConnection { client: &mut tx, statements, conflict: false };
+            let PgConn { client, statements, begin_durable } = checkout.conn.as_mut().expect("a checkout holds a connection");
+            client.batch_execute(begin_durable).map_err(|e| EngineError::database(action, error_text(&e)))?;
+            let mut conn = PgConnection { client, statements, conflict: false };
             let result = f(&mut conn);
             let conflict = conn.conflict;
-            let committed = match result {
-                Ok(value) => match tx.commit() {
+            let outcome = match result {
+                Ok(value) => match client.batch_execute("COMMIT") {
                     Ok(()) => return Ok(value),
                     Err(e) if is_conflict(&e) => Err(EngineError::database(action, error_text(&e))),
                     Err(e) => return Err(EngineError::database(action, error_text(&e))),
                 },
                 Err(e) => {
-                    let _ = tx.rollback();
+                    if client.batch_execute("ROLLBACK").is_err() {
+                        // Never hand out a connection stuck in a transaction.
+                        checkout.conn = None;
+                    }
                     if !conflict {
                         return Err(e);
                     }
@@ -157,14 +179,14 @@ impl PostgresStore {
                 }
             };
             if attempt >= CONFLICT_RETRIES {
-                return committed;
+                return outcome;
             }
         }
     }
 
     fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.checkout()?;
-        let PgConn { client, statements } = checkout.conn.as_mut().expect("a checkout holds a connection");
+        let PgConn { client, statements, .. } = checkout.conn.as_mut().expect("a checkout holds a connection");
         f(&mut PgConnection { client, statements, conflict: false })
     }
 }

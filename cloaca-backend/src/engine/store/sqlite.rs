@@ -50,7 +50,9 @@ impl SqliteStore {
             });
         }
         if url.location != SqliteLocation::Memory {
-            conn.pragma_update(None, "journal_mode", &url.journal_mode).map_err(|e| unavailable(&target, e))?;
+            let busy_for = std::time::Duration::from_millis(u64::from(url.busy_timeout_ms));
+            retry_while_busy(busy_for, || conn.pragma_update(None, "journal_mode", &url.journal_mode))
+                .map_err(|e| unavailable(&target, e))?;
         }
         conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
         let store = SqliteStore { conn: Mutex::new(conn) };
@@ -74,6 +76,24 @@ impl SqliteStore {
     fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut SqliteConn(&guard))
+    }
+}
+
+/// Runs `f` again while SQLite answers "busy" or "locked", for up to `limit`.
+/// Changing the journal mode needs the file to itself, and SQLite returns
+/// "busy" for it at once, without its busy handler, while another process
+/// is opening the same new database.
+fn retry_while_busy<T>(limit: std::time::Duration, mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let started = std::time::Instant::now();
+    loop {
+        match f() {
+            Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+                && started.elapsed() < limit =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
