@@ -127,10 +127,11 @@ def registered_symbols(backend: str) -> dict[str, str]:
 def check_wheel_locations(backend: str) -> list[Problem]:
     """The backend's wheels lie only where the pipeline builds to and installs from."""
     expected = project.WHEEL_DIR
+    built_here = (build.wheel_dir(release=False), build.wheel_dir(release=True))
     problems = []
     for wheel in project.ROOT.rglob(f"{project.extension_module(backend)}-*.whl"):
         parts = wheel.relative_to(project.ROOT).parts
-        if parts[0] in (".venvs", ".git") or wheel.parent == expected:
+        if parts[0] in (".venvs", ".git") or wheel.parent in built_here:
             continue
         problems.append(Problem(
             backend, f"a wheel lies at {project.relative(wheel)}, but the pipeline builds into and "
