@@ -692,6 +692,42 @@ class TestLifecycle:
             with cloaca.DefaultRunner(fresh_database_url):
                 1 / 0
 
+    def test_ctrl_c_interrupts_a_blocking_execute_and_the_run_goes_on(self, fresh_database_url,
+                                                                        workflow_name):
+        """execute() waits with the GIL released; a SIGINT (here simulated with
+        _thread.interrupt_main) must still end the wait with KeyboardInterrupt."""
+        import _thread
+
+        started, release = threading.Event(), threading.Event()
+        with cloaca.WorkflowBuilder(workflow_name):
+            @cloaca.task(id="slow")
+            def slow(ctx):
+                started.set()
+                release.wait(WAIT)
+                ctx.set("finished", True)
+                return ctx
+
+        def interrupt_once_running():
+            if started.wait(WAIT):
+                _thread.interrupt_main()
+
+        with cloaca.DefaultRunner(fresh_database_url) as runner:
+            threading.Thread(target=interrupt_once_running, daemon=True).start()
+            with pytest.raises(KeyboardInterrupt):
+                runner.execute(workflow_name, {})
+            (running,) = runner.list_executions(workflow_name=workflow_name)
+            assert running.status == "Running", "the wait ended, the execution did not"
+            release.set()
+            handle_result = None
+            deadline = time.monotonic() + WAIT
+            while time.monotonic() < deadline:
+                handle_result = runner.get_execution(running.execution_id)
+                if handle_result.status == "Completed":
+                    break
+                time.sleep(0.02)
+            assert handle_result.status == "Completed"
+            assert handle_result.final_context["finished"] is True
+
     def test_with_config(self, fresh_database_url, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
             @cloaca.task(id="t")

@@ -26,6 +26,8 @@ pub enum EngineError {
     WaitTimedOut { execution_id: String, seconds: f64 },
     /// The runner was shut down.
     ShutDown,
+    /// The caller stopped waiting (the execution goes on).
+    Interrupted,
 }
 
 /// Result alias used throughout the engine.
@@ -68,6 +70,7 @@ impl fmt::Display for EngineError {
                  (wait again or check get_execution)"
             ),
             EngineError::ShutDown => f.write_str("this DefaultRunner has been shut down; open a new one"),
+            EngineError::Interrupted => f.write_str("waiting was interrupted; the execution goes on"),
         }
     }
 }

@@ -23,6 +23,9 @@ use super::store::{AttemptOutcome, Channel, Claim, ExecutionRecord, Store, Workf
 use super::time::now_ms;
 use super::Context;
 
+/// How often a waiting caller is asked whether to go on waiting.
+pub const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
+
 /// A task whose runner died in it this many times in a row is failed
 /// instead of run again: it is probably what kills its runners.
 pub const MAX_INTERRUPTIONS: i64 = 3;
@@ -189,8 +192,15 @@ impl Runner {
     /// returns the finished record. Past `pipeline_timeout` the execution
     /// is failed and its unfinished tasks skipped.
     pub fn execute(&self, name: &str, input: &Context) -> Result<ExecutionRecord> {
+        self.execute_with(name, input, &mut || true)
+    }
+
+    /// [`Runner::execute`], giving up with [`EngineError::Interrupted`] (the
+    /// execution goes on) as soon as `keep_waiting` says no; it is asked at
+    /// least every [`INTERRUPT_CHECK`].
+    pub fn execute_with(&self, name: &str, input: &Context, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
         let id = self.start_execution(name, input)?;
-        match self.wait(&id, self.shared.config.pipeline_timeout) {
+        match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
             Err(EngineError::WaitTimedOut { .. }) => {
                 let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
                 if let Some(workflow) = self.shared.registry.get(name) {
@@ -212,6 +222,12 @@ impl Runner {
 
     /// Waits until the execution has finished, at most `timeout`.
     pub fn wait(&self, execution_id: &str, timeout: Option<Duration>) -> Result<ExecutionRecord> {
+        self.wait_with(execution_id, timeout, &mut || true)
+    }
+
+    /// [`Runner::wait`], giving up with [`EngineError::Interrupted`] as soon
+    /// as `keep_waiting` says no (the caller's Ctrl-C, for instance).
+    pub fn wait_with(&self, execution_id: &str, timeout: Option<Duration>, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let shared = &self.shared;
         {
@@ -242,14 +258,19 @@ impl Runner {
                     });
                 }
                 // The fallback re-check covers finishes nobody can signal
-                // (another process on the same SQLite file).
-                let mut wait = shared.config.poll_interval;
+                // (another process on the same SQLite file); the caller is
+                // asked whether to go on at least every INTERRUPT_CHECK.
+                let mut wait = shared.config.poll_interval.min(INTERRUPT_CHECK);
                 if let Some(d) = deadline {
                     wait = wait.min(d - now);
                 }
                 let (guard, timed_out) = shared.waiting_cv.wait_timeout(waiting, wait).unwrap_or_else(|p| p.into_inner());
                 waiting = guard;
                 if timed_out.timed_out() {
+                    drop(waiting);
+                    if !keep_waiting() {
+                        return Err(EngineError::Interrupted);
+                    }
                     break;
                 }
             }

@@ -1,6 +1,6 @@
 //! Maps engine errors to the Python exceptions the API contract names.
 
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyKeyError, PyKeyboardInterrupt, PyRuntimeError, PyTimeoutError, PyValueError};
 use pyo3::PyErr;
 
 use crate::engine::error::EngineError;
@@ -18,6 +18,8 @@ pub fn to_py(error: EngineError) -> PyErr {
         | EngineError::ShutDown => PyValueError::new_err(message),
         EngineError::UnknownExecution(_) => PyKeyError::new_err(message),
         EngineError::WaitTimedOut { .. } => PyTimeoutError::new_err(message),
+        // The Python layer raises the pending signal's exception instead.
+        EngineError::Interrupted => PyKeyboardInterrupt::new_err(message),
         // A failure of an open database in mid-operation: not the caller's input.
         EngineError::Database { .. } => PyRuntimeError::new_err(message),
     }

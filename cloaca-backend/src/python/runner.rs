@@ -102,8 +102,9 @@ impl PyDefaultRunner {
     fn execute(&self, py: Python<'_>, workflow_name: &str, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyPipelineResult> {
         let input = PyContext::from_argument(context)?;
         let runner = self.runner()?;
-        let record = py.detach(|| runner.execute(workflow_name, &input)).map_err(to_py)?;
-        Ok(PyPipelineResult::from(record))
+        let mut signal = SignalCheck::default();
+        let record = py.detach(|| runner.execute_with(workflow_name, &input, &mut || signal.keep_waiting()));
+        signal.result(record)
     }
 
     /// Starts the workflow and returns at once with a handle to wait on.
@@ -172,6 +173,33 @@ impl PyDefaultRunner {
     }
 }
 
+/// Lets a blocking wait end on Ctrl-C: while the GIL is released, Python
+/// cannot raise KeyboardInterrupt, so the wait asks here between slices.
+#[derive(Default)]
+struct SignalCheck {
+    raised: Option<PyErr>,
+}
+
+impl SignalCheck {
+    fn keep_waiting(&mut self) -> bool {
+        match Python::attach(|py| py.check_signals()) {
+            Ok(()) => true,
+            Err(e) => {
+                self.raised = Some(e);
+                false
+            }
+        }
+    }
+
+    /// The wait's result, or the exception a signal handler raised.
+    fn result(self, record: EngineResult<ExecutionRecord>) -> PyResult<PyPipelineResult> {
+        if let Some(raised) = self.raised {
+            return Err(raised);
+        }
+        record.map(PyPipelineResult::from).map_err(to_py)
+    }
+}
+
 /// The URL without its password, for display.
 fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -215,8 +243,9 @@ impl PyExecutionHandle {
             Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
             Some(t) => return Err(PyValueError::new_err(format!("timeout={t} is not accepted: use seconds >= 0, or None"))),
         };
-        let record = py.detach(|| self.runner.wait(&self.execution_id, timeout)).map_err(to_py)?;
-        Ok(PyPipelineResult::from(record))
+        let mut signal = SignalCheck::default();
+        let record = py.detach(|| self.runner.wait_with(&self.execution_id, timeout, &mut || signal.keep_waiting()));
+        signal.result(record)
     }
 
     fn __repr__(&self) -> String {
