@@ -14,11 +14,9 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
-use super::sql::{self, postgres_dialect, Conn, Param, Row, SqlTx};
-use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, ExecutionRecord, ExecutionStatus, LoadedContexts, Store, WorkflowRef};
-use crate::engine::dag::Dag;
+use super::sql::{self, postgres_dialect, Conn, Param, Row, SqlBackend};
+use super::{Channel, EventHandler};
 use crate::engine::error::{EngineError, Result};
-use crate::engine::Context;
 
 /// How often a transaction that lost a deadlock / serialization conflict is retried.
 const CONFLICT_RETRIES: usize = 5;
@@ -149,8 +147,12 @@ impl PostgresStore {
         }
     }
 
-    /// Runs `f` in one transaction; retried from the start when PostgreSQL
-    /// aborts it for a deadlock or serialization conflict.
+}
+
+impl SqlBackend for PostgresStore {
+    /// One transaction, committed with the server's own durability; retried
+    /// from the start when PostgreSQL aborts it for a deadlock or
+    /// serialization conflict.
     fn write<T>(&self, action: &'static str, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut attempt = 0;
         loop {
@@ -184,10 +186,24 @@ impl PostgresStore {
         }
     }
 
-    fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+    /// Autocommit on a pooled connection: no BEGIN / COMMIT round trips, and
+    /// no wait for the WAL flush (see `connect_pooled`).
+    fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.checkout()?;
         let PgConn { client, statements, .. } = checkout.conn.as_mut().expect("a checkout holds a connection");
         f(&mut PgConnection { client, statements, conflict: false })
+    }
+
+    fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
+        let mut client = self.connect()?;
+        subscribe(&mut client).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
+        let config = self.config.clone();
+        let own = self.own_backends.clone();
+        let handle = std::thread::Builder::new()
+            .name("cloaca-listener".into())
+            .spawn(move || listen_loop(client, config, on_event, own, stop))
+            .map_err(|e| EngineError::database("starting the notification listener", e))?;
+        Ok(Some(handle))
     }
 }
 
@@ -313,66 +329,6 @@ impl Row for PgRow<'_> {
     }
 }
 
-impl Store for PostgresStore {
-    fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
-        self.write("creating an execution", |c| sql::create_execution(c, execution_id, dag, input, now))
-    }
-
-    fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
-        if workflows.is_empty() {
-            return Ok(None);
-        }
-        // Single statements: autocommit spares the BEGIN / COMMIT round trips.
-        self.read(|c| sql::claim(c, owner, workflows, now, lease_ms, recover))
-    }
-
-    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
-        self.read(|c| sql::load_contexts(c, execution_id, dependencies, now))
-    }
-
-    fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
-        self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
-    }
-
-    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
-        self.read(|c| sql::renew_leases(c, owner, expires_at))
-    }
-
-    fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
-        if workflows.is_empty() {
-            return Ok(None);
-        }
-        self.read(|c| sql::next_due(c, workflows, recover))
-    }
-
-    fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
-        self.read(|c| sql::get_execution(c, execution_id))
-    }
-
-    fn completed_outputs(&self, execution_id: &str) -> Result<HashMap<String, Context>> {
-        self.read(|c| sql::completed_outputs(c, execution_id))
-    }
-
-    fn list_executions(&self, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
-        self.read(|c| sql::list_executions(c, workflow_name, status, limit))
-    }
-
-    fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
-        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
-    }
-
-    fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
-        let mut client = self.connect()?;
-        subscribe(&mut client).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
-        let config = self.config.clone();
-        let own = self.own_backends.clone();
-        let handle = std::thread::Builder::new()
-            .name("cloaca-listener".into())
-            .spawn(move || listen_loop(client, config, on_event, own, stop))
-            .map_err(|e| EngineError::database("starting the notification listener", e))?;
-        Ok(Some(handle))
-    }
-}
 
 fn subscribe(client: &mut Client) -> std::result::Result<(), postgres::Error> {
     client.batch_execute(&format!("LISTEN {}; LISTEN {};", Channel::Work.name(), Channel::Done.name()))

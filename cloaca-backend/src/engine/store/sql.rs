@@ -3,13 +3,20 @@
 //! Statements are written in SQLite's spelling (`?N` parameters,
 //! `json_each(?N)` for a JSON array of strings, `/*LOCK*/` where a claim
 //! locks its row); [`postgres_dialect`] rewrites those three things for
-//! PostgreSQL. A backend only adapts its connection to [`Conn`]; everything
-//! else here, including the [`Tx`] implementation, is shared.
+//! PostgreSQL. A backend only adapts its connection to [`Conn`] and its
+//! transactions to [`SqlBackend`]; everything else here, the [`Tx`] and
+//! [`Store`] implementations included, is shared.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use super::migrations::{self, CREATE_MIGRATIONS_TABLE, MIGRATIONS_VERSION};
-use super::{Channel, Claim, ExecutionRecord, ExecutionStatus, FailedTask, LoadedContexts, Tx, WorkflowRef};
+use super::{
+    AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, ExecutionRecord, ExecutionStatus, FailedTask, LoadedContexts, Store, Tx,
+    WorkflowRef,
+};
 use crate::engine::dag::Dag;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::retry::TaskFailure;
@@ -41,6 +48,76 @@ pub trait Conn {
     fn notify(&mut self, channel: Channel, payload: &str) -> Result<()>;
     /// Serialises migrations between processes (SQLite's write lock already does).
     fn lock_for_migration(&mut self) -> Result<()>;
+}
+
+/// What a backend provides so that [`Store`] is implemented once for it:
+/// transactions, single autocommit statements, and (optionally) notifications.
+pub trait SqlBackend: Send + Sync {
+    /// Runs `f` in one transaction, committed only if it succeeds (and, where
+    /// the database can abort a transaction for a conflict, retried).
+    fn write<T>(&self, action: &'static str, f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T>;
+
+    /// Runs `f` outside an explicit transaction: reads, and single
+    /// statements, each atomic on its own.
+    fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T>;
+
+    /// See [`Store::listen`].
+    fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
+        let _ = (on_event, stop);
+        Ok(None)
+    }
+}
+
+impl<B: SqlBackend> Store for B {
+    fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
+        self.write("creating an execution", |c| create_execution(c, execution_id, dag, input, now))
+    }
+
+    fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.single(|c| claim(c, owner, workflows, now, lease_ms, recover))
+    }
+
+    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
+        self.single(|c| load_contexts(c, execution_id, dependencies, now))
+    }
+
+    fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
+        self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
+    }
+
+    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
+        self.single(|c| renew_leases(c, owner, expires_at))
+    }
+
+    fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.single(|c| next_due(c, workflows, recover))
+    }
+
+    fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+        self.single(|c| get_execution(c, execution_id))
+    }
+
+    fn completed_outputs(&self, execution_id: &str) -> Result<HashMap<String, Context>> {
+        self.single(|c| completed_outputs(c, execution_id))
+    }
+
+    fn list_executions(&self, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
+        self.single(|c| list_executions(c, workflow_name, status, limit))
+    }
+
+    fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
+        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
+    }
+
+    fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
+        SqlBackend::listen(self, on_event, stop)
+    }
 }
 
 /// Rewrites a statement from SQLite's spelling into PostgreSQL's.

@@ -4,19 +4,16 @@
 //! connection behind a mutex and every write is a `BEGIN IMMEDIATE`
 //! transaction; other processes on the same file wait up to `busy_timeout`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::sql::{self, Conn, Param, Row, SqlTx};
-use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, ExecutionRecord, ExecutionStatus, LoadedContexts, Store, WorkflowRef};
-use crate::engine::dag::Dag;
+use super::sql::{self, Conn, Param, Row, SqlBackend};
+use super::Channel;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::url::{SqliteLocation, SqliteMode, SqliteUrl};
-use crate::engine::Context;
 
 /// Executions and task attempts in one SQLite database.
 pub struct SqliteStore {
@@ -63,8 +60,12 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed only if it succeeds.
-    fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+}
+
+impl SqlBackend for SqliteStore {
+    /// One `BEGIN IMMEDIATE` transaction: it takes the write lock at once
+    /// (waiting up to busy_timeout), so it cannot deadlock on a lock upgrade.
+    fn write<T>(&self, action: &'static str, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| EngineError::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
@@ -72,8 +73,7 @@ impl SqliteStore {
         Ok(value)
     }
 
-    /// Runs `f` outside an explicit transaction (single reads).
-    fn read<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+    fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut SqliteConn(&guard))
     }
@@ -204,57 +204,11 @@ impl Row for SqliteRow<'_, '_> {
     }
 }
 
-impl Store for SqliteStore {
-    fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
-        self.write("creating an execution", |c| sql::create_execution(c, execution_id, dag, input, now))
-    }
-
-    fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
-        if workflows.is_empty() {
-            return Ok(None);
-        }
-        self.write("claiming a task", |c| sql::claim(c, owner, workflows, now, lease_ms, recover))
-    }
-
-    fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
-        self.read(|c| sql::load_contexts(c, execution_id, dependencies, now))
-    }
-
-    fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
-        self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
-    }
-
-    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
-        self.write("renewing leases", |c| sql::renew_leases(c, owner, expires_at))
-    }
-
-    fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
-        if workflows.is_empty() {
-            return Ok(None);
-        }
-        self.read(|c| sql::next_due(c, workflows, recover))
-    }
-
-    fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
-        self.read(|c| sql::get_execution(c, execution_id))
-    }
-
-    fn completed_outputs(&self, execution_id: &str) -> Result<HashMap<String, Context>> {
-        self.read(|c| sql::completed_outputs(c, execution_id))
-    }
-
-    fn list_executions(&self, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
-        self.read(|c| sql::list_executions(c, workflow_name, status, limit))
-    }
-
-    fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
-        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::store::Store;
     use crate::engine::store::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_VERSION};
     use crate::engine::url::DatabaseUrl;
 
