@@ -23,6 +23,37 @@ use super::store::{AttemptOutcome, Channel, Claim, ExecutionRecord, Store, Workf
 use super::time::now_ms;
 use super::Context;
 
+/// The shortest gap between two printed reports of one kind of background error.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// When each kind of background error was last printed, and how many were
+/// held back since.
+#[derive(Default)]
+struct ReportLimiter {
+    kinds: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl ReportLimiter {
+    /// `Some(held back since the last print)` when a report of `what` may be
+    /// printed at `now`; `None` (and one more held back) otherwise.
+    fn admit(&mut self, what: &'static str, now: Instant) -> Option<u64> {
+        match self.kinds.get_mut(what) {
+            Some((last, held)) if now.duration_since(*last) < REPORT_EVERY => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                *last = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.kinds.insert(what, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
 /// How often a waiting caller is asked whether to go on waiting.
 pub const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
 
@@ -90,6 +121,7 @@ struct Shared {
     inflight: Mutex<Inflight>,
     inflight_cv: Condvar,
     stop_listening: Arc<AtomicBool>,
+    reported: Mutex<ReportLimiter>,
 }
 
 #[derive(Default)]
@@ -137,6 +169,7 @@ impl Runner {
             inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
             stop_listening: Arc::new(AtomicBool::new(false)),
+            reported: Mutex::new(ReportLimiter::default()),
         });
         let runner = Runner { shared: shared.clone(), threads: Mutex::new(Threads::default()) };
         let weak = Arc::downgrade(&shared);
@@ -368,8 +401,15 @@ impl Shared {
         let _ = self.signal_cv.wait_timeout_while(signal, wait, |s| s.epoch == seen && !s.stopping);
     }
 
-    fn report(&self, what: &str, error: &EngineError) {
-        eprintln!("cloaca: {} ({}): {error}", what, self.owner);
+    /// Prints a background error on stderr (nobody waits for it to raise it),
+    /// at most once per [`REPORT_EVERY`] for each kind, so that a database
+    /// that is down does not flood the log from every worker.
+    fn report(&self, what: &'static str, error: &EngineError) {
+        let Some(suppressed) = lock(&self.reported).admit(what, Instant::now()) else {
+            return;
+        };
+        let more = if suppressed > 0 { format!(" ({suppressed} more like it since the last report)") } else { String::new() };
+        eprintln!("cloaca: {what} ({}): {error}{more}", self.owner);
     }
 }
 
@@ -605,4 +645,21 @@ fn replace_abandoned_worker(shared: &Arc<Shared>) {
         spawn_worker(shared);
     }
     shared.inflight_cv.notify_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_errors_are_printed_once_per_interval_with_a_count_of_the_rest() {
+        let mut limiter = ReportLimiter::default();
+        let start = Instant::now();
+        assert_eq!(limiter.admit("claiming a task", start), Some(0));
+        assert_eq!(limiter.admit("claiming a task", start + Duration::from_millis(10)), None);
+        assert_eq!(limiter.admit("claiming a task", start + Duration::from_secs(1)), None);
+        assert_eq!(limiter.admit("renewing leases", start), Some(0), "kinds are limited separately");
+        assert_eq!(limiter.admit("claiming a task", start + REPORT_EVERY), Some(2));
+        assert_eq!(limiter.admit("claiming a task", start + REPORT_EVERY * 2), Some(0));
+    }
 }
