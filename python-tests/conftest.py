@@ -10,15 +10,14 @@ processes (run_scenario, scripts in scenarios/), e.g. to SIGKILL a runner mid-ta
 """
 
 import glob
+import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
 import uuid
-from contextlib import closing
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -118,15 +117,31 @@ def sqlite_path_of(url: str) -> str:
     return rest
 
 
-def query_database(url: str, sql: str) -> list:
-    """Rows of `sql` on the database of `url`, each a tuple of str (or None for NULL)."""
+_SQLITE_QUERY = """
+import json, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30, isolation_level=None)
+rows = db.execute(sys.argv[2]).fetchall()
+print(json.dumps([[None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
+                   for v in row] for row in rows]))
+"""
+
+
+def query_database(url: str, sql: str, must_exist: bool = True) -> list:
+    """Rows of `sql` on the database of `url`, each a tuple of str (or None for NULL).
+
+    A SQLite file must exist already unless `must_exist` is False.
+    """
     if url.startswith("sqlite:"):
         path = sqlite_path_of(url)
-        assert os.path.exists(path), f"db_query: {path} does not exist"
-        with closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as db:
-            rows = db.execute(sql).fetchall()
-        return [tuple(None if v is None else (v.decode() if isinstance(v, bytes) else str(v))
-                      for v in row) for row in rows]
+        assert not must_exist or os.path.exists(path), f"db_query: {path} does not exist"
+        # In a process of its own: this process also holds cloaca's bundled SQLite,
+        # and two SQLite libraries in one process do not see each other's file
+        # locks, so closing a sqlite3-module connection here would take the WAL
+        # files away from a runner that is still open on the same database.
+        done = subprocess.run([sys.executable, "-c", _SQLITE_QUERY, path, sql],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"db_query on {path} running {sql!r}: {done.stderr}"
+        return [tuple(row) for row in json.loads(done.stdout)]
     if url.startswith(("postgres://", "postgresql://")):
         out = psql(url, sql)
         if out == "":

@@ -1,18 +1,17 @@
 """The database the harness provides for this backend is real and usable."""
 
 import socket
-import sqlite3
 import struct
 from urllib.parse import urlsplit
 
+from conftest import query_database
+
 
 def write_and_read_sqlite(url: str) -> None:
-    path = "/" + url.removeprefix("sqlite:///").lstrip("/")
-    with sqlite3.connect(path) as db:
-        db.execute("create table if not exists harness_probe (v text)")
-        db.execute("insert into harness_probe values ('written')")
-    with sqlite3.connect(path) as db:
-        assert db.execute("select v from harness_probe").fetchall()[-1] == ("written",)
+    # query_database reads and writes from a process of its own (see there why).
+    query_database(url, "create table if not exists harness_probe (v text)", must_exist=False)
+    query_database(url, "insert into harness_probe values ('written')")
+    assert query_database(url, "select v from harness_probe")[-1] == ("written",)
 
 
 def postgres_answers(url: str) -> None:
