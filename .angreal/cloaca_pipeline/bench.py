@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import glob
 import json
 import os
 import platform
@@ -135,17 +134,17 @@ def bench_venv_name(backend: str) -> str:
 # ------------------------------------------------------------ databases ---
 
 def find_psql() -> str:
-    """psql from PATH, else the newest /usr/lib/postgresql/*/bin/psql."""
+    """psql from PATH, else beside the server binaries the test harness uses."""
     found = shutil.which("psql")
     if found:
         return found
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
-                        key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
-    if candidates:
-        return candidates[0]
+    with contextlib.suppress(databases.NoPostgresServer):
+        beside_server = databases.find_postgres_bin_dir() / "psql"
+        if beside_server.exists():
+            return str(beside_server)
     raise PipelineError(
-        "psql was found neither on PATH nor in /usr/lib/postgresql/*/bin; bench needs it to "
-        "give every postgres run a fresh database. Install the PostgreSQL client "
+        "psql was found neither on PATH nor beside the PostgreSQL server binaries; bench needs "
+        "it to give every postgres run a fresh database. Install the PostgreSQL client "
         "(Debian: apt-get install postgresql-client)."
     )
 

@@ -5,7 +5,6 @@
 //! for a process that has it instead of running the wrong code.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -48,7 +47,6 @@ impl Workflow {
 #[derive(Default)]
 pub struct Registry {
     workflows: RwLock<BTreeMap<String, Arc<Workflow>>>,
-    generation: AtomicU64,
 }
 
 impl Registry {
@@ -61,7 +59,6 @@ impl Registry {
     pub fn register(&self, workflow: Arc<Workflow>) {
         let mut map = self.workflows.write().unwrap_or_else(|p| p.into_inner());
         map.insert(workflow.dag.name().to_string(), workflow);
-        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Workflow>> {
@@ -79,10 +76,5 @@ impl Registry {
 
     pub fn references(&self) -> Vec<WorkflowRef> {
         self.workflows.read().unwrap_or_else(|p| p.into_inner()).values().map(|w| w.reference()).collect()
-    }
-
-    /// Changes whenever a workflow is registered.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::SeqCst)
     }
 }

@@ -202,13 +202,14 @@ impl Runner {
         &self.shared.store
     }
 
-    pub fn config(&self) -> &RunnerConfig {
-        &self.shared.config
-    }
-
     /// Stores a new execution of the registered workflow `name` and wakes
     /// the workers; returns its id.
     pub fn start_execution(&self, name: &str, input: &Context) -> Result<String> {
+        self.store_execution(name, input).map(|(id, _)| id)
+    }
+
+    /// [`Runner::start_execution`], also returning the definition it used.
+    fn store_execution(&self, name: &str, input: &Context) -> Result<(String, Arc<Workflow>)> {
         self.ensure_running()?;
         let workflow = self
             .shared
@@ -218,7 +219,7 @@ impl Runner {
         let id = uuid::Uuid::new_v4().to_string();
         self.shared.store.create_execution(&id, &workflow.dag, input, now_ms())?;
         self.shared.wake_workers(workflow.dag.roots().len() as u64);
-        Ok(id)
+        Ok((id, workflow))
     }
 
     /// Runs `name` to the end: stores it, waits (woken, not polling) and
@@ -232,16 +233,16 @@ impl Runner {
     /// execution goes on) as soon as `keep_waiting` says no; it is asked at
     /// least every [`INTERRUPT_CHECK`].
     pub fn execute_with(&self, name: &str, input: &Context, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
-        let id = self.start_execution(name, input)?;
+        // The DAG the execution was created with, even if the name is
+        // registered anew meanwhile.
+        let (id, workflow) = self.store_execution(name, input)?;
         match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
             Err(EngineError::WaitTimedOut { .. }) => {
                 let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
-                if let Some(workflow) = self.shared.registry.get(name) {
-                    let message = format!(
-                        "execution exceeded pipeline_timeout_seconds={seconds} and was stopped; its unfinished tasks were skipped"
-                    );
-                    self.shared.store.abort_execution(&id, &workflow.dag, &message, now_ms())?;
-                }
+                let message = format!(
+                    "execution exceeded pipeline_timeout_seconds={seconds} and was stopped; its unfinished tasks were skipped"
+                );
+                self.shared.store.abort_execution(&id, &workflow.dag, &message, now_ms())?;
                 self.record(&id)
             }
             other => other,
@@ -585,6 +586,7 @@ fn supervise(shared: Arc<Shared>) {
     let mut next_renewal = Instant::now() + renew_every;
     loop {
         let mut expired: Vec<(Claim, Arc<Workflow>, Duration)> = Vec::new();
+        let running: Vec<i64>;
         {
             let mut inflight = lock(&shared.inflight);
             loop {
@@ -619,10 +621,11 @@ fn supervise(shared: Arc<Shared>) {
             // and gets a replacement.
             inflight.live_workers -= expired.len();
             inflight.spawn_requests += expired.len();
+            running = inflight.attempts.values().filter(|a| !a.timed_out).map(|a| a.claim.row_id).collect();
         }
         if Instant::now() >= next_renewal {
             let expires = now_ms() + shared.config.lease.as_millis() as i64;
-            if let Err(e) = shared.store.renew_leases(&shared.owner, expires) {
+            if let Err(e) = shared.store.renew_leases(&shared.owner, &running, expires) {
                 shared.report("renewing leases", &e);
             }
             next_renewal = Instant::now() + renew_every;

@@ -284,6 +284,22 @@ fn the_next_due_time_is_the_retry_time_or_the_lease_expiry() {
 }
 
 #[test]
+fn only_the_leases_of_attempts_really_running_are_renewed() {
+    let f = fixture(vec![(task("kept", &[]), marks("kept")), (task("dropped", &[]), marks("dropped"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    let first = f.store.claim("me", &refs, now_ms(), 300, true).unwrap().unwrap();
+    let second = f.store.claim("me", &refs, now_ms(), 300, true).unwrap().unwrap();
+    // "me" still runs `first`; it dropped `second` (an error before running it).
+    f.store.renew_leases("me", &[first.row_id], now_ms() + 60_000).unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let taken = f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().expect("the dropped claim lapsed");
+    assert_eq!((taken.task_id.as_str(), taken.attempt), (second.task_id.as_str(), 2));
+    assert!(f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().is_none(), "the renewed lease holds");
+}
+
+#[test]
 fn recovery_is_off_when_disabled() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();

@@ -1,7 +1,8 @@
 //! Versioned schema migrations, one list for both backends.
 //!
-//! Each migration carries its SQL in both dialects side by side, so a schema
-//! change is written once per backend in the same place. A database records
+//! Each migration is written once, in SQLite's spelling; [`postgres_schema`]
+//! gives PostgreSQL's (64-bit integers everywhere, so that one i64 binding
+//! fits every column, and BIGSERIAL for an autoincrement key). A database records
 //! the versions it has in `cloaca_schema_migrations`; opening it applies the
 //! missing ones in order inside one transaction, and refuses a database whose
 //! schema is newer than this build.
@@ -10,8 +11,24 @@
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
-    pub sqlite: &'static str,
-    pub postgres: &'static str,
+    /// SQLite's spelling; see [`Migration::sql_for`].
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// The statements for one backend.
+    pub fn sql_for(&self, postgres: bool) -> String {
+        if postgres {
+            postgres_schema(self.sql)
+        } else {
+            self.sql.to_string()
+        }
+    }
+}
+
+/// Rewrites SQLite DDL into PostgreSQL's.
+pub fn postgres_schema(sql: &str) -> String {
+    sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace("INTEGER", "BIGINT")
 }
 
 /// Every migration, oldest first.
@@ -19,7 +36,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "executions and task executions",
-        sqlite: "
+        sql: "
             CREATE TABLE cloaca_executions (
                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
                 id TEXT NOT NULL UNIQUE,
@@ -36,7 +53,7 @@ pub const MIGRATIONS: &[Migration] = &[
             );
             CREATE TABLE cloaca_task_executions (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
-                execution_id TEXT NOT NULL ,
+                execution_id TEXT NOT NULL,
                 task_id TEXT NOT NULL,
                 workflow_name TEXT NOT NULL,
                 workflow_version TEXT NOT NULL,
@@ -56,53 +73,12 @@ pub const MIGRATIONS: &[Migration] = &[
                 finished_at INTEGER,
                 UNIQUE (execution_id, task_id)
             );",
-        postgres: "
-            CREATE TABLE cloaca_executions (
-                seq BIGSERIAL PRIMARY KEY,
-                id TEXT NOT NULL UNIQUE,
-                workflow_name TEXT NOT NULL,
-                workflow_version TEXT NOT NULL,
-                status TEXT NOT NULL,
-                input_context TEXT NOT NULL,
-                final_context TEXT,
-                error_message TEXT,
-                tasks_remaining BIGINT NOT NULL,
-                created_at BIGINT NOT NULL,
-                started_at BIGINT,
-                finished_at BIGINT
-            );
-            CREATE TABLE cloaca_task_executions (
-                id BIGSERIAL PRIMARY KEY,
-                execution_id TEXT NOT NULL ,
-                task_id TEXT NOT NULL,
-                workflow_name TEXT NOT NULL,
-                workflow_version TEXT NOT NULL,
-                status TEXT NOT NULL,
-                deps_remaining BIGINT NOT NULL,
-                attempt BIGINT NOT NULL DEFAULT 0,
-                failures BIGINT NOT NULL DEFAULT 0,
-                max_attempts BIGINT NOT NULL,
-                next_attempt_at BIGINT NOT NULL,
-                lease_owner TEXT,
-                lease_expires_at BIGINT,
-                output_context TEXT,
-                error_type TEXT,
-                error_message TEXT,
-                error_traceback TEXT,
-                started_at BIGINT,
-                finished_at BIGINT,
-                UNIQUE (execution_id, task_id)
-            );",
     },
     Migration {
         version: 2,
         name: "claim and listing indexes",
-        // Same text on both: claims scan only ready / running rows, listings read newest first.
-        sqlite: "
-            CREATE INDEX cloaca_task_executions_claimable ON cloaca_task_executions (status, next_attempt_at);
-            CREATE INDEX cloaca_task_executions_leases ON cloaca_task_executions (lease_owner) WHERE status = 'running';
-            CREATE INDEX cloaca_executions_newest ON cloaca_executions (created_at DESC, seq DESC);",
-        postgres: "
+        // Claims scan only ready / running rows; listings read newest first.
+        sql: "
             CREATE INDEX cloaca_task_executions_claimable ON cloaca_task_executions (status, next_attempt_at);
             CREATE INDEX cloaca_task_executions_leases ON cloaca_task_executions (lease_owner) WHERE status = 'running';
             CREATE INDEX cloaca_executions_newest ON cloaca_executions (created_at DESC, seq DESC);",
@@ -127,6 +103,14 @@ pub fn pending(current: i64) -> impl Iterator<Item = &'static Migration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_gets_64_bit_integers_and_serial_keys() {
+        let pg = MIGRATIONS[0].sql_for(true);
+        assert!(pg.contains("seq BIGSERIAL PRIMARY KEY") && pg.contains("attempt BIGINT NOT NULL"), "{pg}");
+        assert!(!pg.contains("INTEGER") && !pg.contains("AUTOINCREMENT"), "{pg}");
+        assert_eq!(MIGRATIONS[0].sql_for(false), MIGRATIONS[0].sql);
+    }
 
     #[test]
     fn versions_are_consecutive_from_one() {

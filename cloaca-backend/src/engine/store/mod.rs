@@ -184,8 +184,10 @@ pub trait Store: Send + Sync {
     /// Records the end of an attempt and everything that follows from it, in one transaction.
     fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded>;
 
-    /// Extends the lease of every task `owner` is running.
-    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()>;
+    /// Extends the leases `owner` holds on the rows `row_ids` (the attempts
+    /// it is really running: a claim it dropped, for an error or a replaced
+    /// workflow, must lapse so that another runner takes it).
+    fn renew_leases(&self, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()>;
 
     /// The earliest future time at which a task of these workflows becomes
     /// claimable (a retry's time, or a lease's expiry with `recover`).

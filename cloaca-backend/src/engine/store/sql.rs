@@ -88,8 +88,11 @@ impl<B: SqlBackend> Store for B {
         self.write("recording a task attempt", |c| super::record_attempt(&mut SqlTx(c), claim, dag, outcome, now))
     }
 
-    fn renew_leases(&self, owner: &str, expires_at: i64) -> Result<()> {
-        self.single(|c| renew_leases(c, owner, expires_at))
+    fn renew_leases(&self, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()> {
+        if row_ids.is_empty() {
+            return Ok(());
+        }
+        self.single(|c| renew_leases(c, owner, row_ids, expires_at))
     }
 
     fn next_due(&self, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
@@ -177,7 +180,7 @@ pub fn migrate(conn: &mut dyn Conn, postgres: bool, now: i64) -> Result<()> {
         return Err(EngineError::SchemaTooNew { found: current, supported: MIGRATIONS_VERSION });
     }
     for migration in migrations::pending(current) {
-        conn.batch(if postgres { migration.postgres } else { migration.sqlite })?;
+        conn.batch(&migration.sql_for(postgres))?;
         conn.execute(RECORD_MIGRATION, &[Param::Int(migration.version), Param::Text(migration.name), Param::Int(now)])?;
     }
     Ok(())
@@ -301,14 +304,18 @@ pub fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&s
 
 // ---- leases and wake-up times ----------------------------------------------
 
-const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2 WHERE lease_owner = ?1 AND status = 'running'";
+// Row ids travel as JSON strings: compared as text, the same on both backends.
+const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2
+    WHERE lease_owner = ?1 AND status = 'running' AND CAST(id AS TEXT) IN (SELECT value FROM json_each(?3))";
 const NEXT_DUE: &str = "SELECT MIN(CASE WHEN status = 'ready' THEN next_attempt_at ELSE lease_expires_at END)
     FROM cloaca_task_executions
     WHERE (status = 'ready' OR (CAST(?2 AS BIGINT) = 1 AND status = 'running'))
       AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
 
-pub fn renew_leases(conn: &mut dyn Conn, owner: &str, expires_at: i64) -> Result<()> {
-    conn.execute(RENEW_LEASES, &[Param::Text(owner), Param::Int(expires_at)]).map(|_| ())
+pub fn renew_leases(conn: &mut dyn Conn, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()> {
+    let ids: Vec<String> = row_ids.iter().map(i64::to_string).collect();
+    let list = json_list(ids.iter().map(String::as_str));
+    conn.execute(RENEW_LEASES, &[Param::Text(owner), Param::Int(expires_at), Param::Text(&list)]).map(|_| ())
 }
 
 pub fn next_due(conn: &mut dyn Conn, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {

@@ -233,7 +233,7 @@ mod tests {
             // A database written by a build that knew only migration 1.
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(CREATE_MIGRATIONS_TABLE).unwrap();
-            conn.execute_batch(MIGRATIONS[0].sqlite).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
             conn.execute("INSERT INTO cloaca_schema_migrations VALUES (1, 'old', 0)", []).unwrap();
             conn.execute(
                 "INSERT INTO cloaca_executions (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at)
