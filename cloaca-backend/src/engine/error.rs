@@ -24,6 +24,12 @@ pub enum EngineError {
     UnknownExecution(String),
     /// Waiting for an execution ended before it finished.
     WaitTimedOut { execution_id: String, seconds: f64 },
+    /// A cron expression or time zone that cannot be scheduled.
+    InvalidSchedule(String),
+    /// No cron schedule with this id exists in the database.
+    UnknownSchedule(String),
+    /// A tenant name, password or request the admin refuses (the message says why).
+    InvalidTenant(String),
     /// The runner was shut down.
     ShutDown,
     /// The caller stopped waiting (the execution goes on).
@@ -69,6 +75,8 @@ impl fmt::Display for EngineError {
                 "execution {execution_id} did not finish within {seconds} s; it goes on running \
                  (wait again or check get_execution)"
             ),
+            EngineError::InvalidSchedule(message) | EngineError::InvalidTenant(message) => f.write_str(message),
+            EngineError::UnknownSchedule(id) => write!(f, "no cron schedule with id {id:?} exists in this database"),
             EngineError::ShutDown => f.write_str("this DefaultRunner has been shut down; open a new one"),
             EngineError::Interrupted => f.write_str("waiting was interrupted; the execution goes on"),
         }

@@ -10,11 +10,13 @@
 //! - [`runner`]: worker threads that claim, run and record task attempts.
 
 pub mod backend;
+pub mod cron;
 pub mod dag;
 pub mod error;
 pub mod registry;
 pub mod retry;
 pub mod runner;
+pub mod scheduler;
 pub mod store;
 pub mod time;
 pub mod url;

@@ -70,6 +70,11 @@ impl Registry {
         self.get(&reference.name).filter(|w| w.dag.version() == reference.version)
     }
 
+    /// Every registered workflow, by name, as of now.
+    pub fn snapshot(&self) -> BTreeMap<String, Arc<Workflow>> {
+        self.workflows.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn names(&self) -> Vec<String> {
         self.workflows.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }

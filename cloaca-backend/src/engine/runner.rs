@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::dag::merge;
 use super::error::{EngineError, Result};
+use super::cron::CronSchedule;
 use super::registry::{Registry, Workflow};
+use super::scheduler::{self, CronConfig, Planner};
+use super::store::cron::{ScheduleRecord, TickPlanner};
 use super::retry::TaskFailure;
 use super::store::{AttemptOutcome, Channel, Claim, ExecutionRecord, Store, WorkflowRef};
 use super::time::now_ms;
@@ -75,6 +78,7 @@ pub struct RunnerConfig {
     pub enable_recovery: bool,
     /// How long a claim holds without renewal.
     pub lease: Duration,
+    pub cron: CronConfig,
 }
 
 impl Default for RunnerConfig {
@@ -86,6 +90,7 @@ impl Default for RunnerConfig {
             pipeline_timeout: Some(Duration::from_secs(3600)),
             enable_recovery: true,
             lease: Duration::from_secs(30),
+            cron: CronConfig::default(),
         }
     }
 }
@@ -103,6 +108,7 @@ pub struct Runner {
 struct Threads {
     supervisor: Option<JoinHandle<()>>,
     listener: Option<JoinHandle<()>>,
+    cron: Option<JoinHandle<()>>,
 }
 
 struct Shared {
@@ -114,6 +120,8 @@ struct Shared {
     /// Bumped on every piece of news; workers wait for it to change.
     signal: Mutex<Signal>,
     signal_cv: Condvar,
+    /// The cron thread waits on `signal` with this (for `cron_epoch` or stopping).
+    cron_cv: Condvar,
     /// Executions someone waits for: (waiters, finished-news arrived).
     waiting: Mutex<HashMap<String, (usize, bool)>>,
     waiting_cv: Condvar,
@@ -127,6 +135,8 @@ struct Shared {
 #[derive(Default)]
 struct Signal {
     epoch: u64,
+    /// Bumped when this process changes a schedule.
+    cron_epoch: u64,
     stopping: bool,
 }
 
@@ -164,6 +174,7 @@ impl Runner {
             owner: format!("runner-{}", uuid::Uuid::new_v4()),
             signal: Mutex::new(Signal::default()),
             signal_cv: Condvar::new(),
+            cron_cv: Condvar::new(),
             waiting: Mutex::new(HashMap::new()),
             waiting_cv: Condvar::new(),
             inflight: Mutex::new(Inflight::default()),
@@ -194,6 +205,15 @@ impl Runner {
                 .spawn(move || supervise(supervisor_shared))
                 .map_err(|e| EngineError::database("starting the runner's supervisor thread", e))?,
         );
+        if shared.config.cron.enabled {
+            let cron_shared = shared.clone();
+            threads.cron = Some(
+                std::thread::Builder::new()
+                    .name("cloaca-cron".into())
+                    .spawn(move || schedule_ticks(cron_shared))
+                    .map_err(|e| EngineError::database("starting the runner's cron thread", e))?,
+            );
+        }
         drop(threads);
         Ok(runner)
     }
@@ -332,9 +352,80 @@ impl Runner {
         }
         self.shared.inflight_cv.notify_all();
         let threads = std::mem::take(&mut *lock(&self.threads));
-        for handle in [threads.supervisor, threads.listener].into_iter().flatten() {
+        for handle in [threads.supervisor, threads.listener, threads.cron].into_iter().flatten() {
             let _ = handle.join();
         }
+    }
+
+    /// Stores a new enabled schedule of the registered workflow `name`,
+    /// its first tick computed from now.
+    pub fn register_schedule(&self, name: &str, expression: &str, timezone: &str) -> Result<ScheduleRecord> {
+        self.ensure_running()?;
+        if self.shared.registry.get(name).is_none() {
+            return Err(EngineError::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() });
+        }
+        let now = now_ms();
+        let record = ScheduleRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workflow_name: name.to_string(),
+            cron_expression: expression.to_string(),
+            timezone: timezone.to_string(),
+            enabled: true,
+            next_run_at: CronSchedule::parse(expression, timezone)?.next_after(now)?,
+            last_run_at: None,
+            skipped_ticks: 0,
+            created_at: now,
+            updated_at: now,
+        };
+        self.shared.store.insert_schedule(&record)?;
+        self.shared.wake_scheduler();
+        Ok(record)
+    }
+
+    /// The stored schedule `id`.
+    pub fn schedule(&self, id: &str) -> Result<ScheduleRecord> {
+        self.shared.store.get_schedule(id)?.ok_or_else(|| EngineError::UnknownSchedule(id.to_string()))
+    }
+
+    /// Replaces a schedule's expression (and time zone, when given); its
+    /// next tick is computed from now.
+    pub fn update_schedule(&self, id: &str, expression: &str, timezone: Option<&str>) -> Result<ScheduleRecord> {
+        let mut record = self.schedule(id)?;
+        let timezone = timezone.unwrap_or(&record.timezone).to_string();
+        let now = now_ms();
+        record.next_run_at = CronSchedule::parse(expression, &timezone)?.next_after(now)?;
+        record.cron_expression = expression.to_string();
+        record.timezone = timezone;
+        self.store_schedule(record, now)
+    }
+
+    /// Enables or disables a schedule. Enabling a disabled one starts from
+    /// the next tick after now: ticks missed while disabled are not caught up.
+    pub fn set_schedule_enabled(&self, id: &str, enabled: bool) -> Result<ScheduleRecord> {
+        let mut record = self.schedule(id)?;
+        let now = now_ms();
+        if enabled && !record.enabled {
+            record.next_run_at = CronSchedule::parse(&record.cron_expression, &record.timezone)?.next_after(now)?;
+        }
+        record.enabled = enabled;
+        self.store_schedule(record, now)
+    }
+
+    fn store_schedule(&self, mut record: ScheduleRecord, now: i64) -> Result<ScheduleRecord> {
+        if !self.shared.store.update_schedule(&record, now)? {
+            return Err(EngineError::UnknownSchedule(record.id));
+        }
+        record.updated_at = now;
+        self.shared.wake_scheduler();
+        Ok(record)
+    }
+
+    /// Deletes a schedule and its history; executions it started go on.
+    pub fn delete_schedule(&self, id: &str) -> Result<()> {
+        if !self.shared.store.delete_schedule(id)? {
+            return Err(EngineError::UnknownSchedule(id.to_string()));
+        }
+        Ok(())
     }
 
     pub fn is_shut_down(&self) -> bool {
@@ -362,6 +453,7 @@ impl Shared {
     fn stop(&self) {
         lock(&self.signal).stopping = true;
         self.signal_cv.notify_all();
+        self.cron_cv.notify_all();
         self.inflight_cv.notify_all();
         self.stop_listening.store(true, Ordering::SeqCst);
     }
@@ -378,6 +470,12 @@ impl Shared {
         } else {
             (0..tasks).for_each(|_| self.signal_cv.notify_one());
         }
+    }
+
+    /// Makes the cron thread look at the schedules now.
+    fn wake_scheduler(&self) {
+        lock(&self.signal).cron_epoch += 1;
+        self.cron_cv.notify_all();
     }
 
     fn execution_finished(&self, execution_id: &str) {
@@ -576,6 +674,47 @@ fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcome: &Attempt
         }
         // The lease will lapse and the attempt run again: at-least-once.
         Err(e) => shared.report("recording a task attempt", &e),
+    }
+}
+
+/// Fires due cron ticks and recovers lost executions of ticks until the
+/// runner stops; sleeps until the next tick, a schedule change in this
+/// process, or the poll interval (other processes' changes).
+fn schedule_ticks(shared: Arc<Shared>) {
+    let cron = shared.config.cron.clone();
+    let mut next_recovery = Instant::now();
+    loop {
+        let seen = {
+            let signal = lock(&shared.signal);
+            if signal.stopping {
+                return;
+            }
+            signal.cron_epoch
+        };
+        let planner = Planner::new(shared.registry, cron.max_catchup);
+        let store = &*shared.store;
+        match scheduler::fire_due(store, &planner, now_ms(), &mut |what, e| shared.report(what, e)) {
+            Ok(roots) => shared.wake_workers(roots),
+            Err(e) => shared.report("firing cron ticks", &e),
+        }
+        if cron.enable_recovery && Instant::now() >= next_recovery {
+            match scheduler::recover_lost(store, &planner, &cron, now_ms()) {
+                Ok(roots) => shared.wake_workers(roots),
+                Err(e) => shared.report("recovering lost cron executions", &e),
+            }
+            next_recovery = Instant::now() + cron.recovery_interval;
+        }
+        let mut wait = cron.poll_interval;
+        if cron.enable_recovery {
+            wait = wait.min(next_recovery.saturating_duration_since(Instant::now()));
+        }
+        match store.next_cron_due(&planner.workflow_names()) {
+            Ok(Some(due)) => wait = wait.min(Duration::from_millis((due - now_ms()).max(0) as u64 + 1)),
+            Ok(None) => {}
+            Err(e) => shared.report("looking for due cron ticks", &e),
+        }
+        let signal = lock(&shared.signal);
+        let _ = shared.cron_cv.wait_timeout_while(signal, wait, |s| s.cron_epoch == seen && !s.stopping);
     }
 }
 

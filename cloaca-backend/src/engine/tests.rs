@@ -47,6 +47,7 @@ fn marks(key: &'static str) -> Box<Behaviour> {
 
 struct Fixture {
     registry: &'static Registry,
+    url: String,
     store: Arc<dyn Store>,
     bodies: HashMap<String, Arc<Scripted>>,
     workflow: Arc<Workflow>,
@@ -66,23 +67,33 @@ fn task(id: &str, deps: &[&str]) -> TaskSpec {
     TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
 }
 
-fn open_store() -> Arc<dyn Store> {
+/// A database for one test: a new SQLite file, or the harness's PostgreSQL database.
+fn test_database_url() -> String {
     #[cfg(feature = "sqlite")]
     {
         let path = std::env::temp_dir().join(format!("cloaca-engine-test-{}.db", uuid::Uuid::new_v4()));
-        let url = match super::url::DatabaseUrl::parse(&format!("sqlite://{}", path.display())).unwrap() {
-            super::url::DatabaseUrl::Sqlite(u) => u,
-            other => panic!("{other:?}"),
-        };
-        Arc::new(super::store::sqlite::SqliteStore::open(&url, now_ms()).expect("sqlite store opens"))
+        format!("sqlite://{}", path.display())
     }
     #[cfg(feature = "postgres")]
     {
-        let url = std::env::var("CLOACA_TEST_DATABASE_URL").expect(
+        std::env::var("CLOACA_TEST_DATABASE_URL").expect(
             "CLOACA_TEST_DATABASE_URL is not set: run the postgres unit tests with `angreal cloaca test --backend postgres`, \
              which starts a throw-away PostgreSQL server",
-        );
-        Arc::new(super::store::postgres::PostgresStore::open(&url, 4, now_ms()).expect("postgres store opens"))
+        )
+    }
+}
+
+/// A store on `url`, as a separate runner process would open it.
+fn open_store_at(url: &str) -> Arc<dyn Store> {
+    match super::url::DatabaseUrl::parse(url).unwrap() {
+        #[cfg(feature = "sqlite")]
+        super::url::DatabaseUrl::Sqlite(u) => Arc::new(super::store::sqlite::SqliteStore::open(&u, now_ms()).expect("sqlite store opens")),
+        #[cfg(feature = "postgres")]
+        super::url::DatabaseUrl::Postgres(u) => {
+            Arc::new(super::store::postgres::PostgresStore::open(&u, 4, now_ms()).expect("postgres store opens"))
+        }
+        #[allow(unreachable_patterns)]
+        other => panic!("{other:?}"),
     }
 }
 
@@ -100,7 +111,8 @@ fn fixture(tasks: Vec<(TaskSpec, Box<Behaviour>)>) -> Fixture {
     let ordered: Vec<Arc<dyn TaskBody>> = dag.tasks().iter().map(|t| bodies[&t.id].clone() as Arc<dyn TaskBody>).collect();
     let workflow = Arc::new(Workflow::new(dag, ordered));
     registry.register(workflow.clone());
-    Fixture { registry, store: open_store(), bodies, workflow }
+    let url = test_database_url();
+    Fixture { registry, store: open_store_at(&url), url, bodies, workflow }
 }
 
 fn quick() -> RunnerConfig {
@@ -374,4 +386,211 @@ fn recorded_state_is_shared_through_the_store() {
     let seen = f.store.get_execution(&id).unwrap().unwrap();
     assert_eq!(seen.status, ExecutionStatus::Completed);
     assert!(seen.finished_at.unwrap() >= seen.created_at);
+}
+
+// ---- cron: the scheduling rules with an injected clock ---------------------------
+
+mod cron_ticks {
+    use super::*;
+    use crate::engine::scheduler::{self, CronConfig, Planner};
+    use crate::engine::store::cron::{CronRunStatus, ScheduleRecord};
+
+    const HOUR: i64 = 3_600_000;
+
+    /// Whole hours since the epoch, far from the real clock and from other
+    /// tests (they share the PostgreSQL database).
+    fn fake_hour(offset_days: i64) -> i64 {
+        (4_102_444_800_000 / HOUR + offset_days * 24) * HOUR // 2100-01-01 + days
+    }
+
+    fn hourly_schedule(f: &Fixture, first_tick: i64) -> ScheduleRecord {
+        let record = ScheduleRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workflow_name: f.workflow.dag.name().to_string(),
+            cron_expression: "0 * * * *".into(),
+            timezone: "UTC".into(),
+            enabled: true,
+            next_run_at: first_tick,
+            last_run_at: None,
+            skipped_ticks: 0,
+            created_at: first_tick - HOUR,
+            updated_at: first_tick - HOUR,
+        };
+        f.store.insert_schedule(&record).unwrap();
+        record
+    }
+
+    fn fire(store: &dyn Store, registry: &Registry, max_catchup: usize, now: i64) -> u64 {
+        scheduler::fire_due(store, &Planner::new(registry, max_catchup), now, &mut |what, e| panic!("{what}: {e}")).unwrap()
+    }
+
+    fn tick_times(f: &Fixture, schedule_id: &str) -> Vec<i64> {
+        let mut times: Vec<i64> = f.store.cron_history(schedule_id, 1000, 0).unwrap().iter().map(|r| r.scheduled_time).collect();
+        times.sort();
+        times
+    }
+
+    #[test]
+    fn a_due_tick_starts_one_execution_and_the_schedule_moves_on() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(1);
+        let schedule = hourly_schedule(&f, t0);
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 - 1), 0, "not due a millisecond early");
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR / 2), 1, "one root readied");
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR / 2), 0, "the same tick never fires twice");
+        let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
+        assert_eq!(history.len(), 1);
+        let run = &history[0];
+        assert_eq!((run.scheduled_time, run.attempt, run.claimed_at), (t0, 1, t0 + HOUR / 2));
+        assert_eq!(run.status, CronRunStatus::Execution(ExecutionStatus::Pending));
+        let execution = f.store.get_execution(&run.execution_id).unwrap().unwrap();
+        assert_eq!(execution.input["cron_schedule_id"], json!(schedule.id));
+        assert_eq!(execution.input["cron_scheduled_time"], json!(crate::engine::time::rfc3339(t0)));
+        let stored = f.store.get_schedule(&schedule.id).unwrap().unwrap();
+        assert_eq!((stored.next_run_at, stored.last_run_at, stored.skipped_ticks), (t0 + HOUR, Some(t0), 0));
+    }
+
+    #[test]
+    fn runners_firing_at_once_start_each_tick_exactly_once() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(2);
+        let schedule = hourly_schedule(&f, t0);
+        let now = t0 + 10 * HOUR + 5;
+        // Two stores stand for two runner processes, four threads each.
+        let stores = [f.store.clone(), open_store_at(&f.url)];
+        let registry = f.registry;
+        let fired: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let store = stores[i % 2].clone();
+                    scope.spawn(move || fire(&*store, registry, 100, now))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let expected: Vec<i64> = (0..=10).map(|h| t0 + h * HOUR).collect();
+        assert_eq!(tick_times(&f, &schedule.id), expected, "ticks 00:00 to 10:00, each once");
+        assert_eq!(fired, 11);
+    }
+
+    #[test]
+    fn missed_ticks_beyond_the_catch_up_limit_are_skipped_and_counted() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(3);
+        let schedule = hourly_schedule(&f, t0);
+        // Down from 00:00 to 09:30: ten ticks were missed.
+        assert_eq!(fire(&*f.store, f.registry, 3, t0 + 9 * HOUR + HOUR / 2), 3);
+        assert_eq!(tick_times(&f, &schedule.id), vec![t0 + 7 * HOUR, t0 + 8 * HOUR, t0 + 9 * HOUR], "the most recent three");
+        let stored = f.store.get_schedule(&schedule.id).unwrap().unwrap();
+        assert_eq!((stored.skipped_ticks, stored.next_run_at, stored.last_run_at), (7, t0 + 10 * HOUR, Some(t0 + 9 * HOUR)));
+    }
+
+    #[test]
+    fn a_disabled_schedule_or_an_unregistered_workflow_fires_nothing() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(4);
+        let mut schedule = hourly_schedule(&f, t0);
+        schedule.enabled = false;
+        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 0);
+        schedule.enabled = true;
+        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        let empty: &'static Registry = Box::leak(Box::default());
+        assert_eq!(fire(&*f.store, empty, 100, t0 + HOUR), 0, "a process without the workflow leaves the tick to others");
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 2);
+    }
+
+    #[test]
+    fn a_schedule_that_cannot_be_planned_is_reported_and_left_alone() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(5);
+        let mut schedule = hourly_schedule(&f, t0);
+        schedule.cron_expression = "not a cron expression".into();
+        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        let mut reports = Vec::new();
+        let planner = Planner::new(f.registry, 100);
+        let roots = scheduler::fire_due(&*f.store, &planner, t0 + HOUR, &mut |what, e| reports.push(format!("{what}: {e}"))).unwrap();
+        assert_eq!(roots, 0);
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(reports[0].contains("not a cron expression"), "{reports:?}");
+        assert_eq!(f.store.get_schedule(&schedule.id).unwrap().unwrap().next_run_at, t0, "untouched");
+    }
+
+    #[test]
+    fn a_stalled_tick_execution_is_lost_then_restarted_while_attempts_allow() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(6);
+        let schedule = hourly_schedule(&f, t0);
+        let config = CronConfig { lost_threshold: Duration::from_secs(600), max_recovery_attempts: 1, ..CronConfig::default() };
+        let planner = Planner::new(f.registry, 100);
+        assert_eq!(fire(&*f.store, f.registry, 100, t0), 1);
+        // Nobody claims its ready task (no runner is up in this test).
+        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_000).unwrap(), 0, "not before the threshold");
+        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_001).unwrap(), 1, "restarted: one root readied");
+        let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
+        assert_eq!(history.iter().map(|r| (r.attempt, r.status)).collect::<Vec<_>>(), vec![
+            (2, CronRunStatus::Execution(ExecutionStatus::Pending)),
+            (1, CronRunStatus::Lost),
+        ]);
+        assert!(history.iter().all(|r| r.scheduled_time == t0));
+        let old = f.store.get_execution(&history[1].execution_id).unwrap().unwrap();
+        assert_eq!(old.status, ExecutionStatus::Failed);
+        let message = old.error_message.unwrap();
+        assert!(message.starts_with("execution lost") && message.contains("started again as attempt 2"), "{message}");
+        // The restart stalls too: out of attempts, it is only marked lost.
+        let later = t0 + 2 * 600_001;
+        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, later).unwrap(), 0);
+        let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
+        assert_eq!(history.iter().map(|r| r.status).collect::<Vec<_>>(), vec![CronRunStatus::Lost, CronRunStatus::Lost]);
+        let newest = f.store.get_execution(&history[0].execution_id).unwrap().unwrap();
+        assert!(newest.error_message.unwrap().contains("cron_max_recovery_attempts"));
+    }
+
+    #[test]
+    fn an_execution_making_progress_is_not_lost() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(7);
+        hourly_schedule(&f, t0);
+        let config = CronConfig { lost_threshold: Duration::from_secs(600), ..CronConfig::default() };
+        let planner = Planner::new(f.registry, 100);
+        fire(&*f.store, f.registry, 100, t0);
+        // A runner claims the task and keeps its lease alive far into the future.
+        let claim = f.store.claim("live-runner", &[f.workflow.reference()], t0 + 1, 10 * 600_000, false).unwrap().unwrap();
+        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 2 * 600_000).unwrap(), 0);
+        let history = f.store.cron_history(&f.store.list_schedules(false, 1000, 0).unwrap().iter()
+            .find(|s| s.workflow_name == f.workflow.dag.name()).unwrap().id, 10, 0).unwrap();
+        assert_eq!(history[0].status, CronRunStatus::Execution(ExecutionStatus::Pending));
+        assert_eq!(history[0].execution_id, claim.execution_id);
+    }
+
+    #[test]
+    fn stats_count_completed_failed_unfinished_and_lost_runs_since_a_time() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        // Later than every other test's ticks, so that only these are counted.
+        let t0 = fake_hour(400 * 365);
+        let schedule = hourly_schedule(&f, t0);
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + 3 * HOUR), 4);
+        // One tick's execution completes, one fails.
+        let dag = &f.workflow.dag;
+        let finish = |ok: bool| {
+            let claim = f.store.claim("r", &[f.workflow.reference()], t0 + 4 * HOUR, HOUR, false).unwrap().unwrap();
+            let outcome = if ok {
+                AttemptOutcome::Completed(Context::new())
+            } else {
+                AttemptOutcome::Failed { failure: failure("no"), retry_at: None }
+            };
+            f.store.record_attempt(&claim, dag, &outcome, t0 + 4 * HOUR).unwrap();
+        };
+        finish(true);
+        finish(false);
+        let config = CronConfig { lost_threshold: Duration::from_secs(60), max_recovery_attempts: 0, ..CronConfig::default() };
+        // Of the two left, both stall: lost (no restart allowed).
+        let stalled = t0 + 4 * HOUR + 61_000;
+        assert_eq!(scheduler::recover_lost(&*f.store, &Planner::new(f.registry, 100), &config, stalled).unwrap(), 0);
+        let stats = f.store.cron_stats(t0).unwrap();
+        assert_eq!((stats.total, stats.completed, stats.failed, stats.unfinished, stats.lost), (4, 1, 1, 0, 2));
+        let later = f.store.cron_stats(t0 + 2 * HOUR).unwrap();
+        assert_eq!(later.total, 2, "since filters by scheduled time");
+        assert_eq!(f.store.cron_history(&schedule.id, 10, 0).unwrap().len(), 4);
+    }
 }

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 
 use crate::engine::runner::RunnerConfig;
+use crate::engine::scheduler::CronConfig;
 
 /// What values a field takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -20,6 +21,8 @@ enum Kind {
     PositiveSeconds,
     /// Positive seconds, or None for "no limit".
     OptionalSeconds,
+    /// An int or float above 0 (minutes).
+    PositiveMinutes,
     Bool,
 }
 
@@ -29,6 +32,7 @@ impl Kind {
             Kind::PositiveInt => "an int above 0",
             Kind::PositiveSeconds => "a number of seconds above 0",
             Kind::OptionalSeconds => "a number of seconds above 0, or None for no limit",
+            Kind::PositiveMinutes => "a number of minutes above 0",
             Kind::Bool => "True or False",
         }
     }
@@ -65,7 +69,8 @@ const FIELDS: &[Field] = &[
     field("cron_max_catchup_executions", Kind::PositiveInt, Initial::Int(100)),
     field("cron_enable_recovery", Kind::Bool, Initial::Bool(true)),
     field("cron_recovery_interval_seconds", Kind::PositiveSeconds, Initial::Int(300)),
-    field("cron_lost_threshold_minutes", Kind::PositiveInt, Initial::Int(10)),
+    // A float is accepted beyond the original's int (tests use seconds).
+    field("cron_lost_threshold_minutes", Kind::PositiveMinutes, Initial::Int(10)),
     field("cron_max_recovery_age_seconds", Kind::PositiveSeconds, Initial::Int(86400)),
     field("cron_max_recovery_attempts", Kind::PositiveInt, Initial::Int(3)),
     // Beyond the original API: how long a claimed task's lease lasts.
@@ -99,7 +104,7 @@ fn validate(py: Python<'_>, field: &Field, value: &Bound<'_, PyAny>) -> PyResult
                 return Err(out_of_range());
             }
         }
-        Kind::PositiveSeconds | Kind::OptionalSeconds => {
+        Kind::PositiveSeconds | Kind::OptionalSeconds | Kind::PositiveMinutes => {
             if value.is_none() && field.kind == Kind::OptionalSeconds {
                 return Ok(py.None());
             }
@@ -143,6 +148,11 @@ impl PyDefaultRunnerConfig {
         Ok(Some(Duration::from_secs_f64(value.extract::<f64>()?)))
     }
 
+    /// A field that cannot be None (validation guarantees a positive number).
+    fn required_seconds(&self, py: Python<'_>, name: &str) -> PyResult<Duration> {
+        Ok(Duration::from_secs_f64(self.values[name].bind(py).extract::<f64>()?))
+    }
+
     fn int(&self, py: Python<'_>, name: &str) -> PyResult<i64> {
         self.values[name].bind(py).extract()
     }
@@ -156,10 +166,20 @@ impl PyDefaultRunnerConfig {
         Ok(RunnerConfig {
             max_concurrent_tasks: self.int(py, "max_concurrent_tasks")? as usize,
             poll_interval: Duration::from_millis(self.int(py, "executor_poll_interval_ms")? as u64),
-            task_timeout: self.seconds(py, "task_timeout_seconds")?.unwrap_or(Duration::from_secs(300)),
+            task_timeout: self.required_seconds(py, "task_timeout_seconds")?,
             pipeline_timeout: self.seconds(py, "pipeline_timeout_seconds")?,
             enable_recovery: self.flag(py, "enable_recovery")?,
-            lease: self.seconds(py, "task_lease_seconds")?.unwrap_or(Duration::from_secs(30)),
+            lease: self.required_seconds(py, "task_lease_seconds")?,
+            cron: CronConfig {
+                enabled: self.flag(py, "enable_cron_scheduling")?,
+                poll_interval: self.required_seconds(py, "cron_poll_interval_seconds")?,
+                max_catchup: self.int(py, "cron_max_catchup_executions")? as usize,
+                enable_recovery: self.flag(py, "cron_enable_recovery")?,
+                recovery_interval: self.required_seconds(py, "cron_recovery_interval_seconds")?,
+                lost_threshold: self.required_seconds(py, "cron_lost_threshold_minutes")? * 60,
+                max_recovery_age: self.required_seconds(py, "cron_max_recovery_age_seconds")?,
+                max_recovery_attempts: self.int(py, "cron_max_recovery_attempts")?,
+            },
         })
     }
 

@@ -15,8 +15,10 @@ pub fn to_py(error: EngineError) -> PyErr {
         | EngineError::InvalidWorkflow(_)
         | EngineError::InvalidConfig { .. }
         | EngineError::UnknownWorkflow { .. }
+        | EngineError::InvalidSchedule(_)
+        | EngineError::InvalidTenant(_)
         | EngineError::ShutDown => PyValueError::new_err(message),
-        EngineError::UnknownExecution(_) => PyKeyError::new_err(message),
+        EngineError::UnknownExecution(_) | EngineError::UnknownSchedule(_) => PyKeyError::new_err(message),
         EngineError::WaitTimedOut { .. } => PyTimeoutError::new_err(message),
         // The Python layer raises the pending signal's exception instead.
         EngineError::Interrupted => PyKeyboardInterrupt::new_err(message),

@@ -83,6 +83,41 @@ pub const MIGRATIONS: &[Migration] = &[
             CREATE INDEX cloaca_task_executions_leases ON cloaca_task_executions (lease_owner) WHERE status = 'running';
             CREATE INDEX cloaca_executions_newest ON cloaca_executions (created_at DESC, seq DESC);",
     },
+    Migration {
+        version: 3,
+        name: "cron schedules and the executions their ticks started",
+        // One history row per execution a tick started: attempt 1 for the
+        // tick itself, 2.. for recoveries of a lost one. The unique key is
+        // the last guard of "one execution per tick".
+        sql: "
+            CREATE TABLE cloaca_cron_schedules (
+                id TEXT PRIMARY KEY,
+                workflow_name TEXT NOT NULL,
+                cron_expression TEXT NOT NULL,
+                timezone TEXT NOT NULL,
+                enabled INTEGER NOT NULL,
+                next_run_at INTEGER NOT NULL,
+                last_run_at INTEGER,
+                skipped_ticks INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            );
+            CREATE INDEX cloaca_cron_schedules_due ON cloaca_cron_schedules (enabled, next_run_at);
+            CREATE TABLE cloaca_cron_executions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                schedule_id TEXT NOT NULL,
+                workflow_name TEXT NOT NULL,
+                scheduled_time INTEGER NOT NULL,
+                attempt INTEGER NOT NULL,
+                execution_id TEXT NOT NULL,
+                claimed_at INTEGER NOT NULL,
+                lost_at INTEGER,
+                updated_at INTEGER NOT NULL,
+                UNIQUE (schedule_id, scheduled_time, attempt)
+            );
+            CREATE INDEX cloaca_cron_executions_by_time ON cloaca_cron_executions (scheduled_time);
+            CREATE INDEX cloaca_cron_executions_open ON cloaca_cron_executions (claimed_at) WHERE lost_at IS NULL;",
+    },
 ];
 
 /// The schema version this build writes.
@@ -117,7 +152,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2]);
+        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3]);
         assert_eq!(pending(MIGRATIONS_VERSION).count(), 0);
     }
 }

@@ -18,6 +18,7 @@ use super::error::{EngineError, Result};
 use super::retry::TaskFailure;
 use super::Context;
 
+pub mod cron;
 mod migrations;
 pub mod sql;
 #[cfg(feature = "postgres")]
@@ -205,6 +206,30 @@ pub trait Store: Send + Sync {
     /// task is skipped. Returns false when it had already finished.
     fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool>;
 
+    // ---- cron schedules (see `cron.rs`) ----
+
+    fn insert_schedule(&self, schedule: &cron::ScheduleRecord) -> Result<()>;
+    fn get_schedule(&self, id: &str) -> Result<Option<cron::ScheduleRecord>>;
+    /// Oldest first.
+    fn list_schedules(&self, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<cron::ScheduleRecord>>;
+    /// Stores a schedule's expression, time zone, enabled flag and next
+    /// tick; false when it does not exist.
+    fn update_schedule(&self, schedule: &cron::ScheduleRecord, now: i64) -> Result<bool>;
+    /// Deletes a schedule and its history; false when it does not exist.
+    fn delete_schedule(&self, id: &str) -> Result<bool>;
+    /// The earliest next tick of the enabled schedules of these workflows.
+    fn next_cron_due(&self, workflow_names: &[&str]) -> Result<Option<i64>>;
+    /// Fires the due ticks of one schedule, in one transaction.
+    fn fire_due_schedule(&self, planner: &dyn cron::TickPlanner, exclude: &[String], now: i64) -> Result<cron::Fired>;
+    /// The executions a schedule's ticks started, newest tick first.
+    fn cron_history(&self, schedule_id: &str, limit: i64, offset: i64) -> Result<Vec<cron::CronRun>>;
+    fn cron_stats(&self, since: i64) -> Result<cron::CronStats>;
+    /// Executions of ticks of these workflows with no progress since `stalled_since`.
+    fn lost_cron_executions(&self, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<cron::LostCandidate>>;
+    /// Fails a lost execution and, with `restart`, starts its tick again; one transaction.
+    fn recover_lost(&self, lost: &cron::LostCandidate, planner: &dyn cron::TickPlanner, message: &str, restart: bool, now: i64)
+        -> Result<cron::Recovered>;
+
     /// Starts delivering other processes' notifications to `on_event` until
     /// `stop` is set; `None` where the backend has no notifications.
     fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
@@ -312,8 +337,9 @@ fn settle(tx: &mut dyn Tx, execution_id: &str, finished: i64, dag: &Dag, now: i6
 }
 
 /// Fails an unfinished execution: the backend-independent part of
-/// [`Store::abort_execution`].
-pub(crate) fn abort_execution(tx: &mut dyn Tx, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
+/// [`Store::abort_execution`]. Without its definition (a version this
+/// process does not have) the final context is the execution's input.
+pub(crate) fn abort_execution(tx: &mut dyn Tx, execution_id: &str, dag: Option<&Dag>, message: &str, now: i64) -> Result<bool> {
     match tx.execution_status(execution_id)? {
         None => return Err(EngineError::UnknownExecution(execution_id.to_string())),
         Some(status) if status.is_finished() => return Ok(false),
@@ -321,9 +347,11 @@ pub(crate) fn abort_execution(tx: &mut dyn Tx, execution_id: &str, dag: &Dag, me
     }
     tx.skip_unfinished(execution_id, now)?;
     let input = parse_context(&tx.execution_input(execution_id)?, "an execution input")?;
-    let outputs = outputs_by_position(dag, tx.completed_output_texts(execution_id)?)?;
-    let final_context = serde_json::to_string(&dag.final_context(&input, &outputs))
-        .map_err(|e| EngineError::database("storing a final context", e))?;
+    let final_context = match dag {
+        Some(dag) => dag.final_context(&input, &outputs_by_position(dag, tx.completed_output_texts(execution_id)?)?),
+        None => input,
+    };
+    let final_context = serde_json::to_string(&final_context).map_err(|e| EngineError::database("storing a final context", e))?;
     tx.finish_execution(execution_id, true, &final_context, Some(message), now)?;
     tx.notify(Channel::Done, execution_id)?;
     Ok(true)

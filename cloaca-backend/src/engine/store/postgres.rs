@@ -271,6 +271,7 @@ fn references<'p>(params: &'p [Param<'p>]) -> Vec<&'p (dyn ToSql + Sync)> {
             Param::Int(i) => i as &(dyn ToSql + Sync),
             Param::Text(t) => t as &(dyn ToSql + Sync),
             Param::NullableText(t) => t as &(dyn ToSql + Sync),
+            Param::NullableInt(i) => i as &(dyn ToSql + Sync),
         })
         .collect()
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::cron;
 use super::migrations::{self, CREATE_MIGRATIONS_TABLE, MIGRATIONS_VERSION};
 use super::{
     AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, ExecutionRecord, ExecutionStatus, FailedTask, LoadedContexts, Store, Tx,
@@ -28,6 +29,7 @@ pub enum Param<'a> {
     Int(i64),
     Text(&'a str),
     NullableText(Option<&'a str>),
+    NullableInt(Option<i64>),
 }
 
 /// Read access to one result row, by column index.
@@ -115,7 +117,58 @@ impl<B: SqlBackend> Store for B {
     }
 
     fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
-        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, dag, message, now))
+        self.write("aborting an execution", |c| super::abort_execution(&mut SqlTx(c), execution_id, Some(dag), message, now))
+    }
+
+    fn insert_schedule(&self, schedule: &cron::ScheduleRecord) -> Result<()> {
+        self.single(|c| cron::insert_schedule(c, schedule))
+    }
+
+    fn get_schedule(&self, id: &str) -> Result<Option<cron::ScheduleRecord>> {
+        self.single(|c| cron::get_schedule(c, id))
+    }
+
+    fn list_schedules(&self, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<cron::ScheduleRecord>> {
+        self.single(|c| cron::list_schedules(c, enabled_only, limit, offset))
+    }
+
+    fn update_schedule(&self, schedule: &cron::ScheduleRecord, now: i64) -> Result<bool> {
+        self.single(|c| cron::update_schedule(c, schedule, now))
+    }
+
+    fn delete_schedule(&self, id: &str) -> Result<bool> {
+        self.write("deleting a cron schedule", |c| cron::delete_schedule(c, id))
+    }
+
+    fn next_cron_due(&self, workflow_names: &[&str]) -> Result<Option<i64>> {
+        if workflow_names.is_empty() {
+            return Ok(None);
+        }
+        self.single(|c| cron::next_due(c, workflow_names))
+    }
+
+    fn fire_due_schedule(&self, planner: &dyn cron::TickPlanner, exclude: &[String], now: i64) -> Result<cron::Fired> {
+        self.write("firing a cron tick", |c| cron::fire_due_schedule(c, planner, exclude, now))
+    }
+
+    fn cron_history(&self, schedule_id: &str, limit: i64, offset: i64) -> Result<Vec<cron::CronRun>> {
+        self.single(|c| cron::history(c, schedule_id, limit, offset))
+    }
+
+    fn cron_stats(&self, since: i64) -> Result<cron::CronStats> {
+        self.single(|c| cron::stats(c, since))
+    }
+
+    fn lost_cron_executions(&self, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<cron::LostCandidate>> {
+        if workflow_names.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.single(|c| cron::lost_candidates(c, workflow_names, stalled_since, now))
+    }
+
+    fn recover_lost(&self, lost: &cron::LostCandidate, planner: &dyn cron::TickPlanner, message: &str, restart: bool, now: i64)
+        -> Result<cron::Recovered> {
+        self.write("recovering a lost cron execution", |c| cron::recover_lost(c, lost, planner, message, restart, now))
     }
 
     fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {

@@ -178,7 +178,8 @@ fn bind(params: &[Param]) -> Vec<SqlValue> {
             Param::Int(i) => SqlValue::Integer(i),
             Param::Text(t) => SqlValue::Text(t.to_string()),
             Param::NullableText(Some(t)) => SqlValue::Text(t.to_string()),
-            Param::NullableText(None) => SqlValue::Null,
+            Param::NullableInt(Some(i)) => SqlValue::Integer(i),
+            Param::NullableText(None) | Param::NullableInt(None) => SqlValue::Null,
         })
         .collect()
 }
