@@ -18,6 +18,7 @@ pub mod retry;
 pub mod runner;
 pub mod scheduler;
 pub mod store;
+pub mod tenants;
 pub mod time;
 pub mod url;
 

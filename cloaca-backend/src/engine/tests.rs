@@ -90,7 +90,7 @@ fn open_store_at(url: &str) -> Arc<dyn Store> {
         super::url::DatabaseUrl::Sqlite(u) => Arc::new(super::store::sqlite::SqliteStore::open(&u, now_ms()).expect("sqlite store opens")),
         #[cfg(feature = "postgres")]
         super::url::DatabaseUrl::Postgres(u) => {
-            Arc::new(super::store::postgres::PostgresStore::open(&u, 4, now_ms()).expect("postgres store opens"))
+            Arc::new(super::store::postgres::PostgresStore::open(&u, None, 4, now_ms()).expect("postgres store opens"))
         }
         #[allow(unreachable_patterns)]
         other => panic!("{other:?}"),

@@ -9,11 +9,14 @@
 
 mod config;
 mod context;
+mod cron;
 mod errors;
 mod json;
 mod runner;
 mod smoke;
 mod task;
+#[cfg(feature = "postgres")]
+mod tenants;
 mod workflow;
 
 use pyo3::prelude::*;
@@ -36,6 +39,13 @@ pub fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
+    // Multi-tenancy is a Postgres feature (schemas and roles).
+    #[cfg(feature = "postgres")]
+    m.add_class::<tenants::PyDatabaseAdmin>()?;
+    #[cfg(feature = "postgres")]
+    m.add_class::<tenants::PyTenantConfig>()?;
+    #[cfg(feature = "postgres")]
+    m.add_class::<tenants::PyTenantCredentials>()?;
     // Not exported: stops open runners before the interpreter is torn down
     // under their worker threads.
     let py = m.py();

@@ -5,10 +5,13 @@ use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::config::PyDefaultRunnerConfig;
+use super::cron;
 use super::context::PyContext;
 use super::errors::to_py;
+use crate::engine::backend::Backend;
 use crate::engine::error::{EngineError, Result as EngineResult};
 use crate::engine::registry::Registry;
 use crate::engine::runner::Runner;
@@ -35,15 +38,17 @@ pub fn shutdown_all_runners(py: Python<'_>) {
     py.detach(|| runners.iter().for_each(|r| r.shutdown()));
 }
 
-fn open_store(url: &DatabaseUrl, pool_size: usize) -> EngineResult<Arc<dyn Store>> {
+/// Opens the store of `url`; `schema` (checked by the caller to be
+/// supported) confines a Postgres store to one schema.
+fn open_store(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize) -> EngineResult<Arc<dyn Store>> {
     match url {
         #[cfg(feature = "sqlite")]
         DatabaseUrl::Sqlite(sqlite) => Ok(Arc::new(crate::engine::store::sqlite::SqliteStore::open(sqlite, now_ms())?)),
         #[cfg(feature = "postgres")]
-        DatabaseUrl::Postgres(pg) => Ok(Arc::new(crate::engine::store::postgres::PostgresStore::open(pg, pool_size, now_ms())?)),
+        DatabaseUrl::Postgres(pg) => Ok(Arc::new(crate::engine::store::postgres::PostgresStore::open(pg, schema, pool_size, now_ms())?)),
         #[allow(unreachable_patterns)]
         other => {
-            let _ = pool_size;
+            let _ = (schema, pool_size);
             Err(EngineError::InvalidUrl { url: format!("{other:?}"), reason: "this backend cannot open it".into() })
         }
     }
@@ -57,13 +62,13 @@ pub struct PyDefaultRunner {
 }
 
 impl PyDefaultRunner {
-    fn open(py: Python<'_>, database_url: &str, config: &PyDefaultRunnerConfig) -> PyResult<Self> {
+    fn open(py: Python<'_>, database_url: &str, schema: Option<&str>, config: &PyDefaultRunnerConfig) -> PyResult<Self> {
         let url = DatabaseUrl::parse(database_url).map_err(to_py)?;
         let engine_config = config.to_engine(py)?;
         let pool_size = config.pool_size(py)?;
         let runner = py
             .detach(|| -> EngineResult<Runner> {
-                let store = open_store(&url, pool_size)?;
+                let store = open_store(&url, schema, pool_size)?;
                 Runner::start(store, Registry::global(), engine_config)
             })
             .map_err(to_py)?;
@@ -83,17 +88,35 @@ impl PyDefaultRunner {
     /// starts the runner's workers, which also resume interrupted executions.
     #[new]
     fn new(py: Python<'_>, database_url: &str) -> PyResult<Self> {
-        Self::open(py, database_url, &PyDefaultRunnerConfig::default_config(py)?)
+        Self::open(py, database_url, None, &PyDefaultRunnerConfig::default_config(py)?)
     }
 
     /// Like `DefaultRunner(database_url)`, with settings.
     #[staticmethod]
     fn with_config(py: Python<'_>, database_url: &str, config: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let config = config.cast::<PyDefaultRunnerConfig>().map_err(|_| {
-            let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            PyTypeError::new_err(format!("with_config needs a cloaca.DefaultRunnerConfig, not {type_name}"))
-        })?;
-        Self::open(py, database_url, &config.borrow())
+        let config = runner_config(config, "with_config")?;
+        Self::open(py, database_url, None, &config.borrow())
+    }
+
+    /// Like `DefaultRunner(database_url)` with every table in the Postgres
+    /// schema `schema` (created if missing): runners of different schemas
+    /// share a database without seeing each other's state. Postgres only.
+    #[staticmethod]
+    #[pyo3(signature = (database_url, schema, config=None))]
+    fn with_schema(py: Python<'_>, database_url: &str, schema: &str, config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        if Backend::CURRENT != Backend::Postgres {
+            return Err(PyValueError::new_err(format!(
+                "with_schema (multi-tenancy) needs the postgres backend (pip install cloaca[postgres]); this is the {} backend, \
+                 whose database holds one set of tables: use a separate database file per tenant instead",
+                Backend::CURRENT.name()
+            )));
+        }
+        // Before the URL or any connection: a bad name is the caller's first problem.
+        crate::engine::tenants::validate_name("schema name", schema).map_err(to_py)?;
+        match config {
+            Some(config) => Self::open(py, database_url, Some(schema), &runner_config(config, "with_schema")?.borrow()),
+            None => Self::open(py, database_url, Some(schema), &PyDefaultRunnerConfig::default_config(py)?),
+        }
     }
 
     /// Runs the registered workflow `workflow_name` on `context` (a Context,
@@ -144,6 +167,76 @@ impl PyDefaultRunner {
         Ok(records.into_iter().map(PyPipelineResult::from).collect())
     }
 
+    /// Schedules the registered workflow `workflow_name` on a cron
+    /// expression (5 fields, or 6 with seconds first) in an IANA time zone;
+    /// returns the schedule's id. Each tick starts one execution.
+    #[pyo3(signature = (workflow_name, cron_expression, timezone="UTC"))]
+    fn register_cron_workflow(&self, py: Python<'_>, workflow_name: &str, cron_expression: &str, timezone: &str) -> PyResult<String> {
+        let runner = self.runner()?;
+        let record = py.detach(|| runner.register_schedule(workflow_name, cron_expression, timezone)).map_err(to_py)?;
+        Ok(record.id)
+    }
+
+    /// Schedules in this database, oldest first, as dicts.
+    #[pyo3(signature = (enabled_only=false, limit=100, offset=0))]
+    fn list_cron_schedules<'py>(&self, py: Python<'py>, enabled_only: bool, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        cron::check_page(limit, offset)?;
+        let runner = self.runner()?;
+        let records = py.detach(|| runner.store().list_schedules(enabled_only, limit, offset)).map_err(to_py)?;
+        records.iter().map(|r| cron::schedule_dict(py, r)).collect()
+    }
+
+    /// One schedule as a dict; KeyError when there is none with this id.
+    fn get_cron_schedule<'py>(&self, py: Python<'py>, schedule_id: &str) -> PyResult<Bound<'py, PyDict>> {
+        let runner = self.runner()?;
+        let record = py.detach(|| runner.schedule(schedule_id)).map_err(to_py)?;
+        cron::schedule_dict(py, &record)
+    }
+
+    /// Replaces a schedule's expression (and time zone; None keeps it).
+    /// The next tick is computed from now.
+    #[pyo3(signature = (schedule_id, cron_expression, timezone=None))]
+    fn update_cron_schedule(&self, py: Python<'_>, schedule_id: &str, cron_expression: &str, timezone: Option<&str>) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.update_schedule(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+    }
+
+    /// Enables or disables a schedule; re-enabled, it starts from the next
+    /// tick after now (ticks missed while disabled are not caught up).
+    fn set_cron_schedule_enabled(&self, py: Python<'_>, schedule_id: &str, enabled: bool) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.set_schedule_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+    }
+
+    /// Deletes a schedule and its history; executions it started go on.
+    fn delete_cron_schedule(&self, py: Python<'_>, schedule_id: &str) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.delete_schedule(schedule_id)).map_err(to_py)
+    }
+
+    /// The executions a schedule's ticks started, newest tick first, as dicts.
+    #[pyo3(signature = (schedule_id, limit=100, offset=0))]
+    fn get_cron_execution_history<'py>(&self, py: Python<'py>, schedule_id: &str, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        cron::check_page(limit, offset)?;
+        let runner = self.runner()?;
+        let runs = py
+            .detach(|| {
+                runner.schedule(schedule_id)?;
+                runner.store().cron_history(schedule_id, limit, offset)
+            })
+            .map_err(to_py)?;
+        runs.iter().map(|r| cron::run_dict(py, r)).collect()
+    }
+
+    /// Counts of the executions of ticks scheduled at or after `since` (an
+    /// RFC 3339 string or a datetime); success_rate is a percentage.
+    fn get_cron_execution_stats<'py>(&self, py: Python<'py>, since: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let since = cron::since_ms(py, since)?;
+        let runner = self.runner()?;
+        let stats = py.detach(|| runner.store().cron_stats(since)).map_err(to_py)?;
+        cron::stats_dict(py, &stats)
+    }
+
     /// Stops the workers after their running tasks end. Idempotent.
     fn shutdown(&self, py: Python<'_>) {
         let taken = self.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -171,6 +264,14 @@ impl PyDefaultRunner {
         let state = if self.runner.lock().map(|r| r.is_some()).unwrap_or(false) { "open" } else { "shut down" };
         format!("DefaultRunner({:?}, {state})", redact(&self.database_url))
     }
+}
+
+/// `config` as a DefaultRunnerConfig, or a TypeError naming what `method` got.
+fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResult<&'a Bound<'py, PyDefaultRunnerConfig>> {
+    config.cast::<PyDefaultRunnerConfig>().map_err(|_| {
+        let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        PyTypeError::new_err(format!("{method} needs a cloaca.DefaultRunnerConfig, not {type_name}"))
+    })
 }
 
 /// Lets a blocking wait end on Ctrl-C: while the GIL is released, Python

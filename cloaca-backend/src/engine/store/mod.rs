@@ -159,10 +159,25 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub fn name(self) -> &'static str {
-        match self {
+    pub const ALL: [Channel; 2] = [Channel::Work, Channel::Done];
+
+    /// The channel's name for the tables of `schema` (the default schema
+    /// when None): each schema's runners wake only each other.
+    pub fn name_in(self, schema: Option<&str>) -> String {
+        let base = match self {
             Channel::Work => "cloaca_work",
             Channel::Done => "cloaca_done",
+        };
+        match schema {
+            None => base.to_string(),
+            // A schema name may be 63 characters, as long as a channel name
+            // may be: a short digest of it keeps every name within the limit.
+            Some(schema) => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(schema.as_bytes());
+                let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{base}_{hex}")
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ use postgres::{Client, Config, GenericClient, NoTls, Statement};
 use super::sql::{self, postgres_dialect, Conn, Param, Row, SqlBackend};
 use super::{Channel, EventHandler};
 use crate::engine::error::{EngineError, Result};
+use crate::engine::tenants::quote_identifier;
 
 /// How often a transaction that lost a deadlock / serialization conflict is retried.
 const CONFLICT_RETRIES: usize = 5;
@@ -33,6 +34,28 @@ pub struct PostgresStore {
     /// Server process ids of this store's connections: notifications they
     /// sent are this process's own news, already delivered in-process.
     own_backends: Arc<Mutex<HashSet<i32>>>,
+    /// `SET search_path` for a runner confined to one schema.
+    search_path: Option<String>,
+    channels: Arc<Channels>,
+}
+
+/// The notification channel names of one store's schema.
+struct Channels {
+    work: String,
+    done: String,
+}
+
+impl Channels {
+    fn new(schema: Option<&str>) -> Self {
+        Channels { work: Channel::Work.name_in(schema), done: Channel::Done.name_in(schema) }
+    }
+
+    fn name(&self, channel: Channel) -> &str {
+        match channel {
+            Channel::Work => &self.work,
+            Channel::Done => &self.done,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,7 +98,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl PostgresStore {
     /// Connects (failing fast when the server is unreachable) and migrates.
-    pub fn open(url: &str, pool_size: usize, now: i64) -> Result<Self> {
+    /// With `schema`, every table lives in that schema (created if missing)
+    /// and nothing outside it is visible to the store.
+    pub fn open(url: &str, schema: Option<&str>, pool_size: usize, now: i64) -> Result<Self> {
+        if let Some(schema) = schema {
+            crate::engine::tenants::validate_name("schema name", schema)?;
+        }
         let mut config = Config::from_str(url)
             .map_err(|e| EngineError::InvalidUrl { url: url.to_string(), reason: format!("{e}; use postgresql://user:password@host:port/database") })?;
         if config.get_connect_timeout().is_none() {
@@ -88,9 +116,27 @@ impl PostgresStore {
             pool: Mutex::new(Pool { max: pool_size.max(1), ..Pool::default() }),
             returned: Condvar::new(),
             own_backends: Arc::new(Mutex::new(HashSet::new())),
+            search_path: schema.map(|s| format!("SET search_path TO {}", quote_identifier(s))),
+            channels: Arc::new(Channels::new(schema)),
         };
+        if let Some(schema) = schema {
+            store.ensure_schema(schema)?;
+        }
         store.write("applying schema migrations", |c| sql::migrate(c, true, now))?;
         Ok(store)
+    }
+
+    /// Creates `schema` unless it exists. Looked up first: a tenant may use
+    /// its own schema without the right to create schemas in the database.
+    fn ensure_schema(&self, schema: &str) -> Result<()> {
+        let action = "creating the runner's schema";
+        let mut checkout = self.checkout()?;
+        let client = &mut checkout.conn.as_mut().expect("a checkout holds a connection").client;
+        let found = client.query_opt("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[&schema]).map_err(|e| db(action, &e))?;
+        if found.is_none() {
+            client.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_identifier(schema))).map_err(|e| db(action, &e))?;
+        }
+        Ok(())
     }
 
     fn connect(&self) -> Result<Client> {
@@ -118,6 +164,9 @@ impl PostgresStore {
             _ => "on".to_string(),
         };
         client.batch_execute("SET synchronous_commit TO off").map_err(fail)?;
+        if let Some(search_path) = &self.search_path {
+            client.batch_execute(search_path).map_err(fail)?;
+        }
         lock(&self.own_backends).insert(pid);
         Ok(PgConn {
             client,
@@ -160,7 +209,7 @@ impl SqlBackend for PostgresStore {
             let mut checkout = self.checkout()?;
             let PgConn { client, statements, begin_durable } = checkout.conn.as_mut().expect("a checkout holds a connection");
             client.batch_execute(begin_durable).map_err(|e| EngineError::database(action, error_text(&e)))?;
-            let mut conn = PgConnection { client, statements, conflict: false };
+            let mut conn = PgConnection { client, statements, channels: &self.channels, conflict: false };
             let result = f(&mut conn);
             let conflict = conn.conflict;
             let outcome = match result {
@@ -191,23 +240,25 @@ impl SqlBackend for PostgresStore {
     fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.checkout()?;
         let PgConn { client, statements, .. } = checkout.conn.as_mut().expect("a checkout holds a connection");
-        f(&mut PgConnection { client, statements, conflict: false })
+        f(&mut PgConnection { client, statements, channels: &self.channels, conflict: false })
     }
 
     fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
         let mut client = self.connect()?;
-        subscribe(&mut client).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
+        subscribe(&mut client, &self.channels).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
         let config = self.config.clone();
         let own = self.own_backends.clone();
+        let channels = self.channels.clone();
         let handle = std::thread::Builder::new()
             .name("cloaca-listener".into())
-            .spawn(move || listen_loop(client, config, on_event, own, stop))
+            .spawn(move || listen_loop(client, config, channels, on_event, own, stop))
             .map_err(|e| EngineError::database("starting the notification listener", e))?;
         Ok(Some(handle))
     }
 }
 
-fn describe_target(config: &Config) -> String {
+/// `host:port/database` of a connection configuration (never the password).
+pub fn describe_target(config: &Config) -> String {
     let host = match config.get_hosts().first() {
         Some(postgres::config::Host::Tcp(h)) => h.clone(),
         #[cfg(unix)]
@@ -219,8 +270,12 @@ fn describe_target(config: &Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
+fn db(action: &'static str, e: &postgres::Error) -> EngineError {
+    EngineError::database(action, error_text(e))
+}
+
 /// The error with its causes ("error connecting to server: Connection refused").
-fn error_text(e: &postgres::Error) -> String {
+pub fn error_text(e: &postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{}: {}", db.severity(), db.message());
     }
@@ -245,6 +300,7 @@ fn is_conflict(e: &postgres::Error) -> bool {
 struct PgConnection<'a, C: GenericClient> {
     client: &'a mut C,
     statements: &'a mut HashMap<&'static str, Statement>,
+    channels: &'a Channels,
     conflict: bool,
 }
 
@@ -300,7 +356,8 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
 
     fn notify(&mut self, channel: Channel, payload: &str) -> Result<()> {
         const NOTIFY: &str = "SELECT pg_notify(CAST(?1 AS TEXT), CAST(?2 AS TEXT))";
-        self.query(NOTIFY, &[Param::Text(channel.name()), Param::Text(payload)], &mut |_| Ok(()))
+        let name = self.channels.name(channel);
+        self.query(NOTIFY, &[Param::Text(name), Param::Text(payload)], &mut |_| Ok(()))
     }
 
     fn lock_for_migration(&mut self) -> Result<()> {
@@ -331,13 +388,20 @@ impl Row for PgRow<'_> {
 }
 
 
-fn subscribe(client: &mut Client) -> std::result::Result<(), postgres::Error> {
-    client.batch_execute(&format!("LISTEN {}; LISTEN {};", Channel::Work.name(), Channel::Done.name()))
+fn subscribe(client: &mut Client, channels: &Channels) -> std::result::Result<(), postgres::Error> {
+    client.batch_execute(&format!("LISTEN {}; LISTEN {};", quote_identifier(&channels.work), quote_identifier(&channels.done)))
 }
 
 /// Delivers notifications until `stop`; reconnects when the connection drops
 /// (waking the workers so that nothing missed meanwhile is left waiting).
-fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, own: Arc<Mutex<HashSet<i32>>>, stop: Arc<AtomicBool>) {
+fn listen_loop(
+    mut client: Client,
+    config: Config,
+    channels: Arc<Channels>,
+    on_event: EventHandler,
+    own: Arc<Mutex<HashSet<i32>>>,
+    stop: Arc<AtomicBool>,
+) {
     // The timeout only bounds how long a stop request waits; notifications
     // are delivered the moment they arrive.
     const STOP_CHECK: Duration = Duration::from_millis(200);
@@ -352,7 +416,7 @@ fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, own: 
                         if lock(&own).contains(&n.process_id()) {
                             continue;
                         }
-                        let channel = if n.channel() == Channel::Done.name() { Channel::Done } else { Channel::Work };
+                        let channel = if n.channel() == channels.done { Channel::Done } else { Channel::Work };
                         on_event(channel, n.payload());
                     }
                     Ok(None) => break,
@@ -372,7 +436,7 @@ fn listen_loop(mut client: Client, config: Config, on_event: EventHandler, own: 
             }
             std::thread::sleep(Duration::from_millis(500));
             if let Ok(mut fresh) = config.connect(NoTls) {
-                if subscribe(&mut fresh).is_ok() {
+                if subscribe(&mut fresh, &channels).is_ok() {
                     client = fresh;
                     on_event(Channel::Work, "");
                     break;

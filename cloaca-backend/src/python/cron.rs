@@ -1,0 +1,91 @@
+//! The Python shapes of cron schedules, their history and stats: plain
+//! dicts with RFC 3339 UTC times, as the original bindings returned.
+
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyString};
+
+use crate::engine::store::cron::{CronRun, CronStats, ScheduleRecord};
+use crate::engine::time::rfc3339;
+
+pub fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", &s.id)?;
+    d.set_item("workflow_name", &s.workflow_name)?;
+    d.set_item("cron_expression", &s.cron_expression)?;
+    d.set_item("timezone", &s.timezone)?;
+    d.set_item("enabled", s.enabled)?;
+    d.set_item("next_run_at", rfc3339(s.next_run_at))?;
+    d.set_item("last_run_at", s.last_run_at.map(rfc3339))?;
+    d.set_item("skipped_ticks", s.skipped_ticks)?;
+    d.set_item("created_at", rfc3339(s.created_at))?;
+    d.set_item("updated_at", rfc3339(s.updated_at))?;
+    Ok(d)
+}
+
+pub fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("id", r.id)?;
+    d.set_item("schedule_id", &r.schedule_id)?;
+    d.set_item("workflow_name", &r.workflow_name)?;
+    d.set_item("scheduled_time", rfc3339(r.scheduled_time))?;
+    d.set_item("claimed_at", rfc3339(r.claimed_at))?;
+    d.set_item("execution_id", &r.execution_id)?;
+    // The original bindings' name for the same id.
+    d.set_item("pipeline_execution_id", &r.execution_id)?;
+    d.set_item("attempt", r.attempt)?;
+    d.set_item("status", r.status.display_name())?;
+    d.set_item("created_at", rfc3339(r.claimed_at))?;
+    d.set_item("updated_at", rfc3339(r.updated_at))?;
+    Ok(d)
+}
+
+pub fn stats_dict<'py>(py: Python<'py>, s: &CronStats) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("total_executions", s.total)?;
+    d.set_item("successful_executions", s.completed)?;
+    d.set_item("failed_executions", s.failed)?;
+    d.set_item("running_executions", s.unfinished)?;
+    d.set_item("lost_executions", s.lost)?;
+    // A percentage, as in the original.
+    let rate = if s.total > 0 { s.completed as f64 * 100.0 / s.total as f64 } else { 0.0 };
+    d.set_item("success_rate", rate)?;
+    Ok(d)
+}
+
+/// `since` as unix ms: an RFC 3339 string with an offset, or a datetime
+/// (a naive one is taken as UTC).
+pub fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
+    let accepted = "give an RFC 3339 time with an offset such as \"2026-01-01T00:00:00Z\", or a datetime.datetime";
+    if let Ok(text) = since.cast::<PyString>() {
+        let text = text.to_cow()?;
+        return chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| PyValueError::new_err(format!("since={text:?} is not accepted ({e}); {accepted}")));
+    }
+    let datetime = py.import("datetime")?;
+    if since.is_instance(&datetime.getattr("datetime")?)? {
+        let aware = if since.getattr("tzinfo")?.is_none() {
+            let kwargs = PyDict::new(py);
+            kwargs.set_item("tzinfo", datetime.getattr("timezone")?.getattr("utc")?)?;
+            since.call_method("replace", (), Some(&kwargs))?
+        } else {
+            since.clone()
+        };
+        let seconds: f64 = aware.call_method0("timestamp")?.extract()?;
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    let type_name = since.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(PyTypeError::new_err(format!("since has type {type_name}; {accepted}")))
+}
+
+/// Checks the paging arguments of the listing methods.
+pub fn check_page(limit: i64, offset: i64) -> PyResult<()> {
+    if limit <= 0 {
+        return Err(PyValueError::new_err(format!("limit={limit} is not accepted: it must be an int above 0")));
+    }
+    if offset < 0 {
+        return Err(PyValueError::new_err(format!("offset={offset} is not accepted: it must be an int of 0 or more")));
+    }
+    Ok(())
+}
