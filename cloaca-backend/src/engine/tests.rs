@@ -594,3 +594,25 @@ mod cron_ticks {
         assert_eq!(f.store.cron_history(&schedule.id, 10, 0).unwrap().len(), 4);
     }
 }
+
+#[cfg(feature = "postgres")]
+#[test]
+fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
+    use super::store::postgres::PostgresStore;
+    let f = fixture(vec![(task("a", &[]), marks("a"))]);
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    let (one, two) = (format!("tenant_one_{suffix}"), format!("tenant_two_{suffix}"));
+    let first = PostgresStore::open(&f.url, Some(&one), 2, now_ms()).unwrap();
+    let second = PostgresStore::open(&f.url, Some(&two), 2, now_ms()).unwrap();
+    first.create_execution("e-1", &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    assert!(first.get_execution("e-1").unwrap().is_some());
+    assert!(second.get_execution("e-1").unwrap().is_none());
+    assert!(f.store.get_execution("e-1").unwrap().is_none(), "nor the default schema");
+    assert!(second.claim("r", &[f.workflow.reference()], now_ms(), 1000, true).unwrap().is_none());
+    assert!(first.claim("r", &[f.workflow.reference()], now_ms(), 1000, true).unwrap().is_some());
+    // Opening again finds the schema and its tables as they are.
+    let again = PostgresStore::open(&f.url, Some(&one), 2, now_ms()).unwrap();
+    assert!(again.get_execution("e-1").unwrap().is_some());
+    assert_ne!(super::store::Channel::Work.name_in(Some(&one)), super::store::Channel::Work.name_in(Some(&two)));
+    assert!(super::store::Channel::Done.name_in(Some(&"a".repeat(63))).len() <= 63);
+}
