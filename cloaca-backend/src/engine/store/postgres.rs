@@ -21,7 +21,8 @@ use crate::engine::tenants::quote_identifier;
 
 /// How often a transaction that lost a deadlock / serialization conflict is retried.
 const CONFLICT_RETRIES: usize = 5;
-/// Key of the advisory lock that serialises schema migrations across processes.
+/// Key of the advisory lock that serialises schema migrations across
+/// processes (of the default schema; see [`SchemaScope`]).
 const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6361; // "cloaca"
 
 /// Executions and task attempts in one PostgreSQL database.
@@ -36,18 +37,28 @@ pub struct PostgresStore {
     own_backends: Arc<Mutex<HashSet<i32>>>,
     /// `SET search_path` for a runner confined to one schema.
     search_path: Option<String>,
-    channels: Arc<Channels>,
+    scope: Arc<SchemaScope>,
 }
 
-/// The notification channel names of one store's schema.
-struct Channels {
+/// The notification channel names of one store's schema, and the key of
+/// its migration lock (per schema, so that tenants never wait for each other).
+struct SchemaScope {
     work: String,
     done: String,
+    migration_lock: i64,
 }
 
-impl Channels {
+impl SchemaScope {
     fn new(schema: Option<&str>) -> Self {
-        Channels { work: Channel::Work.name_in(schema), done: Channel::Done.name_in(schema) }
+        let migration_lock = match schema {
+            None => MIGRATION_LOCK_KEY,
+            Some(schema) => {
+                use sha2::Digest;
+                let digest = sha2::Sha256::digest(schema.as_bytes());
+                i64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
+            }
+        };
+        SchemaScope { work: Channel::Work.name_in(schema), done: Channel::Done.name_in(schema), migration_lock }
     }
 
     fn name(&self, channel: Channel) -> &str {
@@ -117,7 +128,7 @@ impl PostgresStore {
             returned: Condvar::new(),
             own_backends: Arc::new(Mutex::new(HashSet::new())),
             search_path: schema.map(|s| format!("SET search_path TO {}", quote_identifier(s))),
-            channels: Arc::new(Channels::new(schema)),
+            scope: Arc::new(SchemaScope::new(schema)),
         };
         if let Some(schema) = schema {
             store.ensure_schema(schema)?;
@@ -209,7 +220,7 @@ impl SqlBackend for PostgresStore {
             let mut checkout = self.checkout()?;
             let PgConn { client, statements, begin_durable } = checkout.conn.as_mut().expect("a checkout holds a connection");
             client.batch_execute(begin_durable).map_err(|e| EngineError::database(action, error_text(&e)))?;
-            let mut conn = PgConnection { client, statements, channels: &self.channels, conflict: false };
+            let mut conn = PgConnection { client, statements, scope: &self.scope, conflict: false };
             let result = f(&mut conn);
             let conflict = conn.conflict;
             let outcome = match result {
@@ -240,18 +251,18 @@ impl SqlBackend for PostgresStore {
     fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.checkout()?;
         let PgConn { client, statements, .. } = checkout.conn.as_mut().expect("a checkout holds a connection");
-        f(&mut PgConnection { client, statements, channels: &self.channels, conflict: false })
+        f(&mut PgConnection { client, statements, scope: &self.scope, conflict: false })
     }
 
     fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
         let mut client = self.connect()?;
-        subscribe(&mut client, &self.channels).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
+        subscribe(&mut client, &self.scope).map_err(|e| EngineError::database("listening for notifications", error_text(&e)))?;
         let config = self.config.clone();
         let own = self.own_backends.clone();
-        let channels = self.channels.clone();
+        let scope = self.scope.clone();
         let handle = std::thread::Builder::new()
             .name("cloaca-listener".into())
-            .spawn(move || listen_loop(client, config, channels, on_event, own, stop))
+            .spawn(move || listen_loop(client, config, scope, on_event, own, stop))
             .map_err(|e| EngineError::database("starting the notification listener", e))?;
         Ok(Some(handle))
     }
@@ -300,7 +311,7 @@ fn is_conflict(e: &postgres::Error) -> bool {
 struct PgConnection<'a, C: GenericClient> {
     client: &'a mut C,
     statements: &'a mut HashMap<&'static str, Statement>,
-    channels: &'a Channels,
+    scope: &'a SchemaScope,
     conflict: bool,
 }
 
@@ -356,13 +367,14 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
 
     fn notify(&mut self, channel: Channel, payload: &str) -> Result<()> {
         const NOTIFY: &str = "SELECT pg_notify(CAST(?1 AS TEXT), CAST(?2 AS TEXT))";
-        let name = self.channels.name(channel);
+        let name = self.scope.name(channel);
         self.query(NOTIFY, &[Param::Text(name), Param::Text(payload)], &mut |_| Ok(()))
     }
 
     fn lock_for_migration(&mut self) -> Result<()> {
         const LOCK: &str = "SELECT pg_advisory_xact_lock(?1)";
-        self.query(LOCK, &[Param::Int(MIGRATION_LOCK_KEY)], &mut |_| Ok(()))
+        let key = self.scope.migration_lock;
+        self.query(LOCK, &[Param::Int(key)], &mut |_| Ok(()))
     }
 }
 
@@ -388,8 +400,8 @@ impl Row for PgRow<'_> {
 }
 
 
-fn subscribe(client: &mut Client, channels: &Channels) -> std::result::Result<(), postgres::Error> {
-    client.batch_execute(&format!("LISTEN {}; LISTEN {};", quote_identifier(&channels.work), quote_identifier(&channels.done)))
+fn subscribe(client: &mut Client, scope: &SchemaScope) -> std::result::Result<(), postgres::Error> {
+    client.batch_execute(&format!("LISTEN {}; LISTEN {};", quote_identifier(&scope.work), quote_identifier(&scope.done)))
 }
 
 /// Delivers notifications until `stop`; reconnects when the connection drops
@@ -397,7 +409,7 @@ fn subscribe(client: &mut Client, channels: &Channels) -> std::result::Result<()
 fn listen_loop(
     mut client: Client,
     config: Config,
-    channels: Arc<Channels>,
+    scope: Arc<SchemaScope>,
     on_event: EventHandler,
     own: Arc<Mutex<HashSet<i32>>>,
     stop: Arc<AtomicBool>,
@@ -416,7 +428,7 @@ fn listen_loop(
                         if lock(&own).contains(&n.process_id()) {
                             continue;
                         }
-                        let channel = if n.channel() == channels.done { Channel::Done } else { Channel::Work };
+                        let channel = if n.channel() == scope.done { Channel::Done } else { Channel::Work };
                         on_event(channel, n.payload());
                     }
                     Ok(None) => break,
@@ -436,7 +448,7 @@ fn listen_loop(
             }
             std::thread::sleep(Duration::from_millis(500));
             if let Ok(mut fresh) = config.connect(NoTls) {
-                if subscribe(&mut fresh, &channels).is_ok() {
+                if subscribe(&mut fresh, &scope).is_ok() {
                     client = fresh;
                     on_event(Channel::Work, "");
                     break;
