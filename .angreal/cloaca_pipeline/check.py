@@ -99,6 +99,13 @@ REGISTRATION_CALL = re.compile(
     r'|\.add\(\s*"([^"]+)"'
 )
 CFG_FEATURE = re.compile(r'#\[\s*cfg\s*\(\s*feature\s*=\s*"([^"]+)"\s*\)\s*\]')
+PYCLASS_RENAME = re.compile(r'#\[pyclass\(\s*name\s*=\s*"(\w+)"[^\]]*\]\s*(?:#\[[^\]]*\]\s*)*pub\s+struct\s+(\w+)')
+
+
+def python_class_names(sources: list[Path]) -> dict[str, str]:
+    """Rust struct name -> the Python name its #[pyclass(name = "...")] gives it."""
+    return {rust: python for path in sources
+            for python, rust in PYCLASS_RENAME.findall(path.read_text(encoding="utf-8"))}
 
 
 def registered_symbols(backend: str) -> dict[str, str]:
@@ -106,16 +113,19 @@ def registered_symbols(backend: str) -> dict[str, str]:
 
     Read statically from cloaca-backend/src/python/: a registration call counts
     for every backend unless the line before it is a #[cfg(feature = "...")]
-    naming another backend. (#[pyclass(name=...)] renames are not followed;
-    the runtime checks see the real names.)
+    naming another backend. Classes are named as Python sees them
+    (#[pyclass(name = "...")]).
     """
     found = {}
-    for path in sorted((project.RUST_SOURCE_DIR / "python").rglob("*.rs")):
+    sources = sorted((project.RUST_SOURCE_DIR / "python").rglob("*.rs"))
+    renames = python_class_names(sources)
+    for path in sources:
         previous = ""
         for line in path.read_text(encoding="utf-8").splitlines():
             stripped = line.strip()
             for match in REGISTRATION_CALL.finditer(stripped):
                 name = next(g for g in match.groups() if g)
+                name = renames.get(name, name)
                 gate = CFG_FEATURE.search(previous)
                 if gate is None or gate.group(1) == backend:
                     found[name] = project.relative(path)
