@@ -160,6 +160,20 @@ mod tests {
     }
 
     #[test]
+    fn day_of_month_and_day_of_week_match_either_as_in_vixie_cron() {
+        // 2026-11-13 is a Friday; the next day that is a 13th or a Friday after it is Friday the 20th.
+        let s = CronSchedule::parse("0 0 13 * FRI", "UTC").unwrap();
+        assert_eq!(s.next_after(utc(2026, 11, 12, 0, 0, 0)).unwrap(), utc(2026, 11, 13, 0, 0, 0));
+        assert_eq!(s.next_after(utc(2026, 11, 13, 0, 0, 0)).unwrap(), utc(2026, 11, 20, 0, 0, 0));
+        assert_eq!(s.next_after(utc(2026, 12, 12, 0, 0, 0)).unwrap(), utc(2026, 12, 13, 0, 0, 0), "a Sunday the 13th");
+        // 7 is Sunday too, and names are not case-sensitive.
+        let sunday = CronSchedule::parse("0 0 * * 7", "UTC").unwrap();
+        assert_eq!(sunday.next_after(utc(2026, 11, 23, 0, 0, 0)).unwrap(), utc(2026, 11, 29, 0, 0, 0));
+        let lower = CronSchedule::parse("0 0 * jan,jul mon", "UTC").unwrap();
+        assert_eq!(lower.next_after(utc(2026, 11, 23, 0, 0, 0)).unwrap(), utc(2027, 1, 4, 0, 0, 0));
+    }
+
+    #[test]
     fn invalid_expressions_and_time_zones_are_refused_with_the_value() {
         for bad in ["", "* * * *", "* * * * * * *", "61 * * * *", "a b c d e", "0 0 30 2 *"] {
             let error = CronSchedule::parse(bad, "UTC").unwrap_err();
