@@ -58,7 +58,7 @@ FAILURE_MODES = {
         ["was not built from the current Rust sources",
          "fix: rebuild: angreal cloaca build --backend sqlite"]),
     "declared backend-only symbol present on both": (
-        [("pyproject.toml", "postgres = []", 'postgres = ["hello_world"]')],
+        [("pyproject.toml", "postgres = [", 'postgres = ["hello_world", ')],
         ["'hello_world' is declared postgres-only but is registered in sqlite too"]),
     "declared backend-only symbol nobody registers": (
         [("pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')],
@@ -99,7 +99,7 @@ def test_backends_differ_by_an_undeclared_symbol(built_tree):
     assert "fix: pyproject.toml" in output
 
     # Declared, the difference is allowed (only the stale build remains to fix).
-    edit(built_tree / "pyproject.toml", "postgres = []", 'postgres = ["POSTGRES_ONLY_FLAG"]')
+    edit(built_tree / "pyproject.toml", "postgres = [", 'postgres = ["POSTGRES_ONLY_FLAG", ')
     status, output = check(built_tree)
     assert "not declared backend-only" not in output
     assert "was not built from the current Rust sources" in output
