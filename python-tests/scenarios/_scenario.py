@@ -5,11 +5,22 @@ be SIGKILLed mid-task, or several runners can share one database. They talk to
 the test through files (side-effect lines, markers, JSON results), never pipes.
 """
 
+import argparse
 import json
 import os
 import time
 
 FINISHED = ("Completed", "Failed")
+
+
+def runner_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser with what every runner script takes: the database URL, the
+    workflow name and the side-effect file the tasks write to."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--workflow", required=True)
+    parser.add_argument("--side-file", required=True)
+    return parser
 
 
 def append_line(path: str, line: str) -> None:

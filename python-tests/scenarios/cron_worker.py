@@ -25,7 +25,6 @@ written). Then it writes its pid to the ready file and serves until the stop
 file exists (exit 0) or --seconds pass (exit 2).
 """
 
-import argparse
 import json
 import os
 import sys
@@ -33,7 +32,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import cloaca
-from _scenario import append_line, write_atomically
+from _scenario import append_line, runner_arguments, write_atomically
 
 DESCRIPTION = "cron scenario: one task that records the tick it runs for"
 
@@ -81,10 +80,7 @@ def parse_config(items) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
-    p.add_argument("--workflow", required=True)
-    p.add_argument("--side-file", required=True)
+    p = runner_arguments("A runner process that fires cron ticks.")
     p.add_argument("--ready-file", required=True)
     p.add_argument("--block-marker")
     p.add_argument("--config", action="append", default=[])

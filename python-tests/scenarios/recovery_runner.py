@@ -27,13 +27,12 @@ Modes:
 All runners use task_lease_seconds=--lease (default 2).
 """
 
-import argparse
 import os
 import sys
 import time
 
 import cloaca
-from _scenario import record, result_dict, wait_finished, write_atomically, write_json
+from _scenario import record, result_dict, runner_arguments, wait_finished, write_atomically, write_json
 
 DESCRIPTION = "crash recovery: a -> b (slow) -> c, and d on its own"
 
@@ -72,10 +71,7 @@ def define_workflow(name: str, side_file: str, marker_dir: str, slow_b: bool,
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
-    p.add_argument("--workflow", required=True)
-    p.add_argument("--side-file", required=True)
+    p = runner_arguments("A runner process to kill mid-task and resume.")
     p.add_argument("--marker-dir", required=True)
     p.add_argument("--mode", choices=("start", "resume", "idle"), required=True)
     p.add_argument("--slow-b", action="store_true")

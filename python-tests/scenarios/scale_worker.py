@@ -14,13 +14,12 @@ wait) and writes the result as JSON; without, it serves claims until an executio
 of the workflow is finished (list_executions), or --seconds pass (exit 2).
 """
 
-import argparse
 import os
 import sys
 import time
 
 import cloaca
-from _scenario import FINISHED, record, result_dict, write_atomically, write_json
+from _scenario import FINISHED, record, result_dict, runner_arguments, write_atomically, write_json
 
 
 def define_workflow(name: str, side_file: str, tasks: int) -> None:
@@ -54,10 +53,7 @@ def define_workflow(name: str, side_file: str, tasks: int) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--url", required=True)
-    p.add_argument("--workflow", required=True)
-    p.add_argument("--side-file", required=True)
+    p = runner_arguments("One of several runner processes sharing a database.")
     p.add_argument("--ready-file", required=True)
     p.add_argument("--start", action="store_true")
     p.add_argument("--result-file")
