@@ -91,14 +91,22 @@ pub fn percent_encode(text: &str) -> String {
 }
 
 /// `url` (postgres:// or postgresql://) with its user and password
-/// replaced; host, port, database and query stay as they are.
+/// replaced; host, port, database and the other query parameters stay as
+/// they are. A `user` or `password` query parameter is dropped: it would
+/// override the tenant's, and must not hand the admin's password on.
 pub fn with_credentials(url: &str, user: &str, password: &str) -> Result<String> {
     let invalid = || EngineError::InvalidUrl { url: url.to_string(), reason: "expected postgresql://user:password@host:port/database".into() };
     let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    Ok(format!("{scheme}://{}:{}@{host}{tail}", percent_encode(user), percent_encode(password)))
+    let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !matches!(pair.split('=').next(), Some("user" | "password")))
+        .collect();
+    let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
+    Ok(format!("{scheme}://{}:{}@{host}{path}{query}", percent_encode(user), percent_encode(password)))
 }
 
 #[cfg(feature = "postgres")]
@@ -335,5 +343,11 @@ mod tests {
         assert_eq!(with_credentials("postgres://localhost/app", "t", "x").unwrap(), "postgres://t:x@localhost/app");
         assert_eq!(with_credentials("postgres://a@[::1]:5432", "t", "x").unwrap(), "postgres://t:x@[::1]:5432");
         assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+        assert_eq!(
+            with_credentials("postgresql://db/app?user=admin&sslmode=require&password=secret", "t", "x").unwrap(),
+            "postgresql://t:x@db/app?sslmode=require",
+            "the admin's credentials in the query are not handed on"
+        );
+        assert_eq!(with_credentials("postgresql://db/app?password=secret", "t", "x").unwrap(), "postgresql://t:x@db/app");
     }
 }
