@@ -390,34 +390,43 @@ impl Runner {
     /// Replaces a schedule's expression (and time zone, when given); its
     /// next tick is computed from now.
     pub fn update_schedule(&self, id: &str, expression: &str, timezone: Option<&str>) -> Result<ScheduleRecord> {
-        let mut record = self.schedule(id)?;
-        let timezone = timezone.unwrap_or(&record.timezone).to_string();
-        let now = now_ms();
-        record.next_run_at = CronSchedule::parse(expression, &timezone)?.next_after(now)?;
-        record.cron_expression = expression.to_string();
-        record.timezone = timezone;
-        self.store_schedule(record, now)
+        self.change_schedule(id, |record, now| {
+            let timezone = timezone.unwrap_or(&record.timezone).to_string();
+            record.next_run_at = CronSchedule::parse(expression, &timezone)?.next_after(now)?;
+            record.cron_expression = expression.to_string();
+            record.timezone = timezone;
+            Ok(())
+        })
     }
 
     /// Enables or disables a schedule. Enabling a disabled one starts from
     /// the next tick after now: ticks missed while disabled are not caught up.
     pub fn set_schedule_enabled(&self, id: &str, enabled: bool) -> Result<ScheduleRecord> {
-        let mut record = self.schedule(id)?;
-        let now = now_ms();
-        if enabled && !record.enabled {
-            record.next_run_at = CronSchedule::parse(&record.cron_expression, &record.timezone)?.next_after(now)?;
-        }
-        record.enabled = enabled;
-        self.store_schedule(record, now)
+        self.change_schedule(id, |record, now| {
+            if enabled && !record.enabled {
+                record.next_run_at = CronSchedule::parse(&record.cron_expression, &record.timezone)?.next_after(now)?;
+            }
+            record.enabled = enabled;
+            Ok(())
+        })
     }
 
-    fn store_schedule(&self, mut record: ScheduleRecord, now: i64) -> Result<ScheduleRecord> {
-        if !self.shared.store.update_schedule(&record, now)? {
-            return Err(EngineError::UnknownSchedule(record.id));
+    /// Reads the schedule, applies `change` and stores it if nobody fired
+    /// a tick of it meanwhile (its next_run_at is unchanged); otherwise reads
+    /// again. Writing back a next_run_at read before a tick was fired would
+    /// make that tick due again.
+    fn change_schedule(&self, id: &str, mut change: impl FnMut(&mut ScheduleRecord, i64) -> Result<()>) -> Result<ScheduleRecord> {
+        loop {
+            let mut record = self.schedule(id)?;
+            let read_next_run_at = record.next_run_at;
+            let now = now_ms();
+            change(&mut record, now)?;
+            if self.shared.store.update_schedule(&record, read_next_run_at, now)? {
+                record.updated_at = now;
+                self.shared.wake_scheduler();
+                return Ok(record);
+            }
         }
-        record.updated_at = now;
-        self.shared.wake_scheduler();
-        Ok(record)
     }
 
     /// Deletes a schedule and its history; executions it started go on.

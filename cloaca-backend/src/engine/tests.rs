@@ -474,6 +474,21 @@ mod cron_ticks {
     }
 
     #[test]
+    fn a_tick_already_started_is_never_started_again_even_if_it_comes_due_again() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(8);
+        let schedule = hourly_schedule(&f, t0);
+        assert_eq!(fire(&*f.store, f.registry, 100, t0), 1);
+        // A change based on a read from before the tick fired is refused...
+        assert!(!f.store.update_schedule(&schedule, t0, t0).unwrap());
+        // ...and even a schedule moved back to an old tick does not start it twice.
+        assert!(f.store.update_schedule(&schedule, t0 + HOUR, t0).unwrap());
+        assert_eq!(fire(&*f.store, f.registry, 100, t0 + 1), 0);
+        assert_eq!(tick_times(&f, &schedule.id), vec![t0]);
+        assert_eq!(f.store.get_schedule(&schedule.id).unwrap().unwrap().next_run_at, t0 + HOUR, "moved on past it");
+    }
+
+    #[test]
     fn missed_ticks_beyond_the_catch_up_limit_are_skipped_and_counted() {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
         let t0 = fake_hour(3);
@@ -491,10 +506,10 @@ mod cron_ticks {
         let t0 = fake_hour(4);
         let mut schedule = hourly_schedule(&f, t0);
         schedule.enabled = false;
-        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
         assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 0);
         schedule.enabled = true;
-        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
         let empty: &'static Registry = Box::leak(Box::default());
         assert_eq!(fire(&*f.store, empty, 100, t0 + HOUR), 0, "a process without the workflow leaves the tick to others");
         assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 2);
@@ -506,7 +521,7 @@ mod cron_ticks {
         let t0 = fake_hour(5);
         let mut schedule = hourly_schedule(&f, t0);
         schedule.cron_expression = "not a cron expression".into();
-        assert!(f.store.update_schedule(&schedule, t0).unwrap());
+        assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
         let mut reports = Vec::new();
         let planner = Planner::new(f.registry, 100);
         let roots = scheduler::fire_due(&*f.store, &planner, t0 + HOUR, &mut |what, e| reports.push(format!("{what}: {e}"))).unwrap();
@@ -566,8 +581,14 @@ mod cron_ticks {
     #[test]
     fn stats_count_completed_failed_unfinished_and_lost_runs_since_a_time() {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
-        // Later than every other test's ticks, so that only these are counted.
+        // Later than every other test's ticks; counted as a difference, so
+        // that earlier runs on the same database do not matter.
         let t0 = fake_hour(400 * 365);
+        let counts = |since| {
+            let s = f.store.cron_stats(since).unwrap();
+            [s.total, s.completed, s.failed, s.unfinished, s.lost]
+        };
+        let (before, before_later) = (counts(t0), counts(t0 + 2 * HOUR));
         let schedule = hourly_schedule(&f, t0);
         assert_eq!(fire(&*f.store, f.registry, 100, t0 + 3 * HOUR), 4);
         // One tick's execution completes, one fails.
@@ -587,10 +608,9 @@ mod cron_ticks {
         // Of the two left, both stall: lost (no restart allowed).
         let stalled = t0 + 4 * HOUR + 61_000;
         assert_eq!(scheduler::recover_lost(&*f.store, &Planner::new(f.registry, 100), &config, stalled).unwrap(), 0);
-        let stats = f.store.cron_stats(t0).unwrap();
-        assert_eq!((stats.total, stats.completed, stats.failed, stats.unfinished, stats.lost), (4, 1, 1, 0, 2));
-        let later = f.store.cron_stats(t0 + 2 * HOUR).unwrap();
-        assert_eq!(later.total, 2, "since filters by scheduled time");
+        let added: Vec<i64> = counts(t0).iter().zip(before).map(|(a, b)| a - b).collect();
+        assert_eq!(added, vec![4, 1, 1, 0, 2], "total, completed, failed, unfinished, lost");
+        assert_eq!(counts(t0 + 2 * HOUR)[0] - before_later[0], 2, "since filters by scheduled time");
         assert_eq!(f.store.cron_history(&schedule.id, 10, 0).unwrap().len(), 4);
     }
 }

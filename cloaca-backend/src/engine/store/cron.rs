@@ -144,7 +144,7 @@ const LIST_SCHEDULES: &str = "SELECT id, workflow_name, cron_expression, timezon
     FROM cloaca_cron_schedules WHERE (CAST(?1 AS BIGINT) = 0 OR enabled = 1)
     ORDER BY created_at, id LIMIT ?2 OFFSET ?3";
 const UPDATE_SCHEDULE: &str = "UPDATE cloaca_cron_schedules
-    SET cron_expression = ?2, timezone = ?3, enabled = ?4, next_run_at = ?5, updated_at = ?6 WHERE id = ?1";
+    SET cron_expression = ?2, timezone = ?3, enabled = ?4, next_run_at = ?5, updated_at = ?6 WHERE id = ?1 AND next_run_at = ?7";
 const DELETE_HISTORY: &str = "DELETE FROM cloaca_cron_executions WHERE schedule_id = ?1";
 const DELETE_SCHEDULE: &str = "DELETE FROM cloaca_cron_schedules WHERE id = ?1";
 const NEXT_DUE: &str = "SELECT MIN(next_run_at) FROM cloaca_cron_schedules
@@ -206,8 +206,8 @@ pub fn list_schedules(conn: &mut dyn Conn, enabled_only: bool, limit: i64, offse
 }
 
 /// Replaces the expression, time zone, enabled flag and next tick of a
-/// schedule; false when there is no such schedule.
-pub fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, now: i64) -> Result<bool> {
+/// schedule whose next tick is still `read_next_run_at`; false otherwise.
+pub fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool> {
     let changed = conn.execute(
         UPDATE_SCHEDULE,
         &[
@@ -217,6 +217,7 @@ pub fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, now: i64) -> Res
             Param::Int(i64::from(s.enabled)),
             Param::Int(s.next_run_at),
             Param::Int(now),
+            Param::Int(read_next_run_at),
         ],
     )?;
     Ok(changed == 1)
@@ -249,9 +250,12 @@ const DUE_SCHEDULE: &str = "SELECT id, workflow_name, cron_expression, timezone,
 const ADVANCE_SCHEDULE: &str = "UPDATE cloaca_cron_schedules
     SET next_run_at = ?3, last_run_at = COALESCE(?4, last_run_at), skipped_ticks = skipped_ticks + ?5, updated_at = ?6
     WHERE id = ?1 AND next_run_at = ?2 AND enabled = 1";
+// The unique key (schedule, tick, attempt) is what makes a tick start one
+// execution: a second insert for it changes nothing, and no execution is
+// created for it.
 const INSERT_RUN: &str = "INSERT INTO cloaca_cron_executions
     (schedule_id, workflow_name, scheduled_time, attempt, execution_id, claimed_at, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6)";
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT DO NOTHING";
 
 /// Fires the due ticks of one schedule (the earliest due, not in
 /// `exclude`); run inside one transaction.
@@ -294,17 +298,17 @@ pub fn fire_due_schedule(conn: &mut dyn Conn, planner: &dyn TickPlanner, exclude
     }
     let mut executions = Vec::with_capacity(plan.ticks.len());
     for &tick in &plan.ticks {
-        executions.push(start_run(conn, dag, &due.id, &due.workflow_name, tick, 1, now)?);
+        executions.extend(start_run(conn, dag, &due.id, &due.workflow_name, tick, 1, now)?);
     }
     let roots = (executions.len() * dag.roots().len()) as u64;
     Ok(Fired::Ticks { schedule_id: due.id, executions, roots })
 }
 
-/// Creates the execution of one tick and its history row.
-fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &str, tick: i64, attempt: i64, now: i64) -> Result<String> {
+/// Records one tick's attempt and creates its execution; None when that
+/// attempt of the tick was already recorded (nothing is created).
+fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &str, tick: i64, attempt: i64, now: i64) -> Result<Option<String>> {
     let execution_id = uuid::Uuid::new_v4().to_string();
-    create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), now)?;
-    conn.execute(
+    let recorded = conn.execute(
         INSERT_RUN,
         &[
             Param::Text(schedule_id),
@@ -315,7 +319,11 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &
             Param::Int(now),
         ],
     )?;
-    Ok(execution_id)
+    if recorded == 0 {
+        return Ok(None);
+    }
+    create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), now)?;
+    Ok(Some(execution_id))
 }
 
 // ---- history and stats --------------------------------------------------------------
@@ -432,6 +440,8 @@ pub fn recover_lost(
         Some(dag) if restart => dag,
         _ => return Ok(Recovered::GivenUp),
     };
-    let execution_id = start_run(conn, dag, &lost.schedule_id, &lost.workflow_name, lost.scheduled_time, lost.attempt + 1, now)?;
-    Ok(Recovered::Restarted { execution_id, roots: dag.roots().len() as u64 })
+    match start_run(conn, dag, &lost.schedule_id, &lost.workflow_name, lost.scheduled_time, lost.attempt + 1, now)? {
+        Some(execution_id) => Ok(Recovered::Restarted { execution_id, roots: dag.roots().len() as u64 }),
+        None => Ok(Recovered::GivenUp),
+    }
 }

@@ -228,8 +228,9 @@ pub trait Store: Send + Sync {
     /// Oldest first.
     fn list_schedules(&self, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<cron::ScheduleRecord>>;
     /// Stores a schedule's expression, time zone, enabled flag and next
-    /// tick; false when it does not exist.
-    fn update_schedule(&self, schedule: &cron::ScheduleRecord, now: i64) -> Result<bool>;
+    /// tick, if its stored next tick is still `read_next_run_at`; false
+    /// when it is not (a tick was fired meanwhile) or the schedule is gone.
+    fn update_schedule(&self, schedule: &cron::ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool>;
     /// Deletes a schedule and its history; false when it does not exist.
     fn delete_schedule(&self, id: &str) -> Result<bool>;
     /// The earliest next tick of the enabled schedules of these workflows.

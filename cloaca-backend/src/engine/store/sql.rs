@@ -132,8 +132,8 @@ impl<B: SqlBackend> Store for B {
         self.single(|c| cron::list_schedules(c, enabled_only, limit, offset))
     }
 
-    fn update_schedule(&self, schedule: &cron::ScheduleRecord, now: i64) -> Result<bool> {
-        self.single(|c| cron::update_schedule(c, schedule, now))
+    fn update_schedule(&self, schedule: &cron::ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool> {
+        self.single(|c| cron::update_schedule(c, schedule, read_next_run_at, now))
     }
 
     fn delete_schedule(&self, id: &str) -> Result<bool> {
