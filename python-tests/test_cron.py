@@ -101,6 +101,14 @@ def ticking_runner(url, **fields):
     return runner_on(url, cron_poll_interval_seconds=POLL, **fields)
 
 
+@pytest.fixture
+def side(tmp_path):
+    """An empty file the tasks of these tests append one line per run to."""
+    side = tmp_path / "side.txt"
+    side.touch()
+    return side
+
+
 def define(name, side_file, block_marker=None, fail=False):
     cron_worker.define_workflow(name, str(side_file), str(block_marker) if block_marker else None,
                                 fail=fail)
@@ -630,11 +638,9 @@ def test_a_bad_since_is_a_value_error_naming_it(cron_db, since):
 
 # =========================================================================== ticks
 
-def test_ticks_start_executions_with_the_schedule_in_their_input(fresh_database_url,
+def test_ticks_start_executions_with_the_schedule_in_their_input(side, fresh_database_url,
                                                                  workflow_name, tmp_path,
                                                                  wait_until):
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     with ticking_runner(fresh_database_url) as runner:
         before = utc_now()
@@ -692,11 +698,9 @@ def test_ticks_start_executions_with_the_schedule_in_their_input(fresh_database_
     assert none_yet["total_executions"] == 0 and none_yet["success_rate"] == 0.0, none_yet
 
 
-def test_failed_runs_show_in_the_history_and_lower_the_success_rate(fresh_database_url,
+def test_failed_runs_show_in_the_history_and_lower_the_success_rate(side, fresh_database_url,
                                                                      workflow_name, tmp_path,
                                                                      wait_until):
-    side = tmp_path / "side.txt"
-    side.touch()
     good, bad = f"{workflow_name}_ok", f"{workflow_name}_fails"
     define(good, side)
     define(bad, side, fail=True)
@@ -723,11 +727,9 @@ def test_failed_runs_show_in_the_history_and_lower_the_success_rate(fresh_databa
     assert 0.0 < stats["success_rate"] < 100.0, stats
 
 
-def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(fresh_database_url,
+def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(side, fresh_database_url,
                                                                    workflow_name, tmp_path,
                                                                    wait_until, db_query):
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     url = fresh_database_url
     with ticking_runner(url) as runner:
@@ -785,10 +787,8 @@ def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(fresh_databa
             "the history of a deleted schedule is left behind"
 
 
-def test_an_updated_expression_changes_the_ticks(fresh_database_url, workflow_name, tmp_path,
+def test_an_updated_expression_changes_the_ticks(side, fresh_database_url, workflow_name, tmp_path,
                                                  wait_until):
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     with ticking_runner(fresh_database_url) as runner:
         schedule_id = runner.register_cron_workflow(workflow_name, "* * * * * *")
@@ -812,10 +812,8 @@ def test_an_updated_expression_changes_the_ticks(fresh_database_url, workflow_na
 
 # =========================================================================== exactly once
 
-def test_each_tick_runs_once_across_a_restart(fresh_database_url, workflow_name, tmp_path,
+def test_each_tick_runs_once_across_a_restart(side, fresh_database_url, workflow_name, tmp_path,
                                               wait_until):
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     url = fresh_database_url
     with ticking_runner(url) as first:
@@ -845,13 +843,11 @@ def test_each_tick_runs_once_across_a_restart(fresh_database_url, workflow_name,
 
 
 @pytest.mark.parametrize("max_catchup", [2, 10])
-def test_ticks_missed_while_no_runner_was_up_are_caught_up(fresh_database_url, workflow_name,
+def test_ticks_missed_while_no_runner_was_up_are_caught_up(side, fresh_database_url, workflow_name,
                                                            tmp_path, wait_until, max_catchup):
     """A schedule with four ticks a day, all within the next few seconds, registered
     by a runner that fires nothing; a ticking runner opened after the four have
     passed runs all of them, or only the most recent `max_catchup`."""
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     url = fresh_database_url
     with quiet_runner(url) as first:
@@ -879,10 +875,8 @@ def test_ticks_missed_while_no_runner_was_up_are_caught_up(fresh_database_url, w
     assert_stats(stats, rows)
 
 
-def test_catch_up_limit_with_a_schedule_that_keeps_ticking(fresh_database_url, workflow_name,
+def test_catch_up_limit_with_a_schedule_that_keeps_ticking(side, fresh_database_url, workflow_name,
                                                            tmp_path, wait_until):
-    side = tmp_path / "side.txt"
-    side.touch()
     define(workflow_name, side)
     url = fresh_database_url
     with quiet_runner(url) as first:

@@ -95,7 +95,7 @@ pub fn fire_due(store: &dyn Store, planner: &Planner, now: i64, report: &mut dyn
     loop {
         match store.fire_due_schedule(planner, &exclude, now)? {
             Fired::Nothing => return Ok(roots),
-            Fired::Ticks { roots: r, .. } => roots += r,
+            Fired::Ticks { roots: r } => roots += r,
             Fired::Unplannable { schedule_id, error } => {
                 report("planning a cron schedule", &error);
                 exclude.push(schedule_id);
@@ -113,7 +113,7 @@ pub fn recover_lost(store: &dyn Store, planner: &Planner, config: &CronConfig, n
     let mut roots = 0;
     for lost in store.lost_cron_executions(&names, now - threshold_ms, now)? {
         let (restart, message) = recovery_decision(&lost, config, now);
-        if let Recovered::Restarted { roots: r, .. } = store.recover_lost(&lost, planner, &message, restart, now)? {
+        if let Recovered::Restarted { roots: r } = store.recover_lost(&lost, planner, &message, restart, now)? {
             roots += r;
         }
     }

@@ -114,13 +114,12 @@ pub use admin::{DatabaseAdmin, TenantCredentials};
 
 #[cfg(feature = "postgres")]
 mod admin {
-    use std::str::FromStr;
     use std::sync::Mutex;
-    use std::time::Duration;
 
     use postgres::{Client, Config, NoTls, Transaction};
 
     use super::*;
+    use crate::engine::store::postgres::{self as postgres_store, db};
     use crate::engine::time::now_ms;
 
     /// What `create_tenant` returns.
@@ -160,14 +159,8 @@ mod admin {
     impl DatabaseAdmin {
         /// Connects as the admin (failing fast when the server is unreachable).
         pub fn connect(url: &str) -> Result<Self> {
-            let mut config = Config::from_str(url).map_err(|e| EngineError::InvalidUrl {
-                url: url.to_string(),
-                reason: format!("{e}; use postgresql://user:password@host:port/database"),
-            })?;
-            if config.get_connect_timeout().is_none() {
-                config.connect_timeout(Duration::from_secs(10));
-            }
-            let target = crate::engine::store::postgres::describe_target(&config);
+            let config = postgres_store::connection_config(url)?;
+            let target = postgres_store::describe_target(&config);
             let admin = DatabaseAdmin { url: url.to_string(), config, target, client: Mutex::new(None) };
             admin.with_transaction("connecting", |_| Ok(()))?;
             Ok(admin)
@@ -184,7 +177,7 @@ mod admin {
             if guard.as_ref().is_none_or(Client::is_closed) {
                 let client = self.config.connect(NoTls).map_err(|e| EngineError::Unavailable {
                     target: self.target.clone(),
-                    reason: crate::engine::store::postgres::error_text(&e),
+                    reason: postgres_store::error_text(&e),
                 })?;
                 *guard = Some(client);
             }
@@ -284,10 +277,6 @@ mod admin {
 
     fn exists(tx: &mut Transaction<'_>, sql: &str, value: &str, action: &'static str) -> Result<bool> {
         tx.query_opt(sql, &[&value]).map(|row| row.is_some()).map_err(|e| db(action, &e))
-    }
-
-    fn db(action: &'static str, e: &postgres::Error) -> EngineError {
-        EngineError::database(action, crate::engine::store::postgres::error_text(e))
     }
 }
 

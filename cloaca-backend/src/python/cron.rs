@@ -79,7 +79,7 @@ pub fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
     Err(PyTypeError::new_err(format!("since has type {type_name}; {accepted}")))
 }
 
-/// Checks the paging arguments of the listing methods.
+/// Checks the paging arguments of the listing methods (executions, schedules, history).
 pub fn check_page(limit: i64, offset: i64) -> PyResult<()> {
     if limit <= 0 {
         return Err(PyValueError::new_err(format!("limit={limit} is not accepted: it must be an int above 0")));

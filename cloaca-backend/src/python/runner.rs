@@ -157,9 +157,7 @@ impl PyDefaultRunner {
                 ))
             })?),
         };
-        if limit <= 0 {
-            return Err(PyValueError::new_err(format!("limit={limit} is not accepted: it must be an int above 0")));
-        }
+        cron::check_page(limit, 0)?;
         let runner = self.runner()?;
         let records = py
             .detach(|| runner.store().list_executions(workflow_name.as_deref(), status, limit))

@@ -7,7 +7,7 @@
 //! or none of it, so a tick starts exactly one execution however many
 //! runners look at the schedule and whenever one of them dies.
 
-use super::sql::{create_execution, Conn, Param, Row, SqlTx};
+use super::sql::{create_execution, json_list, Conn, Param, Row, SqlTx};
 use super::ExecutionStatus;
 use crate::engine::cron::Catchup;
 use crate::engine::dag::Dag;
@@ -103,8 +103,8 @@ pub trait TickPlanner {
 pub enum Fired {
     /// No schedule of these workflows is due.
     Nothing,
-    /// The schedule's due ticks started these executions.
-    Ticks { schedule_id: String, executions: Vec<String>, roots: u64 },
+    /// The schedule's due ticks started executions with this many root tasks.
+    Ticks { roots: u64 },
     /// The schedule's stored expression cannot be planned (written by a
     /// newer cloaca, or edited by hand); it is left as it is.
     Unplannable { schedule_id: String, error: EngineError },
@@ -163,10 +163,6 @@ fn schedule_record(row: &dyn Row) -> Result<ScheduleRecord> {
         created_at: row.int(8)?,
         updated_at: row.int(9)?,
     })
-}
-
-fn json_names(names: &[&str]) -> String {
-    serde_json::to_string(names).expect("a list of strings serialises")
 }
 
 pub fn insert_schedule(conn: &mut dyn Conn, s: &ScheduleRecord) -> Result<()> {
@@ -232,7 +228,7 @@ pub fn delete_schedule(conn: &mut dyn Conn, id: &str) -> Result<bool> {
 /// The earliest next tick of the enabled schedules of these workflows.
 pub fn next_due(conn: &mut dyn Conn, workflow_names: &[&str]) -> Result<Option<i64>> {
     let mut due = None;
-    conn.query(NEXT_DUE, &[Param::Text(&json_names(workflow_names))], &mut |row| {
+    conn.query(NEXT_DUE, &[Param::Text(&json_list(workflow_names.iter().copied()))], &mut |row| {
         due = row.opt_int(0)?;
         Ok(())
     })?;
@@ -264,9 +260,9 @@ pub fn fire_due_schedule(conn: &mut dyn Conn, planner: &dyn TickPlanner, exclude
     if names.is_empty() {
         return Ok(Fired::Nothing);
     }
-    let excluded = serde_json::to_string(exclude).expect("a list of strings serialises");
+    let excluded = json_list(exclude.iter().map(String::as_str));
     let mut due = None;
-    conn.query(DUE_SCHEDULE, &[Param::Int(now), Param::Text(&json_names(&names)), Param::Text(&excluded)], &mut |row| {
+    conn.query(DUE_SCHEDULE, &[Param::Int(now), Param::Text(&json_list(names.iter().copied())), Param::Text(&excluded)], &mut |row| {
         due = Some(DueSchedule {
             id: row.text(0)?,
             workflow_name: row.text(1)?,
@@ -296,17 +292,16 @@ pub fn fire_due_schedule(conn: &mut dyn Conn, planner: &dyn TickPlanner, exclude
     if advanced != 1 {
         return Ok(Fired::Nothing);
     }
-    let mut executions = Vec::with_capacity(plan.ticks.len());
+    let mut started = 0;
     for &tick in &plan.ticks {
-        executions.extend(start_run(conn, dag, &due.id, &due.workflow_name, tick, 1, now)?);
+        started += u64::from(start_run(conn, dag, &due.id, &due.workflow_name, tick, 1, now)?);
     }
-    let roots = (executions.len() * dag.roots().len()) as u64;
-    Ok(Fired::Ticks { schedule_id: due.id, executions, roots })
+    Ok(Fired::Ticks { roots: started * dag.roots().len() as u64 })
 }
 
-/// Records one tick's attempt and creates its execution; None when that
+/// Records one tick's attempt and creates its execution; false when that
 /// attempt of the tick was already recorded (nothing is created).
-fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &str, tick: i64, attempt: i64, now: i64) -> Result<Option<String>> {
+fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &str, tick: i64, attempt: i64, now: i64) -> Result<bool> {
     let execution_id = uuid::Uuid::new_v4().to_string();
     let recorded = conn.execute(
         INSERT_RUN,
@@ -320,10 +315,10 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &
         ],
     )?;
     if recorded == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), now)?;
-    Ok(Some(execution_id))
+    Ok(true)
 }
 
 // ---- history and stats --------------------------------------------------------------
@@ -392,7 +387,7 @@ const MARK_LOST: &str = "UPDATE cloaca_cron_executions SET lost_at = ?2, updated
 /// Executions of ticks of these workflows that made no progress since `stalled_since`.
 pub fn lost_candidates(conn: &mut dyn Conn, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<LostCandidate>> {
     let mut found = Vec::new();
-    let params = [Param::Int(stalled_since), Param::Int(now), Param::Text(&json_names(workflow_names))];
+    let params = [Param::Int(stalled_since), Param::Int(now), Param::Text(&json_list(workflow_names.iter().copied()))];
     conn.query(LOST_CANDIDATES, &params, &mut |row| {
         found.push(LostCandidate {
             cron_run_id: row.int(0)?,
@@ -415,8 +410,8 @@ pub enum Recovered {
     NotLost,
     /// Marked lost and failed; no new execution (too old, or out of attempts).
     GivenUp,
-    /// Marked lost and failed; this new execution runs the tick again.
-    Restarted { execution_id: String, roots: u64 },
+    /// Marked lost and failed; a new execution (with this many root tasks) runs the tick again.
+    Restarted { roots: u64 },
 }
 
 /// Marks a lost execution, fails it, and (when `restart`) starts the tick
@@ -440,8 +435,9 @@ pub fn recover_lost(
         Some(dag) if restart => dag,
         _ => return Ok(Recovered::GivenUp),
     };
-    match start_run(conn, dag, &lost.schedule_id, &lost.workflow_name, lost.scheduled_time, lost.attempt + 1, now)? {
-        Some(execution_id) => Ok(Recovered::Restarted { execution_id, roots: dag.roots().len() as u64 }),
-        None => Ok(Recovered::GivenUp),
+    if start_run(conn, dag, &lost.schedule_id, &lost.workflow_name, lost.scheduled_time, lost.attempt + 1, now)? {
+        Ok(Recovered::Restarted { roots: dag.roots().len() as u64 })
+    } else {
+        Ok(Recovered::GivenUp)
     }
 }

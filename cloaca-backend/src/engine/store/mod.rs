@@ -173,13 +173,19 @@ impl Channel {
             // A schema name may be 63 characters, as long as a channel name
             // may be: a short digest of it keeps every name within the limit.
             Some(schema) => {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(schema.as_bytes());
-                let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+                let hex: String = schema_digest(schema).iter().map(|b| format!("{b:02x}")).collect();
                 format!("{base}_{hex}")
             }
         }
     }
+}
+
+/// Eight bytes of SHA-256 of a schema name: what keys its notification
+/// channels and its migration lock apart from other schemas'.
+pub fn schema_digest(schema: &str) -> [u8; 8] {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(schema.as_bytes());
+    digest[..8].try_into().expect("eight bytes")
 }
 
 /// Durable state of executions and task attempts. Every method is one

@@ -15,7 +15,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Config, GenericClient, NoTls, Statement};
 
 use super::sql::{self, postgres_dialect, Conn, Param, Row, SqlBackend};
-use super::{Channel, EventHandler};
+use super::{schema_digest, Channel, EventHandler};
 use crate::engine::error::{EngineError, Result};
 use crate::engine::tenants::quote_identifier;
 
@@ -50,14 +50,7 @@ struct SchemaScope {
 
 impl SchemaScope {
     fn new(schema: Option<&str>) -> Self {
-        let migration_lock = match schema {
-            None => MIGRATION_LOCK_KEY,
-            Some(schema) => {
-                use sha2::Digest;
-                let digest = sha2::Sha256::digest(schema.as_bytes());
-                i64::from_be_bytes(digest[..8].try_into().expect("eight bytes"))
-            }
-        };
+        let migration_lock = schema.map_or(MIGRATION_LOCK_KEY, |s| i64::from_be_bytes(schema_digest(s)));
         SchemaScope { work: Channel::Work.name_in(schema), done: Channel::Done.name_in(schema), migration_lock }
     }
 
@@ -115,11 +108,7 @@ impl PostgresStore {
         if let Some(schema) = schema {
             crate::engine::tenants::validate_name("schema name", schema)?;
         }
-        let mut config = Config::from_str(url)
-            .map_err(|e| EngineError::InvalidUrl { url: url.to_string(), reason: format!("{e}; use postgresql://user:password@host:port/database") })?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(10));
-        }
+        let config = connection_config(url)?;
         let target = describe_target(&config);
         let store = PostgresStore {
             config,
@@ -268,6 +257,17 @@ impl SqlBackend for PostgresStore {
     }
 }
 
+/// The connection settings of `url`, failing fast (10 s) when the server
+/// cannot be reached unless the URL sets its own connect_timeout.
+pub fn connection_config(url: &str) -> Result<Config> {
+    let mut config = Config::from_str(url)
+        .map_err(|e| EngineError::InvalidUrl { url: url.to_string(), reason: format!("{e}; use postgresql://user:password@host:port/database") })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(config)
+}
+
 /// `host:port/database` of a connection configuration (never the password).
 pub fn describe_target(config: &Config) -> String {
     let host = match config.get_hosts().first() {
@@ -281,7 +281,8 @@ pub fn describe_target(config: &Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
-fn db(action: &'static str, e: &postgres::Error) -> EngineError {
+/// A database error while doing `action`, with the server's message.
+pub fn db(action: &'static str, e: &postgres::Error) -> EngineError {
     EngineError::database(action, error_text(e))
 }
 

@@ -201,7 +201,7 @@ pub fn postgres_dialect(sql: &str) -> String {
 }
 
 /// A JSON array of strings, the list parameter of `json_each(?N)`.
-fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+pub(crate) fn json_list<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
     serde_json::to_string(&items.into_iter().collect::<Vec<_>>()).expect("a list of strings serialises")
 }
 
