@@ -33,8 +33,13 @@ def generate(backend=None):
 @cloaca()
 @angreal.command(name="build", about="Generate, then build one backend's wheel (skipped when unchanged)")
 @angreal.argument(name="backend", long="backend", help=BACKEND_HELP, required=True)
-@angreal.argument(name="release", long="release", is_flag=True, takes_value=False,
-                  help="optimised build (the default is a debug build, faster to compile)")
+@angreal.argument(
+    name="release",
+    long="release",
+    is_flag=True,
+    takes_value=False,
+    help="optimised build (the default is a debug build, faster to compile)",
+)
 @reported
 def build_backend(backend=None, release=False):
     """Generate, then build BACKEND's wheel into cloaca-backend/target/wheels (or skip)."""
@@ -54,8 +59,7 @@ def test(backend=None, k=None, pytest_args=None):
     started = time.monotonic()
     extra = suites.pytest_arguments(k, pytest_args)
     # -k selects pytest tests; the Rust unit tests run only when nothing is selected.
-    results = [suites.run_backend_suite(b, extra, rust_tests=not k)
-               for b in project.selected_backends(backend)]
+    results = [suites.run_backend_suite(b, extra, rust_tests=not k) for b in project.selected_backends(backend)]
     if backend is None:
         results.append(suites.run_pipeline_suite(extra))
     suites.print_summary(results, time.monotonic() - started)
@@ -63,8 +67,11 @@ def test(backend=None, k=None, pytest_args=None):
     if failed:
         raise ChecksFailed(f"tests failed for: {', '.join(failed)} (pytest output above).")
     if all(r.status in ("no tests", "skipped") for r in results):
-        reason = ("the -k expression selected nothing in any suite" if k
-                  else "every suite was skipped (see the warnings above)")
+        reason = (
+            "the -k expression selected nothing in any suite"
+            if k
+            else "every suite was skipped (see the warnings above)"
+        )
         raise ChecksFailed(f"no test ran: {reason}.")
 
 
@@ -81,8 +88,13 @@ def check():
 
 @cloaca()
 @angreal.command(name="scrub", about="Remove what the pipeline generated and built (never a tracked file)")
-@angreal.argument(name="deep", long="deep", is_flag=True, takes_value=False,
-                  help="also remove the cargo target directory (next build compiles from scratch)")
+@angreal.argument(
+    name="deep",
+    long="deep",
+    is_flag=True,
+    takes_value=False,
+    help="also remove the cargo target directory (next build compiles from scratch)",
+)
 @reported
 def scrub(deep=False):
     """Remove what the pipeline made and list it."""
@@ -103,8 +115,9 @@ def demo():
 @cloaca()
 @angreal.command(name="bench", about="Measure the engine workloads (DESIGN.md section 5) on release builds")
 @angreal.argument(name="backend", long="backend", help=BACKEND_HELP + "; default: all")
-@angreal.argument(name="runs", long="runs",
-                  help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})")
+@angreal.argument(
+    name="runs", long="runs", help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})"
+)
 @angreal.argument(name="output", long="output", help="also write the report as markdown to this file")
 @reported
 def bench(backend=None, runs=None, output=None):

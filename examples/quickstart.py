@@ -67,8 +67,7 @@ def define_workflow() -> None:
         @cloaca.task(id="extract")
         def extract(ctx):
             regions = ["north", "south", "east", "west"]
-            rows = [{"id": i, "region": regions[i % len(regions)], "amount": 10 + (i * 7) % 23}
-                    for i in range(ROWS)]
+            rows = [{"id": i, "region": regions[i % len(regions)], "amount": 10 + (i * 7) % 23} for i in range(ROWS)]
             ctx.set("rows", rows)
             say(f"[task] extract done: {len(rows)} rows")
             return ctx
@@ -79,8 +78,7 @@ def define_workflow() -> None:
         def load(ctx):
             # The input is the merge of every transform's output: one key per partition.
             parts = [ctx[f"partition_{p}"] for p in range(PARTITIONS)]
-            loaded = {"rows": sum(p["rows"] for p in parts),
-                      "total": sum(p["total"] for p in parts)}
+            loaded = {"rows": sum(p["rows"] for p in parts), "total": sum(p["total"] for p in parts)}
             write_warehouse(Path(ctx["workdir"]) / "warehouse.json", parts)
             ctx.set("loaded", loaded)
             say(f"[task] load done: {loaded['rows']} rows, total {loaded['total']}")
@@ -89,8 +87,9 @@ def define_workflow() -> None:
         @cloaca.task(id="summary", dependencies=["load"])
         def summary(ctx):
             loaded = ctx["loaded"]
-            ctx.set("summary", f"loaded {loaded['rows']} rows from {PARTITIONS} partitions, "
-                               f"total amount {loaded['total']}")
+            ctx.set(
+                "summary", f"loaded {loaded['rows']} rows from {PARTITIONS} partitions, total amount {loaded['total']}"
+            )
             say(f"[task] summary done: {ctx['summary']}")
             # Returning None keeps the context as mutated.
 
@@ -102,14 +101,18 @@ def define_transform(partition: int) -> str:
 
     # retry_condition="transient_only" retries ConnectionError/TimeoutError/OSError
     # but not a bug such as a KeyError; the short fixed delay keeps the demo quick.
-    @cloaca.task(id=task_id, dependencies=["extract"],
-                 retry_attempts=2 if flaky else 0, retry_backoff="fixed", retry_delay_ms=200,
-                 retry_condition="transient_only")
+    @cloaca.task(
+        id=task_id,
+        dependencies=["extract"],
+        retry_attempts=2 if flaky else 0,
+        retry_backoff="fixed",
+        retry_delay_ms=200,
+        retry_condition="transient_only",
+    )
     def transform(ctx):
         attempt = next_attempt(task_id)
         if flaky and attempt == 1:
-            say(f"[task] {task_id} attempt 1 failed: ConnectionError (simulated); "
-                "the engine will retry it")
+            say(f"[task] {task_id} attempt 1 failed: ConnectionError (simulated); the engine will retry it")
             raise ConnectionError("warehouse connection reset (simulated, first attempt only)")
         rows = [r for r in ctx["rows"] if r["id"] % PARTITIONS == partition]
         ctx.set(f"partition_{partition}", {"rows": len(rows), "total": sum(r["amount"] for r in rows)})

@@ -30,8 +30,10 @@ SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 def _required_env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        pytest.fail(f"{name} is not set: run these tests with `angreal cloaca test`, which "
-                    "builds the backend, installs it in its own virtualenv and provides the database.")
+        pytest.fail(
+            f"{name} is not set: run these tests with `angreal cloaca test`, which "
+            "builds the backend, installs it in its own virtualenv and provides the database."
+        )
     return value
 
 
@@ -69,8 +71,7 @@ def run_python():
     def run(code: str, **env_overrides):
         env = {k: v for k, v in os.environ.items() if k != "CLOACA_BACKEND"}
         env.update(env_overrides)
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=env, timeout=60)
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
 
     return run
 
@@ -79,17 +80,21 @@ def run_python():
 # Fresh databases, direct queries and scenario processes (the engine suites).
 # ---------------------------------------------------------------------------
 
+
 def psql_path() -> str:
     """psql from PATH, else the newest /usr/lib/postgresql/*/bin/psql."""
     found = shutil.which("psql")
     if found:
         return found
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/psql"),
-                        key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True)
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/psql"), key=lambda p: [int(x) for x in re.findall(r"\d+", p)], reverse=True
+    )
     if candidates:
         return candidates[0]
-    pytest.fail("psql was found neither on PATH nor in /usr/lib/postgresql/*/bin; the postgres "
-                "suite needs it to create databases and to check their state.")
+    pytest.fail(
+        "psql was found neither on PATH nor in /usr/lib/postgresql/*/bin; the postgres "
+        "suite needs it to create databases and to check their state."
+    )
 
 
 # psql output separators: unit/record separators and a NULL marker that cannot
@@ -100,10 +105,29 @@ _FIELD_SEP, _RECORD_SEP, _NULL_MARK = "\x1f", "\x1e", "\x1d"
 def psql(url: str, sql: str, *, timeout: float = 60) -> str:
     """Run one SQL command with psql against `url`; return its raw unaligned output."""
     done = subprocess.run(
-        [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-         "-F", _FIELD_SEP, "-R", _RECORD_SEP, "-P", f"null={_NULL_MARK}",
-         "-d", url, "-c", sql],
-        capture_output=True, text=True, timeout=timeout)
+        [
+            psql_path(),
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-F",
+            _FIELD_SEP,
+            "-R",
+            _RECORD_SEP,
+            "-P",
+            f"null={_NULL_MARK}",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if done.returncode != 0:
         raise AssertionError(f"psql failed on {url} running {sql!r}: {done.stderr.strip()}")
     return done.stdout
@@ -138,8 +162,9 @@ def query_database(url: str, sql: str, must_exist: bool = True) -> list:
         # and two SQLite libraries in one process do not see each other's file
         # locks, so closing a sqlite3-module connection here would take the WAL
         # files away from a runner that is still open on the same database.
-        done = subprocess.run([sys.executable, "-c", _SQLITE_QUERY, path, sql],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-c", _SQLITE_QUERY, path, sql], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, f"db_query on {path} running {sql!r}: {done.stderr}"
         return [tuple(row) for row in json.loads(done.stdout)]
     if url.startswith(("postgres://", "postgresql://")):
@@ -147,8 +172,9 @@ def query_database(url: str, sql: str, must_exist: bool = True) -> list:
         if out == "":
             return []
         out = out.removesuffix("\n")
-        return [tuple(None if v == _NULL_MARK else v for v in record.split(_FIELD_SEP))
-                for record in out.split(_RECORD_SEP)]
+        return [
+            tuple(None if v == _NULL_MARK else v for v in record.split(_FIELD_SEP)) for record in out.split(_RECORD_SEP)
+        ]
     raise AssertionError(f"db_query does not know the database URL {url!r}")
 
 
@@ -216,8 +242,9 @@ class ScenarioRunner:
         return [sys.executable, str(path), *[str(a) for a in args]]
 
     def __call__(self, script: str, *args, timeout: float = 180, env=None):
-        return subprocess.run(self.command(script, args), capture_output=True, text=True,
-                              env=self.env(env), timeout=timeout)
+        return subprocess.run(
+            self.command(script, args), capture_output=True, text=True, env=self.env(env), timeout=timeout
+        )
 
     run = __call__
 
@@ -226,13 +253,16 @@ class ScenarioRunner:
         stem = f"{Path(script).stem}-{self._count}"
         out_path, err_path = self.log_dir / f"{stem}.out", self.log_dir / f"{stem}.err"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen(self.command(script, args), stdout=out, stderr=err,
-                                    stdin=subprocess.DEVNULL, env=self.env(env))
+            proc = subprocess.Popen(
+                self.command(script, args), stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=self.env(env)
+            )
         self.started.append(proc)
         proc.out_path, proc.err_path = out_path, err_path
-        proc.output = lambda: (f"--- stdout of {script} (pid {proc.pid}) ---\n"
-                               f"{out_path.read_text(errors='replace')}"
-                               f"--- stderr ---\n{err_path.read_text(errors='replace')}")
+        proc.output = lambda: (
+            f"--- stdout of {script} (pid {proc.pid}) ---\n"
+            f"{out_path.read_text(errors='replace')}"
+            f"--- stderr ---\n{err_path.read_text(errors='replace')}"
+        )
         return proc
 
     def kill_all(self) -> None:
@@ -272,8 +302,10 @@ def poll_until(predicate, timeout: float, what: str, interval: float = 0.05, pro
             value = predicate()
             if value:
                 return value
-            pytest.fail(f"waiting for {what}: the process exited with {proc.returncode}\n"
-                        + (proc.output() if hasattr(proc, "output") else ""))
+            pytest.fail(
+                f"waiting for {what}: the process exited with {proc.returncode}\n"
+                + (proc.output() if hasattr(proc, "output") else "")
+            )
         if time.monotonic() > deadline:
             extra = ("\n" + proc.output()) if proc is not None and hasattr(proc, "output") else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")

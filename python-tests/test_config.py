@@ -40,6 +40,7 @@ NUMBER_FIELDS = [name for name in DEFAULTS if name not in BOOL_FIELDS]
 
 # --------------------------------------------------------------------------- helpers
 
+
 def assert_message_names(error, *needles):
     message = str(error.value)
     for needle in needles:
@@ -55,6 +56,7 @@ def changed_value(field):
 def define_greeting_workflow(name):
     """Register a one-task workflow that writes a greeting for context["who"]."""
     with cloaca.WorkflowBuilder(name):
+
         @cloaca.task()
         def greet(context):
             context.set("greeting", f"hello {context.get('who')}")
@@ -69,6 +71,7 @@ def assert_greeting_runs(runner, name):
 
 
 # --------------------------------------------------------------------------- DefaultRunnerConfig
+
 
 class TestDefaults:
     def test_every_default(self):
@@ -178,8 +181,9 @@ class TestPipelineTimeoutNone:
 class TestRunnerWithConfig:
     def test_with_config_runs_a_workflow(self, fresh_database_url, workflow_name):
         define_greeting_workflow(workflow_name)
-        config = cloaca.DefaultRunnerConfig(max_concurrent_tasks=1, pipeline_timeout_seconds=None,
-                                            enable_cron_scheduling=False)
+        config = cloaca.DefaultRunnerConfig(
+            max_concurrent_tasks=1, pipeline_timeout_seconds=None, enable_cron_scheduling=False
+        )
         with cloaca.DefaultRunner.with_config(fresh_database_url, config) as runner:
             assert_greeting_runs(runner, workflow_name)
 
@@ -237,8 +241,9 @@ def _open_with_config(url):
 
 @pytest.mark.parametrize("open_runner", [_open_plain, _open_with_config], ids=["DefaultRunner", "with_config"])
 @pytest.mark.parametrize("case_backend, url_template, needles", _bad_url_cases("sqlite") + _bad_url_cases("postgres"))
-def test_bad_url_is_a_value_error_naming_url_and_backend(backend, tmp_path, monkeypatch, open_runner,
-                                                         case_backend, url_template, needles):
+def test_bad_url_is_a_value_error_naming_url_and_backend(
+    backend, tmp_path, monkeypatch, open_runner, case_backend, url_template, needles
+):
     if backend != case_backend:
         pytest.skip(f"a {case_backend}-backend case")
     monkeypatch.chdir(tmp_path)  # a relative URL that is wrongly accepted creates nothing elsewhere
@@ -251,6 +256,7 @@ def test_bad_url_is_a_value_error_naming_url_and_backend(backend, tmp_path, monk
 
 
 # --------------------------------------------------------------------------- SQLite URL forms
+
 
 @pytest.fixture
 def sqlite_only(backend):
@@ -266,8 +272,9 @@ class TestSqliteUrlForms:
             assert_greeting_runs(runner, workflow_name)
 
     @pytest.mark.parametrize("relative_path", ["relative.db", "data/nested.db"])
-    def test_relative_path_is_relative_to_the_working_directory(self, workflow_name, tmp_path, monkeypatch,
-                                                                relative_path):
+    def test_relative_path_is_relative_to_the_working_directory(
+        self, workflow_name, tmp_path, monkeypatch, relative_path
+    ):
         define_greeting_workflow(workflow_name)
         monkeypatch.chdir(tmp_path)
         (tmp_path / relative_path).parent.mkdir(parents=True, exist_ok=True)

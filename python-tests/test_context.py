@@ -20,6 +20,7 @@ Context = cloaca.Context
 
 # --------------------------------------------------------------------------- helpers
 
+
 def assert_same_json(actual, expected, path="$"):
     """Structural equality that also checks types: True is not 1, 1.0 is not 1, -0.0 is not 0.0."""
     assert type(actual) is type(expected), f"{path}: {actual!r} ({type(actual).__name__}) != {expected!r}"
@@ -32,8 +33,9 @@ def assert_same_json(actual, expected, path="$"):
         for index, (a, e) in enumerate(zip(actual, expected)):
             assert_same_json(a, e, f"{path}[{index}]")
     elif isinstance(expected, float):
-        assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), \
+        assert actual == expected and math.copysign(1, actual) == math.copysign(1, expected), (
             f"{path}: {actual!r} != {expected!r}"
+        )
     else:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
@@ -55,6 +57,7 @@ def nested(depth, kind):
 
 # --------------------------------------------------------------------------- construction
 
+
 class TestConstruction:
     def test_without_data_is_empty(self):
         ctx = Context()
@@ -67,8 +70,15 @@ class TestConstruction:
         assert ctx.to_dict() == {}
 
     def test_with_dict_holds_its_items(self):
-        data = {"name": "cloaca", "count": 3, "ratio": 0.5, "ok": True, "nothing": None,
-                "items": [1, 2], "nested": {"a": {"b": "c"}}}
+        data = {
+            "name": "cloaca",
+            "count": 3,
+            "ratio": 0.5,
+            "ok": True,
+            "nothing": None,
+            "items": [1, 2],
+            "nested": {"a": {"b": "c"}},
+        }
         ctx = Context(data)
         assert len(ctx) == len(data)
         assert_same_json(ctx.to_dict(), data)
@@ -100,6 +110,7 @@ class TestConstruction:
 
 
 # --------------------------------------------------------------------------- methods
+
 
 class TestGet:
     def test_present_key(self):
@@ -196,6 +207,7 @@ class TestRemove:
 
 # --------------------------------------------------------------------------- mapping protocol
 
+
 class TestMappingProtocol:
     def test_getitem(self):
         assert Context({"k": [True]})["k"] == [True]
@@ -255,6 +267,7 @@ class TestMappingProtocol:
 
 # --------------------------------------------------------------------------- dict and JSON conversion
 
+
 class TestToDictAndUpdateFromDict:
     def test_to_dict_returns_an_independent_copy(self):
         ctx = Context({"items": [1], "k": "v"})
@@ -301,17 +314,20 @@ class TestJson:
     def test_from_json_accepts_surrounding_whitespace(self):
         assert Context.from_json('  \n{"a": 1}\t\n').to_dict() == {"a": 1}
 
-    @pytest.mark.parametrize("text", [
-        "",
-        "{",
-        "not json",
-        "{'single': 'quotes'}",
-        '{"trailing": 1,}',
-        '{"a": 1} extra',
-        '{"a": NaN}',
-        '{"a": Infinity}',
-        '{a: 1}',
-    ])
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "",
+            "{",
+            "not json",
+            "{'single': 'quotes'}",
+            '{"trailing": 1,}',
+            '{"a": 1} extra',
+            '{"a": NaN}',
+            '{"a": Infinity}',
+            "{a: 1}",
+        ],
+    )
     def test_from_json_invalid_json_is_a_value_error(self, text):
         with pytest.raises(ValueError):
             Context.from_json(text)
@@ -335,6 +351,7 @@ class TestRepr:
 
 
 # --------------------------------------------------------------------------- values JSON cannot hold
+
 
 class _Opaque:
     pass
@@ -387,16 +404,20 @@ ENTRY_POINTS = [_via_constructor, _via_set, _via_insert, _via_update, _via_setit
 
 
 @pytest.mark.parametrize("store", ENTRY_POINTS, ids=lambda f: f.__name__.removeprefix("_via_"))
-@pytest.mark.parametrize("value, type_name", [(v, t) for _, v, t in NON_JSON_VALUES],
-                         ids=[i for i, _, _ in NON_JSON_VALUES])
+@pytest.mark.parametrize(
+    "value, type_name", [(v, t) for _, v, t in NON_JSON_VALUES], ids=[i for i, _, _ in NON_JSON_VALUES]
+)
 def test_non_json_value_is_a_type_error_naming_key_and_type(store, value, type_name):
     with pytest.raises(TypeError) as error:
         store("offending_key", value)
     assert_message_names(error, "offending_key", type_name)
 
 
-@pytest.mark.parametrize("value", [2 ** 64, 2 ** 64 + 1, 10 ** 30, -(2 ** 63) - 1, -(10 ** 30)],
-                         ids=["u64max+1", "u64max+2", "1e30", "i64min-1", "-1e30"])
+@pytest.mark.parametrize(
+    "value",
+    [2**64, 2**64 + 1, 10**30, -(2**63) - 1, -(10**30)],
+    ids=["u64max+1", "u64max+2", "1e30", "i64min-1", "-1e30"],
+)
 @pytest.mark.parametrize("store", ENTRY_POINTS, ids=lambda f: f.__name__.removeprefix("_via_"))
 def test_int_outside_i64_and_u64_is_refused_naming_the_key(store, value):
     with pytest.raises((TypeError, ValueError)) as error:
@@ -429,16 +450,16 @@ ROUND_TRIP_VALUES = [
     ("cjk", "日本語のテキスト"),
     ("emoji", "😀🚀 👨‍👩‍👧"),
     ("nul", "a\u0000b"),
-    ("controls-and-escapes", "tab\tnew\nline\r\"quoted\" back\\slash \u001f \u007f"),
+    ("controls-and-escapes", 'tab\tnew\nline\r"quoted" back\\slash \u001f \u007f'),
     ("bmp-edge-and-astral", "\ud7ff\ue000\uffff\U00010000\U0010ffff"),
     ("zero", 0),
     ("one", 1),
     ("minus-one", -1),
-    ("i64-max", 2 ** 63 - 1),
-    ("i64-min", -(2 ** 63)),
-    ("i64-max+1", 2 ** 63),
-    ("u64-max", 2 ** 64 - 1),
-    ("2^53+1", 2 ** 53 + 1),
+    ("i64-max", 2**63 - 1),
+    ("i64-min", -(2**63)),
+    ("i64-max+1", 2**63),
+    ("u64-max", 2**64 - 1),
+    ("2^53+1", 2**53 + 1),
     ("float-tenth", 0.1),
     ("float-sum", 0.1 + 0.2),
     ("float-third", 1 / 3),
@@ -448,7 +469,7 @@ ROUND_TRIP_VALUES = [
     ("float-max", sys.float_info.max),
     ("float-min-normal", sys.float_info.min),
     ("float-subnormal", 5e-324),
-    ("float-2^53", 2.0 ** 53),
+    ("float-2^53", 2.0**53),
     ("float-1e-7", 1e-7),
     ("float-1e21", 1e21),
     ("minus-zero", -0.0),
@@ -496,8 +517,11 @@ class TestExactRoundTrip:
         assert_same_json(Context.from_json(text).to_dict(), {"v": json_value})
 
 
-@pytest.mark.parametrize("key", [v for _, v in ROUND_TRIP_VALUES if isinstance(v, str)],
-                         ids=[i for i, v in ROUND_TRIP_VALUES if isinstance(v, str)])
+@pytest.mark.parametrize(
+    "key",
+    [v for _, v in ROUND_TRIP_VALUES if isinstance(v, str)],
+    ids=[i for i, v in ROUND_TRIP_VALUES if isinstance(v, str)],
+)
 def test_string_round_trips_as_a_key(key):
     ctx = Context({key: "value"})
     assert key in ctx

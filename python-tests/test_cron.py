@@ -52,17 +52,44 @@ POLL = 0.2  # cron_poll_interval_seconds of every ticking runner here
 LOST_MINUTES = 0.03  # cron_lost_threshold_minutes: 1.8 s without progress
 SECOND = timedelta(seconds=1)
 
-SCHEDULE_KEYS = {"id", "workflow_name", "cron_expression", "timezone", "enabled", "next_run_at",
-                 "last_run_at", "created_at", "updated_at", "skipped_ticks"}
-HISTORY_KEYS = {"id", "schedule_id", "workflow_name", "scheduled_time", "claimed_at",
-                "execution_id", "pipeline_execution_id", "attempt", "status", "created_at",
-                "updated_at"}
-STATS_KEYS = {"total_executions", "successful_executions", "failed_executions",
-              "running_executions", "lost_executions", "success_rate"}
+SCHEDULE_KEYS = {
+    "id",
+    "workflow_name",
+    "cron_expression",
+    "timezone",
+    "enabled",
+    "next_run_at",
+    "last_run_at",
+    "created_at",
+    "updated_at",
+    "skipped_ticks",
+}
+HISTORY_KEYS = {
+    "id",
+    "schedule_id",
+    "workflow_name",
+    "scheduled_time",
+    "claimed_at",
+    "execution_id",
+    "pipeline_execution_id",
+    "attempt",
+    "status",
+    "created_at",
+    "updated_at",
+}
+STATS_KEYS = {
+    "total_executions",
+    "successful_executions",
+    "failed_executions",
+    "running_executions",
+    "lost_executions",
+    "success_rate",
+}
 FINAL = ("Completed", "Failed", "Lost")
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def utc_now():
     return datetime.now(UTC)
@@ -110,8 +137,7 @@ def side(tmp_path):
 
 
 def define(name, side_file, block_marker=None, fail=False):
-    cron_worker.define_workflow(name, str(side_file), str(block_marker) if block_marker else None,
-                                fail=fail)
+    cron_worker.define_workflow(name, str(side_file), str(block_marker) if block_marker else None, fail=fail)
 
 
 def history(runner, schedule_id):
@@ -133,8 +159,9 @@ def finished_history(runner, schedule_id, at_least=1):
 def settle(runner, schedule_id, wait_until):
     """Disable the schedule, then wait until every execution it started has finished."""
     runner.set_cron_schedule_enabled(schedule_id, False)
-    return wait_until(lambda: finished_history(runner, schedule_id), WAIT,
-                      "the executions of the fired ticks to finish")
+    return wait_until(
+        lambda: finished_history(runner, schedule_id), WAIT, "the executions of the fired ticks to finish"
+    )
 
 
 def find_row(rows, scheduled, attempt, status=None):
@@ -222,6 +249,7 @@ def planned_ticks(count, lead=1.5):
 
 # ---- what next_run_at must be, computed with zoneinfo ---------------------------------
 
+
 def first_instant_at(wall, tz):
     """When a daily tick at local wall time `wall` (naive) fires on that date.
 
@@ -262,8 +290,10 @@ def assert_next_run_at(schedule, before, after, tz, times_of_day, day_ok=lambda 
     the engine computed it."""
     got = instant(schedule["next_run_at"])
     expected = {next_fire(t, tz, times_of_day, day_ok) for t in (before, after)}
-    assert got in expected, (f"{schedule['cron_expression']!r} in {tz.key}: next_run_at "
-                             f"{got.astimezone(tz)} (local), expected {[e.astimezone(tz) for e in expected]}")
+    assert got in expected, (
+        f"{schedule['cron_expression']!r} in {tz.key}: next_run_at "
+        f"{got.astimezone(tz)} (local), expected {[e.astimezone(tz) for e in expected]}"
+    )
     return got
 
 
@@ -291,8 +321,8 @@ def next_transition(tz, start, kind):
 
 # =========================================================================== schedules
 
-def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, workflow_name,
-                                                          tmp_path, wait_until):
+
+def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, workflow_name, tmp_path, wait_until):
     define(workflow_name, tmp_path / "side.txt")
     berlin, tokyo = ZoneInfo("Europe/Berlin"), ZoneInfo("Asia/Tokyo")
     with quiet_runner(fresh_database_url) as runner:
@@ -304,8 +334,7 @@ def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, w
         assert isinstance(first_id, str) and uuid.UUID(first_id).version == 4
         assert str(uuid.UUID(first_id)) == first_id
         first = runner.get_cron_schedule(first_id)
-        assert_schedule(first, schedule_id=first_id, workflow=workflow_name,
-                        expression="0 3 * * *", tz="Europe/Berlin")
+        assert_schedule(first, schedule_id=first_id, workflow=workflow_name, expression="0 3 * * *", tz="Europe/Berlin")
         assert first["last_run_at"] is None and first["skipped_ticks"] == 0
         # at 03:00 Berlin time, the first such moment after registering
         next_run = assert_next_run_at(first, before, after, berlin, [clock(3)])
@@ -317,8 +346,7 @@ def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, w
         time.sleep(0.01)  # created_at has millisecond resolution; keep the order unambiguous
         second_id = runner.register_cron_workflow(workflow_name, "@hourly")
         second = runner.get_cron_schedule(second_id)
-        assert_schedule(second, schedule_id=second_id, workflow=workflow_name,
-                        expression="@hourly", tz="UTC")
+        assert_schedule(second, schedule_id=second_id, workflow=workflow_name, expression="@hourly", tz="UTC")
         assert second_id != first_id
 
         # listing: oldest first, paged, filtered
@@ -331,12 +359,12 @@ def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, w
         # update: a new expression, the time zone kept when not given
         time.sleep(0.01)
         before = utc_now()
-        assert_returns_nothing_or_schedule(
-            runner.update_cron_schedule(first_id, "15 4 * * *"), first_id)
+        assert_returns_nothing_or_schedule(runner.update_cron_schedule(first_id, "15 4 * * *"), first_id)
         after = utc_now()
         updated = runner.get_cron_schedule(first_id)
-        assert_schedule(updated, schedule_id=first_id, workflow=workflow_name,
-                        expression="15 4 * * *", tz="Europe/Berlin")
+        assert_schedule(
+            updated, schedule_id=first_id, workflow=workflow_name, expression="15 4 * * *", tz="Europe/Berlin"
+        )
         assert updated["created_at"] == first["created_at"]
         assert instant(updated["updated_at"], utc=False) >= instant(first["updated_at"], utc=False)
         assert_next_run_at(updated, before, after, berlin, [clock(4, 15)])
@@ -346,16 +374,22 @@ def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, w
         runner.update_cron_schedule(first_id, "0 30 9 * * MON-FRI", "Asia/Tokyo")
         after = utc_now()
         updated = runner.get_cron_schedule(first_id)
-        assert_schedule(updated, schedule_id=first_id, workflow=workflow_name,
-                        expression="0 30 9 * * MON-FRI", tz="Asia/Tokyo")
-        assert_next_run_at(updated, before, after, tokyo, [clock(9, 30)],
-                           lambda day: day.weekday() < 5)
+        assert_schedule(
+            updated, schedule_id=first_id, workflow=workflow_name, expression="0 30 9 * * MON-FRI", tz="Asia/Tokyo"
+        )
+        assert_next_run_at(updated, before, after, tokyo, [clock(9, 30)], lambda day: day.weekday() < 5)
 
         # disable / enable
         runner.set_cron_schedule_enabled(first_id, False)
         disabled = runner.get_cron_schedule(first_id)
-        assert_schedule(disabled, schedule_id=first_id, workflow=workflow_name,
-                        expression="0 30 9 * * MON-FRI", tz="Asia/Tokyo", enabled=False)
+        assert_schedule(
+            disabled,
+            schedule_id=first_id,
+            workflow=workflow_name,
+            expression="0 30 9 * * MON-FRI",
+            tz="Asia/Tokyo",
+            enabled=False,
+        )
         assert runner.list_cron_schedules(enabled_only=True) == [second]
         assert [s["id"] for s in runner.list_cron_schedules()] == [first_id, second_id]
         before = utc_now()
@@ -363,8 +397,7 @@ def test_register_get_list_update_enable_delete_round_trip(fresh_database_url, w
         after = utc_now()
         enabled = runner.get_cron_schedule(first_id)
         assert enabled["enabled"] is True
-        assert_next_run_at(enabled, before, after, tokyo, [clock(9, 30)],
-                           lambda day: day.weekday() < 5)
+        assert_next_run_at(enabled, before, after, tokyo, [clock(9, 30)], lambda day: day.weekday() < 5)
 
         # the history of a schedule that never fired is empty
         assert runner.get_cron_execution_history(first_id) == []
@@ -391,34 +424,38 @@ def assert_returns_nothing_or_schedule(returned, schedule_id):
 
 NEXT_RUN_CASES = [
     # expression, time zone, local times of day, days it fires on
-    pytest.param("*/15 * * * *", "UTC", [clock(h, m) for h in range(24) for m in (0, 15, 30, 45)],
-                 None, id="every-15-minutes"),
-    pytest.param("0 0 9 * * MON-FRI", "UTC", [clock(9)], lambda d: d.weekday() < 5,
-                 id="6-fields-weekdays"),
+    pytest.param(
+        "*/15 * * * *", "UTC", [clock(h, m) for h in range(24) for m in (0, 15, 30, 45)], None, id="every-15-minutes"
+    ),
+    pytest.param("0 0 9 * * MON-FRI", "UTC", [clock(9)], lambda d: d.weekday() < 5, id="6-fields-weekdays"),
     pytest.param("0 3 * * *", "Europe/Berlin", [clock(3)], None, id="berlin-03:00"),
-    pytest.param("45 23 * * SUN", "Asia/Tokyo", [clock(23, 45)], lambda d: d.weekday() == 6,
-                 id="tokyo-sunday-night"),
+    pytest.param("45 23 * * SUN", "Asia/Tokyo", [clock(23, 45)], lambda d: d.weekday() == 6, id="tokyo-sunday-night"),
     pytest.param("30 2 * * *", "America/New_York", [clock(2, 30)], None, id="new-york-02:30"),
     pytest.param("@hourly", "UTC", [clock(h) for h in range(24)], None, id="@hourly"),
     pytest.param("@daily", "UTC", [clock(0)], None, id="@daily"),
     pytest.param("@weekly", "UTC", [clock(0)], lambda d: d.weekday() == 6, id="@weekly"),
     pytest.param("@monthly", "UTC", [clock(0)], lambda d: d.day == 1, id="@monthly"),
     pytest.param("@yearly", "UTC", [clock(0)], lambda d: (d.month, d.day) == (1, 1), id="@yearly"),
-    pytest.param("0 12 * JAN,JUL MON", "UTC", [clock(12)],
-                 lambda d: d.month in (1, 7) and d.weekday() == 0, id="names-month-and-day"),
+    pytest.param(
+        "0 12 * JAN,JUL MON",
+        "UTC",
+        [clock(12)],
+        lambda d: d.month in (1, 7) and d.weekday() == 0,
+        id="names-month-and-day",
+    ),
     # day-of-month and day-of-week both restricted: either one matching fires (Vixie cron)
-    pytest.param("0 0 13 * FRI", "UTC", [clock(0)], lambda d: d.day == 13 or d.weekday() == 4,
-                 id="13th-or-friday"),
-    pytest.param("30 6 1 * SUN", "America/New_York", [clock(6, 30)],
-                 lambda d: d.day == 1 or d.weekday() == 6, id="1st-or-sunday"),
-    pytest.param("0 0 29 2 *", "UTC", [clock(0)], lambda d: (d.month, d.day) == (2, 29),
-                 id="leap-day"),
+    pytest.param("0 0 13 * FRI", "UTC", [clock(0)], lambda d: d.day == 13 or d.weekday() == 4, id="13th-or-friday"),
+    pytest.param(
+        "30 6 1 * SUN", "America/New_York", [clock(6, 30)], lambda d: d.day == 1 or d.weekday() == 6, id="1st-or-sunday"
+    ),
+    pytest.param("0 0 29 2 *", "UTC", [clock(0)], lambda d: (d.month, d.day) == (2, 29), id="leap-day"),
 ]
 
 
 @pytest.mark.parametrize("expression, zone, times_of_day, day_ok", NEXT_RUN_CASES)
-def test_next_run_at_is_the_first_tick_after_now(fresh_database_url, workflow_name, tmp_path,
-                                                 expression, zone, times_of_day, day_ok):
+def test_next_run_at_is_the_first_tick_after_now(
+    fresh_database_url, workflow_name, tmp_path, expression, zone, times_of_day, day_ok
+):
     define(workflow_name, tmp_path / "side.txt")
     tz = ZoneInfo(zone)
     with quiet_runner(fresh_database_url) as runner:
@@ -426,8 +463,7 @@ def test_next_run_at_is_the_first_tick_after_now(fresh_database_url, workflow_na
         schedule_id = runner.register_cron_workflow(workflow_name, expression, zone)
         after = utc_now()
         schedule = runner.get_cron_schedule(schedule_id)
-    assert_schedule(schedule, schedule_id=schedule_id, workflow=workflow_name,
-                    expression=expression, tz=zone)
+    assert_schedule(schedule, schedule_id=schedule_id, workflow=workflow_name, expression=expression, tz=zone)
     got = assert_next_run_at(schedule, before, after, tz, times_of_day, day_ok or (lambda d: True))
     assert got.microsecond == 0
 
@@ -460,8 +496,9 @@ def test_a_daily_tick_on_the_day_clocks_change(fresh_database_url, workflow_name
             schedule_id = runner.register_cron_workflow(workflow_name, expression, zone)
             after = utc_now()
             schedule = runner.get_cron_schedule(schedule_id)
-            got = assert_next_run_at(schedule, before, after, tz, [wall.time()],
-                                     lambda d, w=wall: (d.month, d.day) == (w.month, w.day))
+            got = assert_next_run_at(
+                schedule, before, after, tz, [wall.time()], lambda d, w=wall: (d.month, d.day) == (w.month, w.day)
+            )
             local = got.astimezone(tz)
             if local.date() != wall.date():
                 continue  # the same date comes first this year (checked above all the same)
@@ -478,6 +515,7 @@ def test_a_daily_tick_on_the_day_clocks_change(fresh_database_url, workflow_name
 
 # =========================================================================== bad input
 
+
 @pytest.fixture
 def cron_db(fresh_database_url, workflow_name, tmp_path):
     """A runner (firing nothing) on a database holding one schedule; the bad calls
@@ -485,8 +523,9 @@ def cron_db(fresh_database_url, workflow_name, tmp_path):
     define(workflow_name, tmp_path / "side.txt")
     with quiet_runner(fresh_database_url) as runner:
         schedule_id = runner.register_cron_workflow(workflow_name, "0 3 * * *", "Europe/Berlin")
-        state = SimpleNamespace(runner=runner, schedule_id=schedule_id, workflow=workflow_name,
-                                unknown_id=str(uuid.uuid4()))
+        state = SimpleNamespace(
+            runner=runner, schedule_id=schedule_id, workflow=workflow_name, unknown_id=str(uuid.uuid4())
+        )
         state.before = runner.list_cron_schedules()
         yield state
 
@@ -566,32 +605,25 @@ def test_an_unknown_schedule_id_is_a_key_error_naming_it(cron_db, call):
 
 # (call, the wrong value, the parameter): the message names the parameter or the value's type
 WRONG_TYPES = {
-    "register-name": (lambda s: s.runner.register_cron_workflow(123, "0 3 * * *"), 123,
-                      "workflow_name"),
-    "register-expression": (lambda s: s.runner.register_cron_workflow(s.workflow, 5), 5,
-                            "cron_expression"),
-    "register-expression-list": (lambda s: s.runner.register_cron_workflow(
-        s.workflow, ["0", "3", "*", "*", "*"]), ["0"], "cron_expression"),
-    "register-timezone": (lambda s: s.runner.register_cron_workflow(s.workflow, "0 3 * * *", 1),
-                          1, "timezone"),
+    "register-name": (lambda s: s.runner.register_cron_workflow(123, "0 3 * * *"), 123, "workflow_name"),
+    "register-expression": (lambda s: s.runner.register_cron_workflow(s.workflow, 5), 5, "cron_expression"),
+    "register-expression-list": (
+        lambda s: s.runner.register_cron_workflow(s.workflow, ["0", "3", "*", "*", "*"]),
+        ["0"],
+        "cron_expression",
+    ),
+    "register-timezone": (lambda s: s.runner.register_cron_workflow(s.workflow, "0 3 * * *", 1), 1, "timezone"),
     "get-id": (lambda s: s.runner.get_cron_schedule(123), 123, "id"),
-    "update-expression": (lambda s: s.runner.update_cron_schedule(s.schedule_id, 5), 5,
-                          "cron_expression"),
-    "update-timezone": (lambda s: s.runner.update_cron_schedule(s.schedule_id, "0 4 * * *", 2),
-                        2, "timezone"),
+    "update-expression": (lambda s: s.runner.update_cron_schedule(s.schedule_id, 5), 5, "cron_expression"),
+    "update-timezone": (lambda s: s.runner.update_cron_schedule(s.schedule_id, "0 4 * * *", 2), 2, "timezone"),
     "enabled-int": (lambda s: s.runner.set_cron_schedule_enabled(s.schedule_id, 1), 1, "enabled"),
-    "enabled-str": (lambda s: s.runner.set_cron_schedule_enabled(s.schedule_id, "false"), "false",
-                    "enabled"),
-    "enabled-none": (lambda s: s.runner.set_cron_schedule_enabled(s.schedule_id, None), None,
-                     "enabled"),
-    "delete-id": (lambda s: s.runner.delete_cron_schedule(uuid.UUID(s.schedule_id)),
-                  uuid.UUID(int=0), "id"),
+    "enabled-str": (lambda s: s.runner.set_cron_schedule_enabled(s.schedule_id, "false"), "false", "enabled"),
+    "enabled-none": (lambda s: s.runner.set_cron_schedule_enabled(s.schedule_id, None), None, "enabled"),
+    "delete-id": (lambda s: s.runner.delete_cron_schedule(uuid.UUID(s.schedule_id)), uuid.UUID(int=0), "id"),
     "history-id": (lambda s: s.runner.get_cron_execution_history(123), 123, "id"),
-    "history-limit": (lambda s: s.runner.get_cron_execution_history(s.schedule_id, limit="5"),
-                      "5", "limit"),
+    "history-limit": (lambda s: s.runner.get_cron_execution_history(s.schedule_id, limit="5"), "5", "limit"),
     "list-limit": (lambda s: s.runner.list_cron_schedules(limit="10"), "10", "limit"),
-    "list-enabled-only": (lambda s: s.runner.list_cron_schedules(enabled_only="yes"), "yes",
-                          "enabled_only"),
+    "list-enabled-only": (lambda s: s.runner.list_cron_schedules(enabled_only="yes"), "yes", "enabled_only"),
     "stats-int": (lambda s: s.runner.get_cron_execution_stats(12345), 12345, "since"),
     "stats-none": (lambda s: s.runner.get_cron_execution_stats(None), None, "since"),
 }
@@ -610,10 +642,8 @@ BAD_PAGES = {
     "list-limit-0": (lambda s: s.runner.list_cron_schedules(limit=0), "limit", 0),
     "list-limit-negative": (lambda s: s.runner.list_cron_schedules(limit=-5), "limit", -5),
     "list-offset-negative": (lambda s: s.runner.list_cron_schedules(offset=-1), "offset", -1),
-    "history-limit-0": (lambda s: s.runner.get_cron_execution_history(s.schedule_id, limit=0),
-                        "limit", 0),
-    "history-offset-negative": (lambda s: s.runner.get_cron_execution_history(
-        s.schedule_id, offset=-2), "offset", -2),
+    "history-limit-0": (lambda s: s.runner.get_cron_execution_history(s.schedule_id, limit=0), "limit", 0),
+    "history-offset-negative": (lambda s: s.runner.get_cron_execution_history(s.schedule_id, offset=-2), "offset", -2),
 }
 
 
@@ -626,9 +656,11 @@ def test_a_bad_limit_or_offset_is_a_value_error_naming_it(cron_db, call, paramet
     assert_unchanged(cron_db)
 
 
-@pytest.mark.parametrize("since", ["yesterday", "", "2026-13-01T00:00:00Z",
-                                   "2026-01-01T00:00:00"],
-                         ids=["words", "empty", "month-13", "no-offset"])
+@pytest.mark.parametrize(
+    "since",
+    ["yesterday", "", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00"],
+    ids=["words", "empty", "month-13", "no-offset"],
+)
 def test_a_bad_since_is_a_value_error_naming_it(cron_db, since):
     with pytest.raises(ValueError) as error:
         cron_db.runner.get_cron_execution_stats(since)
@@ -638,16 +670,20 @@ def test_a_bad_since_is_a_value_error_naming_it(cron_db, since):
 
 # =========================================================================== ticks
 
-def test_ticks_start_executions_with_the_schedule_in_their_input(side, fresh_database_url,
-                                                                 workflow_name, tmp_path,
-                                                                 wait_until):
+
+def test_ticks_start_executions_with_the_schedule_in_their_input(
+    side, fresh_database_url, workflow_name, tmp_path, wait_until
+):
     define(workflow_name, side)
     with ticking_runner(fresh_database_url) as runner:
         before = utc_now()
         schedule_id = runner.register_cron_workflow(workflow_name, "* * * * * *")
         after = utc_now()
-        wait_until(lambda: sum(r["status"] == "Completed" for r in history(runner, schedule_id)) >= 3,
-                   WAIT, "three ticks to complete")
+        wait_until(
+            lambda: sum(r["status"] == "Completed" for r in history(runner, schedule_id)) >= 3,
+            WAIT,
+            "three ticks to complete",
+        )
         rows = settle(runner, schedule_id, wait_until)
         schedule = runner.get_cron_schedule(schedule_id)
         results = {row["execution_id"]: runner.get_execution(row["execution_id"]) for row in rows}
@@ -686,8 +722,9 @@ def test_ticks_start_executions_with_the_schedule_in_their_input(side, fresh_dat
     done = side_runs(side)
     assert Counter(t for t, _ in done) == Counter(times), "side effects do not match the history"
 
-    assert_schedule(schedule, schedule_id=schedule_id, workflow=workflow_name,
-                    expression="* * * * * *", tz="UTC", enabled=False)
+    assert_schedule(
+        schedule, schedule_id=schedule_id, workflow=workflow_name, expression="* * * * * *", tz="UTC", enabled=False
+    )
     assert instant(schedule["last_run_at"]) == times[0]
     assert schedule["skipped_ticks"] == 0
 
@@ -698,9 +735,9 @@ def test_ticks_start_executions_with_the_schedule_in_their_input(side, fresh_dat
     assert none_yet["total_executions"] == 0 and none_yet["success_rate"] == 0.0, none_yet
 
 
-def test_failed_runs_show_in_the_history_and_lower_the_success_rate(side, fresh_database_url,
-                                                                     workflow_name, tmp_path,
-                                                                     wait_until):
+def test_failed_runs_show_in_the_history_and_lower_the_success_rate(
+    side, fresh_database_url, workflow_name, tmp_path, wait_until
+):
     good, bad = f"{workflow_name}_ok", f"{workflow_name}_fails"
     define(good, side)
     define(bad, side, fail=True)
@@ -709,8 +746,9 @@ def test_failed_runs_show_in_the_history_and_lower_the_success_rate(side, fresh_
         good_id = runner.register_cron_workflow(good, "* * * * * *")
         bad_id = runner.register_cron_workflow(bad, "* * * * * *")
         for schedule_id in (good_id, bad_id):
-            wait_until(lambda: finished_history(runner, schedule_id, at_least=2), WAIT,
-                       "two finished ticks of each schedule")
+            wait_until(
+                lambda: finished_history(runner, schedule_id, at_least=2), WAIT, "two finished ticks of each schedule"
+            )
         good_rows = settle(runner, good_id, wait_until)
         bad_rows = settle(runner, bad_id, wait_until)
         failures = [runner.get_execution(row["execution_id"]) for row in bad_rows]
@@ -727,9 +765,9 @@ def test_failed_runs_show_in_the_history_and_lower_the_success_rate(side, fresh_
     assert 0.0 < stats["success_rate"] < 100.0, stats
 
 
-def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(side, fresh_database_url,
-                                                                   workflow_name, tmp_path,
-                                                                   wait_until, db_query):
+def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(
+    side, fresh_database_url, workflow_name, tmp_path, wait_until, db_query
+):
     define(workflow_name, side)
     url = fresh_database_url
     with ticking_runner(url) as runner:
@@ -747,16 +785,19 @@ def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(side, fresh_
         runner.set_cron_schedule_enabled(schedule_id, True)
         schedule = runner.get_cron_schedule(schedule_id)
         assert schedule["enabled"] is True
-        assert instant(schedule["next_run_at"]) >= whole(reenabled_at) + SECOND, \
-            "re-enabling must start from now"
-        wait_until(lambda: finished_history(runner, schedule_id, at_least=len(rows) + 2), WAIT,
-                   "two more ticks after re-enabling")
+        assert instant(schedule["next_run_at"]) >= whole(reenabled_at) + SECOND, "re-enabling must start from now"
+        wait_until(
+            lambda: finished_history(runner, schedule_id, at_least=len(rows) + 2),
+            WAIT,
+            "two more ticks after re-enabling",
+        )
         rows = settle(runner, schedule_id, wait_until)
         times = scheduled_times(rows)
         new = [t for t in times if t > last_before]
         assert len(new) >= 2
-        assert min(new) >= whole(reenabled_at) + SECOND, \
+        assert min(new) >= whole(reenabled_at) + SECOND, (
             f"ticks missed while disabled were caught up: {sorted(new)} (re-enabled {reenabled_at})"
+        )
         assert_consecutive(new)
         assert runner.get_cron_schedule(schedule_id)["skipped_ticks"] == 0
         assert Counter(t for t, _ in side_runs(side)) == Counter(times)
@@ -778,17 +819,18 @@ def test_disabled_fires_nothing_reenabled_fires_again_deleted_stops(side, fresh_
 
         started = wait_until(all_executions_finished, WAIT, "the started executions to finish")
         time.sleep(2.5)
-        assert len(runner.list_executions(workflow_name=workflow_name, limit=1000)) == len(started), \
+        assert len(runner.list_executions(workflow_name=workflow_name, limit=1000)) == len(started), (
             "a deleted schedule fired"
+        )
         assert all(r.status == "Completed" for r in started)
         assert len(side_runs(side)) == len(started)
         assert db_query(url, "SELECT COUNT(*) FROM cloaca_cron_schedules") == [("0",)]
-        assert db_query(url, "SELECT COUNT(*) FROM cloaca_cron_executions") == [("0",)], \
+        assert db_query(url, "SELECT COUNT(*) FROM cloaca_cron_executions") == [("0",)], (
             "the history of a deleted schedule is left behind"
+        )
 
 
-def test_an_updated_expression_changes_the_ticks(side, fresh_database_url, workflow_name, tmp_path,
-                                                 wait_until):
+def test_an_updated_expression_changes_the_ticks(side, fresh_database_url, workflow_name, tmp_path, wait_until):
     define(workflow_name, side)
     with ticking_runner(fresh_database_url) as runner:
         schedule_id = runner.register_cron_workflow(workflow_name, "* * * * * *")
@@ -799,8 +841,11 @@ def test_an_updated_expression_changes_the_ticks(side, fresh_database_url, workf
         schedule = runner.get_cron_schedule(schedule_id)
         next_run = instant(schedule["next_run_at"])
         assert next_run.second % 2 == 0 and whole(before) < next_run <= whole(after) + 2 * SECOND
-        wait_until(lambda: sum(t > after for t in scheduled_times(history(runner, schedule_id))) >= 2,
-                   WAIT, "two ticks of the new expression")
+        wait_until(
+            lambda: sum(t > after for t in scheduled_times(history(runner, schedule_id))) >= 2,
+            WAIT,
+            "two ticks of the new expression",
+        )
         rows = settle(runner, schedule_id, wait_until)
     times = scheduled_times(rows)
     later = [t for t in times if t > after]
@@ -812,8 +857,8 @@ def test_an_updated_expression_changes_the_ticks(side, fresh_database_url, workf
 
 # =========================================================================== exactly once
 
-def test_each_tick_runs_once_across_a_restart(side, fresh_database_url, workflow_name, tmp_path,
-                                              wait_until):
+
+def test_each_tick_runs_once_across_a_restart(side, fresh_database_url, workflow_name, tmp_path, wait_until):
     define(workflow_name, side)
     url = fresh_database_url
     with ticking_runner(url) as first:
@@ -824,8 +869,9 @@ def test_each_tick_runs_once_across_a_restart(side, fresh_database_url, workflow
     assert len(fired_by_first) >= 2
 
     with ticking_runner(url) as second:
-        wait_until(lambda: len(history(second, schedule_id)) >= len(fired_by_first) + 3, WAIT,
-                   "ticks in the second runner")
+        wait_until(
+            lambda: len(history(second, schedule_id)) >= len(fired_by_first) + 3, WAIT, "ticks in the second runner"
+        )
         rows = settle(second, schedule_id, wait_until)
         schedule = second.get_cron_schedule(schedule_id)
         results = [second.get_execution(row["execution_id"]) for row in rows]
@@ -843,8 +889,9 @@ def test_each_tick_runs_once_across_a_restart(side, fresh_database_url, workflow
 
 
 @pytest.mark.parametrize("max_catchup", [2, 10])
-def test_ticks_missed_while_no_runner_was_up_are_caught_up(side, fresh_database_url, workflow_name,
-                                                           tmp_path, wait_until, max_catchup):
+def test_ticks_missed_while_no_runner_was_up_are_caught_up(
+    side, fresh_database_url, workflow_name, tmp_path, wait_until, max_catchup
+):
     """A schedule with four ticks a day, all within the next few seconds, registered
     by a runner that fires nothing; a ticking runner opened after the four have
     passed runs all of them, or only the most recent `max_catchup`."""
@@ -859,8 +906,11 @@ def test_ticks_missed_while_no_runner_was_up_are_caught_up(side, fresh_database_
     sleep_until(ticks[-1] + timedelta(seconds=0.5))
     expected = ticks[-max_catchup:]
     with ticking_runner(url, cron_max_catchup_executions=max_catchup) as second:
-        wait_until(lambda: finished_history(second, schedule_id, at_least=len(expected)), WAIT,
-                   "the catch-up executions to finish")
+        wait_until(
+            lambda: finished_history(second, schedule_id, at_least=len(expected)),
+            WAIT,
+            "the catch-up executions to finish",
+        )
         time.sleep(1.0)  # five poll intervals: nothing more is fired
         rows = history(second, schedule_id)
         schedule = second.get_cron_schedule(schedule_id)
@@ -875,8 +925,9 @@ def test_ticks_missed_while_no_runner_was_up_are_caught_up(side, fresh_database_
     assert_stats(stats, rows)
 
 
-def test_catch_up_limit_with_a_schedule_that_keeps_ticking(side, fresh_database_url, workflow_name,
-                                                           tmp_path, wait_until):
+def test_catch_up_limit_with_a_schedule_that_keeps_ticking(
+    side, fresh_database_url, workflow_name, tmp_path, wait_until
+):
     define(workflow_name, side)
     url = fresh_database_url
     with quiet_runner(url) as first:
@@ -906,14 +957,25 @@ def test_catch_up_limit_with_a_schedule_that_keeps_ticking(side, fresh_database_
     assert Counter(t for t, _ in side_runs(side)) == Counter(times)
 
 
-def test_three_processes_fire_each_tick_once(backend, fresh_database_url, workflow_name,
-                                             tmp_path, run_scenario, wait_until):
+def test_three_processes_fire_each_tick_once(
+    backend, fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until
+):
     if backend != "postgres":
         pytest.skip("runner processes sharing one database to fire ticks is a postgres setup")
     side, schedule_file, stop = tmp_path / "side.txt", tmp_path / "schedule-id", tmp_path / "stop"
     side.touch()
-    common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side,
-              "--stop-file", stop, "--seconds", 180]
+    common = [
+        "--url",
+        fresh_database_url,
+        "--workflow",
+        workflow_name,
+        "--side-file",
+        side,
+        "--stop-file",
+        stop,
+        "--seconds",
+        180,
+    ]
     workers = []
     for n in range(3):
         ready = tmp_path / f"ready-{n}"
@@ -948,12 +1010,19 @@ def test_three_processes_fire_each_tick_once(backend, fresh_database_url, workfl
 
 # =========================================================================== lost executions
 
+
 def recovery_config(**overrides):
     """A runner that does not take over expired leases but recovers lost cron executions fast."""
-    return {"enable_recovery": False, "task_lease_seconds": 1,
-            "cron_poll_interval_seconds": POLL, "cron_enable_recovery": True,
-            "cron_recovery_interval_seconds": 0.2, "cron_lost_threshold_minutes": LOST_MINUTES,
-            "cron_max_recovery_attempts": 1, **overrides}
+    return {
+        "enable_recovery": False,
+        "task_lease_seconds": 1,
+        "cron_poll_interval_seconds": POLL,
+        "cron_enable_recovery": True,
+        "cron_recovery_interval_seconds": 0.2,
+        "cron_lost_threshold_minutes": LOST_MINUTES,
+        "cron_max_recovery_attempts": 1,
+        **overrides,
+    }
 
 
 def config_args(config):
@@ -963,11 +1032,28 @@ def config_args(config):
 def start_blocked_tick(run_scenario, wait_until, crash, name, *extra):
     """Start a cron_worker process; wait until a tick's task started in it (and blocks)."""
     ready = crash.tmp_path / f"ready-{name}"
-    proc = run_scenario.start("cron_worker.py", "--url", crash.url, "--workflow", crash.workflow,
-                              "--side-file", crash.side, "--block-marker", crash.marker,
-                              "--ready-file", ready, "--seconds", 600, *extra)
-    started = wait_until(lambda: side_runs(crash.side, "start", proc.pid), 120,
-                         f"a tick's task to start in runner process {name}", proc=proc)
+    proc = run_scenario.start(
+        "cron_worker.py",
+        "--url",
+        crash.url,
+        "--workflow",
+        crash.workflow,
+        "--side-file",
+        crash.side,
+        "--block-marker",
+        crash.marker,
+        "--ready-file",
+        ready,
+        "--seconds",
+        600,
+        *extra,
+    )
+    started = wait_until(
+        lambda: side_runs(crash.side, "start", proc.pid),
+        120,
+        f"a tick's task to start in runner process {name}",
+        proc=proc,
+    )
     return proc, started
 
 
@@ -987,15 +1073,27 @@ def crashed_tick(fresh_database_url, workflow_name, tmp_path, run_scenario, wait
     killed. Task leases are 1 s. The workflow is also registered in this process
     (same version), with the same side-effect file and marker.
     """
-    crash = SimpleNamespace(url=fresh_database_url, workflow=workflow_name, tmp_path=tmp_path,
-                            side=tmp_path / "side.txt", marker=tmp_path / "block")
+    crash = SimpleNamespace(
+        url=fresh_database_url,
+        workflow=workflow_name,
+        tmp_path=tmp_path,
+        side=tmp_path / "side.txt",
+        marker=tmp_path / "block",
+    )
     crash.side.touch()
     crash.marker.touch()
     schedule_file = tmp_path / "schedule-id"
     first, started = start_blocked_tick(
-        run_scenario, wait_until, crash, "first", "--register-once-after", 2,
-        "--schedule-file", schedule_file,
-        *config_args({"task_lease_seconds": 1, "cron_poll_interval_seconds": POLL}))
+        run_scenario,
+        wait_until,
+        crash,
+        "first",
+        "--register-once-after",
+        2,
+        "--schedule-file",
+        schedule_file,
+        *config_args({"task_lease_seconds": 1, "cron_poll_interval_seconds": POLL}),
+    )
     kill(first)
     assert len(started) == 1, started
     crash.scheduled = started[0][0]
@@ -1015,21 +1113,25 @@ def assert_lost(runner, row):
 
 
 @pytest.mark.parametrize("too_old", [False, True], ids=["started-again", "too-old-to-start-again"])
-def test_a_lost_cron_execution_is_failed_and_its_tick_started_again(crashed_tick, wait_until,
-                                                                    too_old):
+def test_a_lost_cron_execution_is_failed_and_its_tick_started_again(crashed_tick, wait_until, too_old):
     crash = crashed_tick
     crash.marker.unlink()  # a run started again does not block
     config = recovery_config()
     if too_old:  # the tick is at least 1.8 s old by the time its execution counts as lost
         config["cron_max_recovery_age_seconds"] = 1
     with runner_on(crash.url, **config) as runner:
-        lost = wait_until(lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 1,
-                                           "Lost"), WAIT, "the interrupted execution to be lost")
+        lost = wait_until(
+            lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 1, "Lost"),
+            WAIT,
+            "the interrupted execution to be lost",
+        )
         assert_lost(runner, lost)
         if not too_old:
-            again = wait_until(lambda: find_row(history(runner, crash.schedule_id),
-                                                crash.scheduled, 2, "Completed"),
-                               WAIT, "the tick's second attempt to complete")
+            again = wait_until(
+                lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 2, "Completed"),
+                WAIT,
+                "the tick's second attempt to complete",
+            )
             result = runner.get_execution(again["execution_id"])
             assert again["execution_id"] != lost["execution_id"]
             assert result.status == "Completed", result.error_message
@@ -1043,20 +1145,22 @@ def test_a_lost_cron_execution_is_failed_and_its_tick_started_again(crashed_tick
     for row in rows:
         assert_history_row(row, schedule_id=crash.schedule_id, workflow=crash.workflow)
     attempts = [1] if too_old else [1, 2]
-    assert sorted((instant(r["scheduled_time"]), r["attempt"]) for r in rows) == \
-        [(crash.scheduled, a) for a in attempts], rows
+    assert sorted((instant(r["scheduled_time"]), r["attempt"]) for r in rows) == [
+        (crash.scheduled, a) for a in attempts
+    ], rows
     assert_stats(stats, rows)
     assert stats["lost_executions"] == 1
     me = os.getpid()
-    assert side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid)] + \
-        ([] if too_old else [(crash.scheduled, me)])
+    assert side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid)] + (
+        [] if too_old else [(crash.scheduled, me)]
+    )
     assert side_runs(crash.side, "done") == ([] if too_old else [(crash.scheduled, me)])
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2])
-def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(crashed_tick,
-                                                                        run_scenario, wait_until,
-                                                                        max_attempts):
+def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(
+    crashed_tick, run_scenario, wait_until, max_attempts
+):
     """Attempt 1 is lost (its process was killed); a second process, recovering,
     starts attempt 2, which blocks too, and is killed in turn. A third runner
     (this process) finds attempt 2 lost as well: with cron_max_recovery_attempts=1
@@ -1064,8 +1168,7 @@ def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(crashed_
     a third time."""
     crash = crashed_tick
     config = recovery_config(cron_max_recovery_attempts=max_attempts)
-    second, started = start_blocked_tick(run_scenario, wait_until, crash, "second",
-                                         *config_args(config))
+    second, started = start_blocked_tick(run_scenario, wait_until, crash, "second", *config_args(config))
     kill(second)
     assert started == [(crash.scheduled, second.pid)], started
     crash.marker.unlink()
@@ -1073,13 +1176,18 @@ def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(crashed_
     with runner_on(crash.url, **config) as runner:
         first_lost = find_row(history(runner, crash.schedule_id), crash.scheduled, 1)
         assert_lost(runner, first_lost)
-        second_lost = wait_until(lambda: find_row(history(runner, crash.schedule_id),
-                                                  crash.scheduled, 2, "Lost"),
-                                 WAIT, "attempt 2 to be lost")
+        second_lost = wait_until(
+            lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 2, "Lost"),
+            WAIT,
+            "attempt 2 to be lost",
+        )
         assert_lost(runner, second_lost)
         if max_attempts == 2:
-            wait_until(lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 3,
-                                        "Completed"), WAIT, "attempt 3 to complete")
+            wait_until(
+                lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 3, "Completed"),
+                WAIT,
+                "attempt 3 to complete",
+            )
         time.sleep(2.0)  # ten recovery intervals
         rows = history(runner, crash.schedule_id)
         stats = runner.get_cron_execution_stats(crash.scheduled)
@@ -1091,8 +1199,9 @@ def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(crashed_
     assert stats["lost_executions"] == 2
     me = os.getpid()
     ran_here = [(crash.scheduled, me)] if max_attempts == 2 else []
-    assert side_runs(crash.side, "start") == \
-        [(crash.scheduled, crash.first_pid), (crash.scheduled, second.pid)] + ran_here
+    assert (
+        side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid), (crash.scheduled, second.pid)] + ran_here
+    )
     assert side_runs(crash.side, "done") == ran_here
 
 
@@ -1103,16 +1212,19 @@ def test_a_crashed_tick_resumed_by_lease_recovery_is_not_lost(crashed_tick, wait
     crash.marker.unlink()
     config = recovery_config(enable_recovery=True, cron_lost_threshold_minutes=1.0)
     with runner_on(crash.url, **config) as runner:
-        row = wait_until(lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 1,
-                                          "Completed"), WAIT, "the interrupted execution to finish")
+        row = wait_until(
+            lambda: find_row(history(runner, crash.schedule_id), crash.scheduled, 1, "Completed"),
+            WAIT,
+            "the interrupted execution to finish",
+        )
         time.sleep(1.0)
         rows = history(runner, crash.schedule_id)
         stats = runner.get_cron_execution_stats(crash.scheduled)
-    assert [(r["attempt"], r["status"], r["execution_id"]) for r in rows] == \
-        [(1, "Completed", row["execution_id"])], rows
+    assert [(r["attempt"], r["status"], r["execution_id"]) for r in rows] == [(1, "Completed", row["execution_id"])], (
+        rows
+    )
     assert_stats(stats, rows)
     assert stats["lost_executions"] == 0 and stats["success_rate"] == 100.0
     me = os.getpid()
-    assert side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid),
-                                              (crash.scheduled, me)]
+    assert side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid), (crash.scheduled, me)]
     assert side_runs(crash.side, "done") == [(crash.scheduled, me)]

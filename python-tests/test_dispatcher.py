@@ -46,10 +46,7 @@ def test_forced_backend_that_is_not_installed_is_named(run_python, other_backend
 
 def test_unknown_backend_value_is_a_value_error_and_an_import_error(run_python):
     done = run_python(
-        "try:\n"
-        "    import cloaca\n"
-        "except ImportError as e:\n"
-        "    print(isinstance(e, ValueError), e)\n",
+        "try:\n    import cloaca\nexcept ImportError as e:\n    print(isinstance(e, ValueError), e)\n",
         CLOACA_BACKEND="mysql",
     )
     assert done.returncode == 0, done.stderr

@@ -35,20 +35,44 @@ def sql_str(value: str) -> str:
 
 def task_rows(db_query, url, execution_id):
     """{task_id: {column: value}} of one execution, read straight from the table."""
-    columns = ("task_id", "status", "attempt", "failures", "max_attempts", "workflow_name",
-               "workflow_version", "output_context", "error_type", "error_message",
-               "error_traceback", "started_at", "finished_at")
-    rows = db_query(url, f"SELECT {', '.join(columns)} FROM cloaca_task_executions "
-                         f"WHERE execution_id = {sql_str(execution_id)} ORDER BY task_id")
+    columns = (
+        "task_id",
+        "status",
+        "attempt",
+        "failures",
+        "max_attempts",
+        "workflow_name",
+        "workflow_version",
+        "output_context",
+        "error_type",
+        "error_message",
+        "error_traceback",
+        "started_at",
+        "finished_at",
+    )
+    rows = db_query(
+        url,
+        f"SELECT {', '.join(columns)} FROM cloaca_task_executions "
+        f"WHERE execution_id = {sql_str(execution_id)} ORDER BY task_id",
+    )
     return {row[0]: dict(zip(columns, row)) for row in rows}
 
 
 def execution_row(db_query, url, execution_id):
-    columns = ("id", "workflow_name", "workflow_version", "status", "input_context",
-               "final_context", "error_message", "tasks_remaining", "created_at",
-               "started_at", "finished_at")
-    rows = db_query(url, f"SELECT {', '.join(columns)} FROM cloaca_executions "
-                         f"WHERE id = {sql_str(execution_id)}")
+    columns = (
+        "id",
+        "workflow_name",
+        "workflow_version",
+        "status",
+        "input_context",
+        "final_context",
+        "error_message",
+        "tasks_remaining",
+        "created_at",
+        "started_at",
+        "finished_at",
+    )
+    rows = db_query(url, f"SELECT {', '.join(columns)} FROM cloaca_executions WHERE id = {sql_str(execution_id)}")
     assert len(rows) == 1, f"expected one row for execution {execution_id}, got {rows}"
     return dict(zip(columns, rows[0]))
 
@@ -63,10 +87,12 @@ def runner(database_url):
 # What tasks receive and return
 # ---------------------------------------------------------------------------
 
+
 class TestTasks:
     def test_single_task(self, runner, workflow_name):
         seen = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="double")
             def double(ctx):
                 seen.append(type(ctx))
@@ -88,6 +114,7 @@ class TestTasks:
     def test_chain_passes_context_along(self, runner, workflow_name):
         ran = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="a")
             def a(ctx):
                 ran.append(("a", ctx.to_dict()))
@@ -117,7 +144,12 @@ class TestTasks:
         assert ran[1][1] == {"seed": 1, "trail": ["a"], "a_value": 2}
         assert ran[2][1] == {"seed": 1, "trail": ["a", "b"], "a_value": 2, "b_value": 20}
         assert result.final_context.to_dict() == {
-            "seed": 1, "trail": ["a", "b", "c"], "a_value": 2, "b_value": 20, "c_value": 22}
+            "seed": 1,
+            "trail": ["a", "b", "c"],
+            "a_value": 2,
+            "b_value": 20,
+            "c_value": 22,
+        }
 
     def test_diamond_merges_sibling_outputs_later_key_wins(self, runner, workflow_name):
         """root -> zeta, alpha -> join: the topological order is root, alpha, zeta, join
@@ -125,6 +157,7 @@ class TestTasks:
         order the siblings were declared or listed in."""
         join_inputs = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="root")
             def root(ctx):
                 ctx.set("shared", "root")
@@ -149,8 +182,7 @@ class TestTasks:
                 ctx.set("joined", ctx.get("shared"))
                 return ctx
 
-        expected_join_input = {"start": 0, "shared": "zeta", "root_only": True,
-                               "zeta_only": 26, "alpha_only": 1}
+        expected_join_input = {"start": 0, "shared": "zeta", "root_only": True, "zeta_only": 26, "alpha_only": 1}
         for _ in range(3):  # deterministic: the same every time
             result = runner.execute(workflow_name, {"start": 0})
             assert result.status == "Completed", result.error_message
@@ -163,6 +195,7 @@ class TestTasks:
         root, y, z, x, join: x comes after y although it sorts before it, so x wins."""
         join_inputs = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="root")
             def root(ctx):
                 return ctx
@@ -195,6 +228,7 @@ class TestTasks:
     def test_task_returning_none_keeps_its_mutations(self, runner, workflow_name):
         seen_by_b = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="a")
             def a(ctx):
                 ctx.set("added", [1, 2])
@@ -212,15 +246,13 @@ class TestTasks:
 
         assert result.status == "Completed", result.error_message
         assert seen_by_b == [{"keep": "changed", "added": [1, 2]}]
-        assert result.final_context.to_dict() == {"keep": "changed", "added": [1, 2],
-                                                  "b_saw_added": True}
+        assert result.final_context.to_dict() == {"keep": "changed", "added": [1, 2], "b_saw_added": True}
 
-    @pytest.mark.parametrize("returned", [{"a": 1}, "a string", 42, ["list"]],
-                             ids=["dict", "str", "int", "list"])
-    def test_task_returning_a_non_context_fails_with_type_error(self, runner, workflow_name,
-                                                                returned):
+    @pytest.mark.parametrize("returned", [{"a": 1}, "a string", 42, ["list"]], ids=["dict", "str", "int", "list"])
+    def test_task_returning_a_non_context_fails_with_type_error(self, runner, workflow_name, returned):
         ran = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="bad_return")
             def bad_return(ctx):
                 ran.append("bad_return")
@@ -240,6 +272,7 @@ class TestTasks:
 
     def test_async_tasks_are_awaited(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="first")
             async def first(ctx):
                 await asyncio.sleep(0.01)
@@ -253,19 +286,18 @@ class TestTasks:
 
             @cloaca.task(id="third", dependencies=["second"])
             async def third(ctx):
-                values = await asyncio.gather(asyncio.sleep(0.01, result=1),
-                                              asyncio.sleep(0.02, result=2))
+                values = await asyncio.gather(asyncio.sleep(0.01, result=1), asyncio.sleep(0.02, result=2))
                 ctx.set("third", values)
                 # returns None: the mutation is kept, as for a sync task
 
         result = runner.execute(workflow_name, {"in": 0})
 
         assert result.status == "Completed", result.error_message
-        assert result.final_context.to_dict() == {"in": 0, "first": "async",
-                                                  "second": "async+sync", "third": [1, 2]}
+        assert result.final_context.to_dict() == {"in": 0, "first": "async", "second": "async+sync", "third": [1, 2]}
 
     def test_async_task_that_raises_fails_the_run(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="async_boom")
             async def async_boom(ctx):
                 await asyncio.sleep(0)
@@ -282,13 +314,19 @@ class TestTasks:
 # Inputs to execute()
 # ---------------------------------------------------------------------------
 
+
 class TestExecuteInput:
-    @pytest.mark.parametrize("make_input", [
-        lambda: {"n": 5, "nested": {"list": [1, "two", None]}},
-        lambda: cloaca.Context({"n": 5, "nested": {"list": [1, "two", None]}}),
-    ], ids=["dict", "Context"])
+    @pytest.mark.parametrize(
+        "make_input",
+        [
+            lambda: {"n": 5, "nested": {"list": [1, "two", None]}},
+            lambda: cloaca.Context({"n": 5, "nested": {"list": [1, "two", None]}}),
+        ],
+        ids=["dict", "Context"],
+    )
     def test_execute_with_a_dict_or_a_context(self, runner, workflow_name, make_input):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="inc")
             def inc(ctx):
                 ctx.set("n", ctx.get("n") + 1)
@@ -297,12 +335,12 @@ class TestExecuteInput:
         result = runner.execute(workflow_name, context=make_input())
 
         assert result.status == "Completed", result.error_message
-        assert result.final_context.to_dict() == {"n": 6,
-                                                  "nested": {"list": [1, "two", None]}}
+        assert result.final_context.to_dict() == {"n": 6, "nested": {"list": [1, "two", None]}}
 
     def test_execute_without_a_context_starts_empty(self, runner, workflow_name):
         seen = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="look")
             def look(ctx):
                 seen.append(ctx.to_dict())
@@ -315,6 +353,7 @@ class TestExecuteInput:
 
     def test_the_callers_context_is_not_changed(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="mutate")
             def mutate(ctx):
                 ctx.set("added", 1)
@@ -327,6 +366,7 @@ class TestExecuteInput:
 
     def test_unknown_workflow_name_is_a_value_error_naming_it(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="t")
             def t(ctx):
                 return ctx
@@ -344,6 +384,7 @@ class TestExecuteInput:
     def test_non_json_value_set_by_a_task_fails_the_run(self, runner, workflow_name):
         ran = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="put_object")
             def put_object(ctx):
                 ran.append("put_object")
@@ -362,12 +403,15 @@ class TestExecuteInput:
         assert "put_object" in result.error_message
         assert "TypeError" in result.error_message
 
-    @pytest.mark.parametrize("bad_value", [object(), {1, 2}, b"bytes", 1 + 2j],
-                             ids=["object", "set", "bytes", "complex"])
+    @pytest.mark.parametrize(
+        "bad_value", [object(), {1, 2}, b"bytes", 1 + 2j], ids=["object", "set", "bytes", "complex"]
+    )
     def test_non_json_value_given_to_execute_is_refused_before_anything_is_stored(
-            self, runner, workflow_name, database_url, db_query, bad_value):
+        self, runner, workflow_name, database_url, db_query, bad_value
+    ):
         ran = []
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="never")
             def never(ctx):
                 ran.append("never")
@@ -381,17 +425,20 @@ class TestExecuteInput:
 
         assert ran == []
         assert runner.list_executions(workflow_name=workflow_name) == []
-        assert db_query(database_url, "SELECT count(*) FROM cloaca_executions WHERE "
-                                      f"workflow_name = {sql_str(workflow_name)}") == [("0",)]
+        assert db_query(
+            database_url, f"SELECT count(*) FROM cloaca_executions WHERE workflow_name = {sql_str(workflow_name)}"
+        ) == [("0",)]
 
 
 # ---------------------------------------------------------------------------
 # Failure semantics
 # ---------------------------------------------------------------------------
 
+
 class TestFailure:
     def test_failed_task_stops_its_dependents_and_independent_branches_finish(
-            self, fresh_database_url, db_query, workflow_name):
+        self, fresh_database_url, db_query, workflow_name
+    ):
         """start -> explode -> after1 -> after2;  start -> sibling;  lone1 -> lone2."""
         token = uuid.uuid4().hex[:8]
         ran = []
@@ -402,6 +449,7 @@ class TestFailure:
                 ran.append(task_id)
 
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="start")
             def start(ctx):
                 mark("start")
@@ -449,8 +497,7 @@ class TestFailure:
         assert sorted(ran) == ["explode", "lone1", "lone2", "sibling", "start"]
         assert result.status == "Failed"
         message = result.error_message
-        assert message.startswith(
-            f"Task 'explode' failed after 1 attempt(s): RuntimeError: boom {token}"), message
+        assert message.startswith(f"Task 'explode' failed after 1 attempt(s): RuntimeError: boom {token}"), message
         assert "Traceback" in message
         assert "in explode" in message  # the task's own frame is in the traceback
         assert parse_time(result.start_time) <= parse_time(result.end_time)
@@ -465,9 +512,14 @@ class TestFailure:
 
         tasks = task_rows(db_query, fresh_database_url, result.execution_id)
         assert {t: row["status"] for t, row in tasks.items()} == {
-            "start": "completed", "explode": "failed", "after1": "skipped",
-            "after2": "skipped", "sibling": "completed", "lone1": "completed",
-            "lone2": "completed"}
+            "start": "completed",
+            "explode": "failed",
+            "after1": "skipped",
+            "after2": "skipped",
+            "sibling": "completed",
+            "lone1": "completed",
+            "lone2": "completed",
+        }
         assert tasks["explode"]["attempt"] == "1"
         assert tasks["explode"]["failures"] == "1"
         assert tasks["explode"]["error_type"] == "RuntimeError"
@@ -487,6 +539,7 @@ class TestFailure:
             pass
 
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="charge")
             def charge(ctx):
                 raise PaymentDeclined("card 4242 declined")
@@ -498,9 +551,9 @@ class TestFailure:
         assert "PaymentDeclined: card 4242 declined" in result.error_message
         assert "Traceback" in result.error_message
 
-    def test_when_no_task_completes_the_final_context_is_the_input(self, runner,
-                                                                   workflow_name):
+    def test_when_no_task_completes_the_final_context_is_the_input(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="fails_at_once")
             def fails_at_once(ctx):
                 ctx.set("partial", True)
@@ -516,10 +569,12 @@ class TestFailure:
 # execute_async, get_execution, list_executions
 # ---------------------------------------------------------------------------
 
+
 class TestHandlesAndQueries:
     def test_execute_async_wait_timeout_then_the_run_completes(self, runner, workflow_name):
         started, gate = threading.Event(), threading.Event()
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="gated")
             def gated(ctx):
                 started.set()
@@ -548,8 +603,7 @@ class TestHandlesAndQueries:
             assert running.workflow_name == workflow_name
             listed = runner.list_executions(workflow_name=workflow_name, status="Running")
             assert [r.execution_id for r in listed] == [handle.execution_id]
-            assert runner.list_executions(workflow_name=workflow_name,
-                                          status="Completed") == []
+            assert runner.list_executions(workflow_name=workflow_name, status="Completed") == []
         finally:
             gate.set()
 
@@ -563,6 +617,7 @@ class TestHandlesAndQueries:
 
     def test_wait_without_timeout(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="quick")
             def quick(ctx):
                 ctx.set("quick", True)
@@ -576,6 +631,7 @@ class TestHandlesAndQueries:
 
     def test_execute_async_of_a_failing_run(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="breaks")
             def breaks(ctx):
                 raise KeyError("missing-thing")
@@ -589,6 +645,7 @@ class TestHandlesAndQueries:
 
     def test_get_execution_of_a_finished_execution(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="t")
             def t(ctx):
                 ctx.set("t", "done")
@@ -610,14 +667,16 @@ class TestHandlesAndQueries:
             runner.get_execution(unknown)
         assert unknown in str(excinfo.value)
 
-    def test_list_executions_newest_first_and_filtered(self, fresh_database_url,
-                                                       workflow_name):
+    def test_list_executions_newest_first_and_filtered(self, fresh_database_url, workflow_name):
         good, bad = workflow_name + "_good", workflow_name + "_bad"
         with cloaca.WorkflowBuilder(good):
+
             @cloaca.task(id="ok")
             def ok(ctx):
                 return ctx
+
         with cloaca.WorkflowBuilder(bad):
+
             @cloaca.task(id="fail")
             def fail(ctx):
                 raise RuntimeError("listed failure")
@@ -631,25 +690,19 @@ class TestHandlesAndQueries:
             assert failed.status == "Failed"
 
             everything = runner.list_executions()
-            assert [r.execution_id for r in everything] == [failed.execution_id,
-                                                            *reversed(good_ids)]
+            assert [r.execution_id for r in everything] == [failed.execution_id, *reversed(good_ids)]
             assert [r.workflow_name for r in everything] == [bad, good, good, good]
-            assert [r.status for r in everything] == ["Failed", "Completed", "Completed",
-                                                      "Completed"]
+            assert [r.status for r in everything] == ["Failed", "Completed", "Completed", "Completed"]
             assert [r.final_context.get("n") for r in everything[1:]] == [2, 1, 0]
             assert "listed failure" in everything[0].error_message
 
-            assert [r.execution_id for r in runner.list_executions(workflow_name=good)] == \
-                list(reversed(good_ids))
-            assert [r.execution_id for r in runner.list_executions(status="Failed")] == \
-                [failed.execution_id]
-            assert [r.execution_id for r in runner.list_executions(status="Completed")] == \
-                list(reversed(good_ids))
+            assert [r.execution_id for r in runner.list_executions(workflow_name=good)] == list(reversed(good_ids))
+            assert [r.execution_id for r in runner.list_executions(status="Failed")] == [failed.execution_id]
+            assert [r.execution_id for r in runner.list_executions(status="Completed")] == list(reversed(good_ids))
             assert runner.list_executions(workflow_name=bad, status="Completed") == []
             assert runner.list_executions(status="Running") == []
             assert runner.list_executions(status="Pending") == []
-            assert [r.execution_id for r in runner.list_executions(limit=2)] == \
-                [failed.execution_id, good_ids[2]]
+            assert [r.execution_id for r in runner.list_executions(limit=2)] == [failed.execution_id, good_ids[2]]
             assert runner.list_executions(workflow_name=workflow_name + "_never_ran") == []
 
     @pytest.mark.parametrize("status", ["Done", "Bogus"])
@@ -663,15 +716,16 @@ class TestHandlesAndQueries:
 # Runner lifecycle
 # ---------------------------------------------------------------------------
 
+
 class TestLifecycle:
     def test_shutdown_is_idempotent(self, fresh_database_url):
         runner = cloaca.DefaultRunner(fresh_database_url)
         runner.shutdown()
         runner.shutdown()
 
-    def test_context_manager_gives_the_runner_and_shuts_it_down(self, fresh_database_url,
-                                                                workflow_name):
+    def test_context_manager_gives_the_runner_and_shuts_it_down(self, fresh_database_url, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="t")
             def t(ctx):
                 ctx.set("ran", True)
@@ -692,14 +746,14 @@ class TestLifecycle:
             with cloaca.DefaultRunner(fresh_database_url):
                 1 / 0
 
-    def test_ctrl_c_interrupts_a_blocking_execute_and_the_run_goes_on(self, fresh_database_url,
-                                                                        workflow_name):
+    def test_ctrl_c_interrupts_a_blocking_execute_and_the_run_goes_on(self, fresh_database_url, workflow_name):
         """execute() waits with the GIL released; a SIGINT (here simulated with
         _thread.interrupt_main) must still end the wait with KeyboardInterrupt."""
         import _thread
 
         started, release = threading.Event(), threading.Event()
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="slow")
             def slow(ctx):
                 started.set()
@@ -730,6 +784,7 @@ class TestLifecycle:
 
     def test_with_config(self, fresh_database_url, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="t")
             def t(ctx):
                 return ctx
@@ -743,8 +798,10 @@ class TestLifecycle:
 # Durability: results live in the database, not in the runner
 # ---------------------------------------------------------------------------
 
+
 def define_three_step_chain(name):
     with cloaca.WorkflowBuilder(name):
+
         @cloaca.task(id="fetch")
         def fetch(ctx):
             ctx.set("rows", [1, 2, 3])
@@ -775,9 +832,9 @@ class TestDurability:
                 seen = second.get_execution(result.execution_id)
                 assert seen.status == "Completed"
                 assert seen.final_context.to_dict() == EXPECTED_CHAIN_CONTEXT
-                assert [r.execution_id for r in
-                        second.list_executions(workflow_name=workflow_name)] == \
-                    [result.execution_id]
+                assert [r.execution_id for r in second.list_executions(workflow_name=workflow_name)] == [
+                    result.execution_id
+                ]
 
         # and after both are gone
         with cloaca.DefaultRunner(fresh_database_url) as third:
@@ -786,8 +843,7 @@ class TestDurability:
             assert seen.final_context.to_dict() == EXPECTED_CHAIN_CONTEXT
             assert seen.workflow_name == workflow_name
 
-    def test_a_separate_process_sees_the_result(self, fresh_database_url, workflow_name,
-                                                run_scenario):
+    def test_a_separate_process_sees_the_result(self, fresh_database_url, workflow_name, run_scenario):
         define_three_step_chain(workflow_name)
         with cloaca.DefaultRunner(fresh_database_url) as runner:
             result = runner.execute(workflow_name, {"job": "nightly"})
@@ -825,8 +881,7 @@ class TestDurability:
         assert json.loads(execution["final_context"]) == EXPECTED_CHAIN_CONTEXT
         assert execution["error_message"] is None
         assert execution["tasks_remaining"] == "0"
-        assert int(execution["created_at"]) <= int(execution["started_at"]) \
-            <= int(execution["finished_at"])
+        assert int(execution["created_at"]) <= int(execution["started_at"]) <= int(execution["finished_at"])
 
         tasks = task_rows(db_query, fresh_database_url, result.execution_id)
         assert sorted(tasks) == ["fetch", "store", "transform"]
@@ -839,10 +894,8 @@ class TestDurability:
             assert row["workflow_version"] == version
             assert row["error_type"] is None and row["error_message"] is None
             assert int(row["started_at"]) <= int(row["finished_at"])
-        assert json.loads(tasks["fetch"]["output_context"]) == {"job": "nightly",
-                                                                "rows": [1, 2, 3]}
-        assert json.loads(tasks["transform"]["output_context"]) == {"job": "nightly",
-                                                                    "rows": [10, 20, 30]}
+        assert json.loads(tasks["fetch"]["output_context"]) == {"job": "nightly", "rows": [1, 2, 3]}
+        assert json.loads(tasks["transform"]["output_context"]) == {"job": "nightly", "rows": [10, 20, 30]}
         assert json.loads(tasks["store"]["output_context"]) == EXPECTED_CHAIN_CONTEXT
         # a dependent starts only after its dependency was recorded as completed
         assert int(tasks["transform"]["started_at"]) >= int(tasks["fetch"]["finished_at"])

@@ -34,14 +34,14 @@ def sql_str(value: str) -> str:
 
 def task_states(db_query, url, execution_id):
     """{task_id: (status, attempt)} of one execution, straight from the table."""
-    rows = db_query(url, "SELECT task_id, status, attempt FROM cloaca_task_executions "
-                         f"WHERE execution_id = {sql_str(execution_id)}")
+    rows = db_query(
+        url, f"SELECT task_id, status, attempt FROM cloaca_task_executions WHERE execution_id = {sql_str(execution_id)}"
+    )
     return {task_id: (status, attempt) for task_id, status, attempt in rows}
 
 
 def execution_state(db_query, url, execution_id):
-    rows = db_query(url, "SELECT status, finished_at FROM cloaca_executions "
-                         f"WHERE id = {sql_str(execution_id)}")
+    rows = db_query(url, f"SELECT status, finished_at FROM cloaca_executions WHERE id = {sql_str(execution_id)}")
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -53,37 +53,55 @@ def side_effects(path):
 
 
 @pytest.fixture
-def interrupted(fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until,
-                db_query):
+def interrupted(fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until, db_query):
     """An execution whose runner process was SIGKILLed while task b was running."""
     side_file = tmp_path / "side-effects.txt"
     side_file.touch()
     marker_dir = tmp_path / "markers"
     marker_dir.mkdir()
     id_file = tmp_path / "execution-id"
-    common = ["--url", fresh_database_url, "--workflow", workflow_name,
-              "--side-file", side_file, "--marker-dir", marker_dir,
-              "--lease", LEASE_SECONDS]
+    common = [
+        "--url",
+        fresh_database_url,
+        "--workflow",
+        workflow_name,
+        "--side-file",
+        side_file,
+        "--marker-dir",
+        marker_dir,
+        "--lease",
+        LEASE_SECONDS,
+    ]
 
-    first = run_scenario.start("recovery_runner.py", *common, "--mode", "start", "--slow-b",
-                               "--result-file", id_file, "--seconds", 600)
-    wait_until(lambda: id_file.exists() and (marker_dir / f"b.{first.pid}").exists(),
-               120, "task b to start in the first runner process", proc=first)
+    first = run_scenario.start(
+        "recovery_runner.py", *common, "--mode", "start", "--slow-b", "--result-file", id_file, "--seconds", 600
+    )
+    wait_until(
+        lambda: id_file.exists() and (marker_dir / f"b.{first.pid}").exists(),
+        120,
+        "task b to start in the first runner process",
+        proc=first,
+    )
     execution_id = id_file.read_text().strip()
 
     def a_and_d_completed():
         states = task_states(db_query, fresh_database_url, execution_id)
-        return states.get("a", ("",))[0] == "completed" and \
-            states.get("d", ("",))[0] == "completed"
+        return states.get("a", ("",))[0] == "completed" and states.get("d", ("",))[0] == "completed"
 
     wait_until(a_and_d_completed, 60, "a and d to be recorded as completed", proc=first)
     first.kill()  # SIGKILL: no shutdown, no cleanup, the lease of b is left to expire
     first.wait(timeout=30)
     assert first.returncode == -9, first.output()
 
-    return SimpleNamespace(url=fresh_database_url, workflow=workflow_name,
-                           execution_id=execution_id, side_file=side_file,
-                           first_pid=first.pid, common=common, tmp_path=tmp_path)
+    return SimpleNamespace(
+        url=fresh_database_url,
+        workflow=workflow_name,
+        execution_id=execution_id,
+        side_file=side_file,
+        first_pid=first.pid,
+        common=common,
+        tmp_path=tmp_path,
+    )
 
 
 def assert_still_interrupted(db_query, crash, b_states=("running",)):
@@ -104,11 +122,20 @@ def assert_still_interrupted(db_query, crash, b_states=("running",)):
 def resume(run_scenario, crash, name="resumed.json"):
     """Run a recovering runner process until the execution finishes; its JSON result."""
     result_file = crash.tmp_path / name
-    done = run_scenario("recovery_runner.py", *crash.common, "--mode", "resume",
-                        "--execution-id", crash.execution_id, "--result-file", result_file,
-                        "--seconds", 120, timeout=240)
-    assert done.returncode == 0, (
-        f"the recovering runner exited with {done.returncode}\n{done.stdout}\n{done.stderr}")
+    done = run_scenario(
+        "recovery_runner.py",
+        *crash.common,
+        "--mode",
+        "resume",
+        "--execution-id",
+        crash.execution_id,
+        "--result-file",
+        result_file,
+        "--seconds",
+        120,
+        timeout=240,
+    )
+    assert done.returncode == 0, f"the recovering runner exited with {done.returncode}\n{done.stdout}\n{done.stderr}"
     return json.loads(result_file.read_text())
 
 
@@ -126,8 +153,12 @@ def assert_recovered(db_query, crash, result):
     assert pids["c"] == [result["pid"]], ran
 
     states = task_states(db_query, crash.url, crash.execution_id)
-    assert states == {"a": ("completed", "1"), "b": ("completed", "2"),
-                      "c": ("completed", "1"), "d": ("completed", "1")}, states
+    assert states == {
+        "a": ("completed", "1"),
+        "b": ("completed", "2"),
+        "c": ("completed", "1"),
+        "d": ("completed", "1"),
+    }, states
     status, finished_at = execution_state(db_query, crash.url, crash.execution_id)
     assert status == "completed" and finished_at is not None
 
@@ -135,9 +166,22 @@ def assert_recovered(db_query, crash, result):
 def stay_up(run_scenario, crash, *extra):
     """Run an idle runner process for three lease periods; what it saw of the execution."""
     ready, seen = crash.tmp_path / "idle-ready", crash.tmp_path / "idle-seen.json"
-    done = run_scenario("recovery_runner.py", *crash.common, "--mode", "idle", *extra,
-                        "--execution-id", crash.execution_id, "--ready-file", ready,
-                        "--result-file", seen, "--seconds", 3 * LEASE_SECONDS, timeout=180)
+    done = run_scenario(
+        "recovery_runner.py",
+        *crash.common,
+        "--mode",
+        "idle",
+        *extra,
+        "--execution-id",
+        crash.execution_id,
+        "--ready-file",
+        ready,
+        "--result-file",
+        seen,
+        "--seconds",
+        3 * LEASE_SECONDS,
+        timeout=180,
+    )
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert ready.exists()
     return json.loads(seen.read_text())
@@ -155,14 +199,13 @@ def test_a_new_runner_finishes_an_interrupted_execution(interrupted, run_scenari
         assert seen.status == "Completed"
         assert seen.final_context.to_dict() == EXPECTED_FINAL_CONTEXT
         assert seen.end_time is not None
-        assert [r.execution_id for r in runner.list_executions(
-            workflow_name=interrupted.workflow, status="Completed")] == \
-            [interrupted.execution_id]
+        assert [
+            r.execution_id for r in runner.list_executions(workflow_name=interrupted.workflow, status="Completed")
+        ] == [interrupted.execution_id]
 
 
 @pytest.mark.parametrize("register", ["none", "other-version"])
-def test_a_runner_without_the_workflow_leaves_it_alone(interrupted, run_scenario, db_query,
-                                                       register):
+def test_a_runner_without_the_workflow_leaves_it_alone(interrupted, run_scenario, db_query, register):
     """A runner with no such workflow registered, or with another version of it under
     the same name, does not claim the expired task; the execution waits for a runner
     that has it."""
@@ -179,8 +222,7 @@ def test_a_runner_without_the_workflow_leaves_it_alone(interrupted, run_scenario
     assert_recovered(db_query, interrupted, resume(run_scenario, interrupted))
 
 
-def test_a_runner_with_recovery_disabled_does_not_claim_it(interrupted, run_scenario,
-                                                          db_query):
+def test_a_runner_with_recovery_disabled_does_not_claim_it(interrupted, run_scenario, db_query):
     before = interrupted.side_file.read_text()
 
     seen = stay_up(run_scenario, interrupted, "--register", "same", "--no-recovery")

@@ -21,19 +21,31 @@ TASK_IDS = ["root", *(f"m{i:03d}" for i in range(MIDDLE_TASKS)), "join"]
 @pytest.fixture(autouse=True)
 def postgres_only(backend):
     if backend != "postgres":
-        pytest.skip("scale-out across runner processes is a postgres feature (claims with "
-                    "FOR UPDATE SKIP LOCKED, wake-ups by LISTEN/NOTIFY); a sqlite database "
-                    "has a single writer and is not shared between machines")
+        pytest.skip(
+            "scale-out across runner processes is a postgres feature (claims with "
+            "FOR UPDATE SKIP LOCKED, wake-ups by LISTEN/NOTIFY); a sqlite database "
+            "has a single writer and is not shared between machines"
+        )
 
 
-def test_three_runner_processes_share_one_workflow(fresh_database_url, workflow_name,
-                                                   tmp_path, run_scenario, wait_until,
-                                                   db_query):
+def test_three_runner_processes_share_one_workflow(
+    fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until, db_query
+):
     side_file = tmp_path / "side-effects.txt"
     side_file.touch()
     result_file = tmp_path / "result.json"
-    common = ["--url", fresh_database_url, "--workflow", workflow_name,
-              "--side-file", side_file, "--tasks", MIDDLE_TASKS, "--seconds", 240]
+    common = [
+        "--url",
+        fresh_database_url,
+        "--workflow",
+        workflow_name,
+        "--side-file",
+        side_file,
+        "--tasks",
+        MIDDLE_TASKS,
+        "--seconds",
+        240,
+    ]
 
     # Two serving workers first, and only once both are up, the one that starts the run.
     workers = []
@@ -43,8 +55,9 @@ def test_three_runner_processes_share_one_workflow(fresh_database_url, workflow_
         wait_until(ready.exists, 120, f"worker {n} to open its runner", proc=proc)
         workers.append(proc)
     ready = tmp_path / "ready-starter"
-    starter = run_scenario.start("scale_worker.py", *common, "--ready-file", ready,
-                                 "--start", "--result-file", result_file)
+    starter = run_scenario.start(
+        "scale_worker.py", *common, "--ready-file", ready, "--start", "--result-file", result_file
+    )
     processes = [*workers, starter]
 
     # Bounded lifetimes: each waits for at most its own deadline; run_scenario kills
@@ -76,18 +89,21 @@ def test_three_runner_processes_share_one_workflow(fresh_database_url, workflow_
     ran_by = {task: int(pid) for task, pid in lines}
     assert all(final[f"m{i:03d}"] == ran_by[f"m{i:03d}"] for i in range(MIDDLE_TASKS))
 
-    rows = db_query(fresh_database_url, "SELECT task_id, status, attempt FROM "
-                                        "cloaca_task_executions WHERE execution_id = "
-                                        f"'{result['execution_id']}'")
+    rows = db_query(
+        fresh_database_url,
+        f"SELECT task_id, status, attempt FROM cloaca_task_executions WHERE execution_id = '{result['execution_id']}'",
+    )
     assert sorted(task for task, _, _ in rows) == sorted(TASK_IDS)
     not_once = [row for row in rows if row[1:] != ("completed", "1")]
     assert not not_once, f"tasks not completed in exactly one attempt: {not_once[:10]}"
-    assert db_query(fresh_database_url, "SELECT status FROM cloaca_executions WHERE id = "
-                                        f"'{result['execution_id']}'") == [("completed",)]
+    assert db_query(
+        fresh_database_url, f"SELECT status FROM cloaca_executions WHERE id = '{result['execution_id']}'"
+    ) == [("completed",)]
 
 
-def test_idle_runners_in_other_processes_are_woken_by_notify(fresh_database_url, workflow_name,
-                                                              tmp_path, run_scenario, wait_until):
+def test_idle_runners_in_other_processes_are_woken_by_notify(
+    fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until
+):
     """Both runners poll only once a minute, so the run can finish within the wait
     only if the idle process is woken by NOTIFY cloaca_work and the waiting one by
     NOTIFY cloaca_done."""
@@ -108,6 +124,7 @@ def test_idle_runners_in_other_processes_are_woken_by_notify(fresh_database_url,
             return ctx
 
     with cloaca.WorkflowBuilder(f"{workflow_name}_blocker") as builder:
+
         @cloaca.task(id="block")
         def block(ctx):
             time.sleep(4)

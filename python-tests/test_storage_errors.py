@@ -44,8 +44,7 @@ def postgres_only(backend):
 def sqlite_tables(path) -> list:
     """Table names in a SQLite file, read without changing it."""
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        return sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master "
-                                               "WHERE type = 'table'"))
+        return sorted(r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
 
 
 def make_plain_sqlite_database(path) -> None:
@@ -60,12 +59,15 @@ def make_plain_sqlite_database(path) -> None:
 # sqlite files
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("sqlite_only")
 class TestSqliteFiles:
-    @pytest.mark.skipif(os.geteuid() == 0,
-                        reason="running as root, which writes through file permissions, so "
-                               "chmod 0o444 does not make the file read-only for this process; "
-                               "the ?mode=ro tests below cover read-only files as root")
+    @pytest.mark.skipif(
+        os.geteuid() == 0,
+        reason="running as root, which writes through file permissions, so "
+        "chmod 0o444 does not make the file read-only for this process; "
+        "the ?mode=ro tests below cover read-only files as root",
+    )
     def test_read_only_file(self, tmp_path):
         path = tmp_path / "existing.db"
         with cloaca.DefaultRunner(sqlite_url(path)):
@@ -104,7 +106,8 @@ class TestSqliteFiles:
                 "try:\n"
                 f"    cloaca.DefaultRunner({sqlite_url(path)!r})\n"
                 "except ValueError as e:\n"
-                "    print('ValueError:', e)\n")
+                "    print('ValueError:', e)\n"
+            )
             assert done.returncode == 0, done.stderr
             assert done.stdout.startswith("ValueError:"), done.stdout + done.stderr
             assert path in done.stdout and "read-only" in done.stdout, done.stdout
@@ -133,10 +136,14 @@ class TestSqliteFiles:
         assert str(path) in str(excinfo.value)
         assert not path.exists()
 
-    @pytest.mark.parametrize("content", [
-        b"this is not sqlite\0" + os.urandom(8192),
-        ("A text file, not a database.\n" * 200).encode(),
-    ], ids=["random-bytes", "text"])
+    @pytest.mark.parametrize(
+        "content",
+        [
+            b"this is not sqlite\0" + os.urandom(8192),
+            ("A text file, not a database.\n" * 200).encode(),
+        ],
+        ids=["random-bytes", "text"],
+    )
     def test_a_file_that_is_not_a_sqlite_database(self, tmp_path, content):
         path = tmp_path / "not-a-database.db"
         path.write_bytes(content)
@@ -174,6 +181,7 @@ class TestSqliteFiles:
 # postgres servers
 # ---------------------------------------------------------------------------
 
+
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
     with socket.socket() as s:
@@ -195,8 +203,7 @@ def open_in_subprocess(run_scenario, url):
 class TestPostgresServers:
     def test_a_server_that_does_not_answer(self, run_scenario):
         port = closed_port()
-        outcome = open_in_subprocess(run_scenario,
-                                     f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        outcome = open_in_subprocess(run_scenario, f"postgresql://postgres@127.0.0.1:{port}/postgres")
         assert outcome["opened"] is False, outcome
         assert outcome["is_value_error"], outcome
         assert f"127.0.0.1:{port}" in outcome["message"]
@@ -211,20 +218,19 @@ class TestPostgresServers:
         assert outcome["opened"] is False, outcome
         assert outcome["is_value_error"], outcome
         assert name in outcome["message"]
-        assert db_query(database_url, "SELECT count(*) FROM pg_database "
-                                      f"WHERE datname = '{name}'") == [("0",)]
+        assert db_query(database_url, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'") == [("0",)]
 
 
 # ---------------------------------------------------------------------------
 # migrations, both backends
 # ---------------------------------------------------------------------------
 
+
 def cloaca_tables(backend, url, db_query) -> set:
     if backend == "sqlite":
         sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
     else:
-        sql = ("SELECT table_name FROM information_schema.tables "
-               "WHERE table_schema = current_schema()")
+        sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
     return {row[0] for row in db_query(url, sql)}
 
 
@@ -232,8 +238,7 @@ MIGRATIONS_SQL = "SELECT version, name, applied_at FROM cloaca_schema_migrations
 
 
 class TestMigrations:
-    def test_opening_a_database_again_changes_nothing(self, backend, fresh_database_url,
-                                                      db_query):
+    def test_opening_a_database_again_changes_nothing(self, backend, fresh_database_url, db_query):
         with cloaca.DefaultRunner(fresh_database_url):
             pass
         applied = db_query(fresh_database_url, MIGRATIONS_SQL)
@@ -249,8 +254,7 @@ class TestMigrations:
                 pass
             assert db_query(fresh_database_url, MIGRATIONS_SQL) == applied
 
-    def test_two_processes_opening_a_new_database_at_once(self, fresh_database_url,
-                                                          run_scenario, db_query):
+    def test_two_processes_opening_a_new_database_at_once(self, fresh_database_url, run_scenario, db_query):
         """Runners started together (as scale-out deployments do) both migrate safely."""
         procs = [run_scenario.start("open_runner.py", fresh_database_url) for _ in range(2)]
         for proc in procs:
@@ -265,9 +269,9 @@ class TestMigrations:
         versions = [version for version, _, _ in applied]
         assert versions and len(versions) == len(set(versions)), applied
 
-    def test_rows_written_by_one_runner_survive_opening_by_another(
-            self, fresh_database_url, db_query, workflow_name):
+    def test_rows_written_by_one_runner_survive_opening_by_another(self, fresh_database_url, db_query, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task(id="first")
             def first(ctx):
                 ctx.set("first", 1)
@@ -283,8 +287,7 @@ class TestMigrations:
         assert result.status == "Completed", result.error_message
         snapshot_sql = [
             f"SELECT * FROM cloaca_executions WHERE id = '{result.execution_id}'",
-            "SELECT * FROM cloaca_task_executions "
-            f"WHERE execution_id = '{result.execution_id}' ORDER BY task_id",
+            f"SELECT * FROM cloaca_task_executions WHERE execution_id = '{result.execution_id}' ORDER BY task_id",
             MIGRATIONS_SQL,
         ]
         before = [db_query(fresh_database_url, sql) for sql in snapshot_sql]
@@ -294,7 +297,6 @@ class TestMigrations:
             seen = again.get_execution(result.execution_id)
             assert seen.status == "Completed"
             assert seen.final_context.to_dict() == {"kept": True, "first": 1, "second": 2}
-            assert [r.execution_id for r in again.list_executions(
-                workflow_name=workflow_name)] == [result.execution_id]
+            assert [r.execution_id for r in again.list_executions(workflow_name=workflow_name)] == [result.execution_id]
 
         assert [db_query(fresh_database_url, sql) for sql in snapshot_sql] == before

@@ -56,7 +56,7 @@ GOOD_NAMES = ["a", "_", "tenant_a", "t0_x9", "pg", "a" * 63]
 
 #: Passwords a caller may give; each must be stored exactly and survive the URL.
 GIVEN_PASSWORDS = {
-    "quotes": "it's a \"quoted\" password",
+    "quotes": 'it\'s a "quoted" password',
     "backslashes": "back\\slash\\\\ and \\' too",
     "semicolons": "semi;colon;DROP TABLE x;",
     "statement": "'; DROP ROLE postgres; --",
@@ -72,8 +72,10 @@ GIVEN_PASSWORDS = {
 @pytest.fixture
 def postgres_only(backend):
     if backend != "postgres":
-        pytest.skip("multi-tenancy is a postgres feature (schemas and roles); the sqlite "
-                    "backend refuses it, which TestSqlite checks")
+        pytest.skip(
+            "multi-tenancy is a postgres feature (schemas and roles); the sqlite "
+            "backend refuses it, which TestSqlite checks"
+        )
 
 
 @pytest.fixture
@@ -85,6 +87,7 @@ def sqlite_only(backend):
 # ---------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------
+
 
 def closed_port() -> int:
     """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
@@ -107,8 +110,12 @@ def with_user(url: str, user: str) -> str:
 
 def psql_as(url: str, sql: str) -> subprocess.CompletedProcess:
     """Run `sql` with psql as whoever `url` names; the outcome, failures included."""
-    return subprocess.run([psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                           "-d", url, "-c", sql], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def schemas(url: str) -> set:
@@ -128,16 +135,18 @@ def schema_exists(url: str, schema: str) -> bool:
 
 
 def schema_owner(url: str, schema: str) -> str:
-    rows = query_database(url, "SELECT pg_get_userbyid(nspowner) FROM pg_namespace "
-                               f"WHERE nspname = {sql_str(schema)}")
+    rows = query_database(url, f"SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = {sql_str(schema)}")
     assert len(rows) == 1, f"schema {schema!r} does not exist"
     return rows[0][0]
 
 
 def tables_in(url: str, schema: str) -> set:
-    return {row[0] for row in query_database(
-        url, "SELECT table_name FROM information_schema.tables "
-             f"WHERE table_schema = {sql_str(schema)}")}
+    return {
+        row[0]
+        for row in query_database(
+            url, f"SELECT table_name FROM information_schema.tables WHERE table_schema = {sql_str(schema)}"
+        )
+    }
 
 
 def stored_verifier(url: str, role: str):
@@ -159,19 +168,29 @@ def saslprep(password: str) -> str:
     applies, the raw text where it does not (ASCII is taken as it is)."""
     if password.isascii():
         return password
-    mapped = "".join(" " if stringprep.in_table_c12(c) else c
-                     for c in password if not stringprep.in_table_b1(c))
+    mapped = "".join(" " if stringprep.in_table_c12(c) else c for c in password if not stringprep.in_table_b1(c))
     prepared = unicodedata.normalize("NFKC", mapped)
-    prohibited = (stringprep.in_table_a1, stringprep.in_table_c12, stringprep.in_table_c21,
-                  stringprep.in_table_c22, stringprep.in_table_c3, stringprep.in_table_c4,
-                  stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7,
-                  stringprep.in_table_c8, stringprep.in_table_c9)
+    prohibited = (
+        stringprep.in_table_a1,
+        stringprep.in_table_c12,
+        stringprep.in_table_c21,
+        stringprep.in_table_c22,
+        stringprep.in_table_c3,
+        stringprep.in_table_c4,
+        stringprep.in_table_c5,
+        stringprep.in_table_c6,
+        stringprep.in_table_c7,
+        stringprep.in_table_c8,
+        stringprep.in_table_c9,
+    )
     if not prepared or any(test(c) for c in prepared for test in prohibited):
         return password
     if any(stringprep.in_table_d1(c) for c in prepared):
-        if (any(stringprep.in_table_d2(c) for c in prepared)
-                or not stringprep.in_table_d1(prepared[0])
-                or not stringprep.in_table_d1(prepared[-1])):
+        if (
+            any(stringprep.in_table_d2(c) for c in prepared)
+            or not stringprep.in_table_d1(prepared[0])
+            or not stringprep.in_table_d1(prepared[-1])
+        ):
             return password
     return prepared
 
@@ -179,38 +198,36 @@ def saslprep(password: str) -> str:
 def scram_verifier_matches(verifier: str, password: str) -> bool:
     """Whether a stored `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` verifier
     was made from `password`: both keys are recomputed from the salt and iteration count."""
-    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)",
-                         verifier or "")
+    match = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)", verifier or "")
     assert match, f"not a SCRAM-SHA-256 verifier: {verifier!r}"
     iterations = int(match[1])
     assert iterations >= 4096, f"only {iterations} PBKDF2 iterations"
     salt, stored_key, server_key = (base64.b64decode(match[i]) for i in (2, 3, 4))
     salted = hashlib.pbkdf2_hmac("sha256", saslprep(password).encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    return (hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key)
-            and hmac.compare_digest(hmac.new(salted, b"Server Key", hashlib.sha256).digest(),
-                                    server_key))
+    return hmac.compare_digest(hashlib.sha256(client_key).digest(), stored_key) and hmac.compare_digest(
+        hmac.new(salted, b"Server Key", hashlib.sha256).digest(), server_key
+    )
 
 
 def assert_password_stored(url: str, role: str, password: str) -> None:
     verifier = stored_verifier(url, role)
-    assert scram_verifier_matches(verifier, password), \
+    assert scram_verifier_matches(verifier, password), (
         f"the verifier stored for {role} was not made from the given password"
+    )
     assert not scram_verifier_matches(verifier, password + "x"), "the check does not discriminate"
 
 
 def rust_debug(text: str) -> str:
     """`text` as Rust's `{:?}` writes a str: double quotes, backslash escapes."""
     escapes = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
-    return '"' + "".join(escapes.get(c) or (c if c.isprintable() else f"\\u{{{ord(c):x}}}")
-                         for c in text) + '"'
+    return '"' + "".join(escapes.get(c) or (c if c.isprintable() else f"\\u{{{ord(c):x}}}") for c in text) + '"'
 
 
 def assert_shows_name(message: str, name: str) -> None:
     """The message quotes the refused name exactly: as Python's repr() writes it, or as
     the engine's Rust formatting ({:?}) does; either shows the value unambiguously."""
-    assert repr(name) in message or rust_debug(name) in message, \
-        f"{name!r} is not shown in {message!r}"
+    assert repr(name) in message or rust_debug(name) in message, f"{name!r} is not shown in {message!r}"
 
 
 def error_texts(exc: BaseException) -> str:
@@ -231,6 +248,7 @@ def assert_not_leaked(text: str, password: str) -> None:
 def define_workflow(name: str) -> None:
     """Register a one-task workflow that marks its context."""
     with cloaca.WorkflowBuilder(name):
+
         @cloaca.task(id="mark")
         def mark(ctx):
             ctx.set("marked", True)
@@ -263,9 +281,11 @@ def drop_roles(url: str, names) -> None:
     """Drop roles (and whatever they own or were granted in that database) as the superuser."""
     failures = []
     for role in names:
-        sql = ("DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = "
-               f"{sql_str(role)}) THEN EXECUTE 'DROP OWNED BY \"{role}\" CASCADE'; END IF; END $$; "
-               f'DROP ROLE IF EXISTS "{role}"')
+        sql = (
+            "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = "
+            f"{sql_str(role)}) THEN EXECUTE 'DROP OWNED BY \"{role}\" CASCADE'; END IF; END $$; "
+            f'DROP ROLE IF EXISTS "{role}"'
+        )
         try:
             psql(url, sql)
         except AssertionError as exc:
@@ -288,13 +308,16 @@ def names(postgres_only, fresh_database_url):
 # sqlite: no multi-tenancy
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("sqlite_only")
 class TestSqlite:
     def test_with_schema_needs_postgres(self, fresh_database_url):
         path = sqlite_path_of(fresh_database_url)
-        for url, schema in [(fresh_database_url, "tenant_a"),
-                            (fresh_database_url, "Bad-Name"),
-                            ("postgresql://postgres@127.0.0.1:5432/postgres", "tenant_a")]:
+        for url, schema in [
+            (fresh_database_url, "tenant_a"),
+            (fresh_database_url, "Bad-Name"),
+            ("postgresql://postgres@127.0.0.1:5432/postgres", "tenant_a"),
+        ]:
             with pytest.raises(ValueError) as excinfo:
                 cloaca.DefaultRunner.with_schema(url, schema)
             assert "postgres" in str(excinfo.value).lower(), str(excinfo.value)
@@ -310,6 +333,7 @@ class TestSqlite:
 # schema names
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("postgres_only")
 class TestSchemaNames:
     def test_tenant_classes_are_exported(self):
@@ -322,8 +346,7 @@ class TestSchemaNames:
         """The URL points at a closed port: the error must be about the name."""
         port = closed_port()
         with pytest.raises(ValueError) as excinfo:
-            cloaca.DefaultRunner.with_schema(f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                                             name)
+            cloaca.DefaultRunner.with_schema(f"postgresql://postgres@127.0.0.1:{port}/postgres", name)
         message = str(excinfo.value)
         assert_shows_name(message, name)
         assert f"127.0.0.1:{port}" not in message, message
@@ -332,8 +355,7 @@ class TestSchemaNames:
         """The contrast to the test above: a valid name passes, and the closed port fails."""
         port = closed_port()
         with pytest.raises(ValueError) as excinfo:
-            cloaca.DefaultRunner.with_schema(f"postgresql://postgres@127.0.0.1:{port}/postgres",
-                                             "tenant_a")
+            cloaca.DefaultRunner.with_schema(f"postgresql://postgres@127.0.0.1:{port}/postgres", "tenant_a")
         assert f"127.0.0.1:{port}" in str(excinfo.value)
 
     def test_bad_names_leave_the_database_untouched(self, fresh_database_url):
@@ -359,15 +381,17 @@ class TestSchemaNames:
 # isolation between schemas
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("postgres_only")
 class TestIsolation:
-    def test_two_schemas_on_one_database_see_only_their_own(self, fresh_database_url,
-                                                            workflow_name, db_query):
+    def test_two_schemas_on_one_database_see_only_their_own(self, fresh_database_url, workflow_name, db_query):
         url = fresh_database_url
         define_workflow(workflow_name)
         config = cloaca.DefaultRunnerConfig(max_concurrent_tasks=2)
-        with cloaca.DefaultRunner.with_schema(url, "s1") as one, \
-                cloaca.DefaultRunner.with_schema(url, "s2", config=config) as two:
+        with (
+            cloaca.DefaultRunner.with_schema(url, "s1") as one,
+            cloaca.DefaultRunner.with_schema(url, "s2", config=config) as two,
+        ):
             ones = [run_workflow(one, workflow_name, {"n": n}) for n in range(2)]
             twos = [run_workflow(two, workflow_name, {"n": 9})]
 
@@ -389,8 +413,12 @@ class TestIsolation:
                 two.get_cron_schedule(schedule)
 
         # the tables are in the schemas, none in public
-        found = {row[0] for row in db_query(url, "SELECT table_schema FROM information_schema.tables "
-                                                 "WHERE table_name = 'cloaca_executions'")}
+        found = {
+            row[0]
+            for row in db_query(
+                url, "SELECT table_schema FROM information_schema.tables WHERE table_name = 'cloaca_executions'"
+            )
+        }
         assert found == {"s1", "s2"}
         assert REQUIRED_TABLES <= tables_in(url, "s1")
         assert REQUIRED_TABLES <= tables_in(url, "s2")
@@ -416,12 +444,12 @@ class TestIsolation:
 # TenantConfig (no database needed)
 # ---------------------------------------------------------------------------
 
+
 @pytest.mark.usefixtures("postgres_only")
 class TestTenantConfig:
     def test_attributes(self):
         config = cloaca.TenantConfig("tenant_a", "tenant_a_user")
-        assert (config.schema_name, config.username, config.password) == \
-            ("tenant_a", "tenant_a_user", None)
+        assert (config.schema_name, config.username, config.password) == ("tenant_a", "tenant_a_user", None)
         given = cloaca.TenantConfig("tenant_b", "tenant_b_user", "a given password")
         assert given.password == "a given password"
         assert cloaca.TenantConfig(schema_name="s", username="u", password=None).password is None
@@ -437,8 +465,11 @@ class TestTenantConfig:
         for name in GOOD_NAMES:
             assert cloaca.TenantConfig(name, name).schema_name == name
 
-    @pytest.mark.parametrize("args", [(1, "u"), ("s", 1), (None, "u"), ("s", b"u")],
-                             ids=["int-schema", "int-user", "none-schema", "bytes-user"])
+    @pytest.mark.parametrize(
+        "args",
+        [(1, "u"), ("s", 1), (None, "u"), ("s", b"u")],
+        ids=["int-schema", "int-user", "none-schema", "bytes-user"],
+    )
     def test_names_must_be_str(self, args):
         with pytest.raises(TypeError):
             cloaca.TenantConfig(*args)
@@ -466,6 +497,7 @@ class TestTenantConfig:
 # ---------------------------------------------------------------------------
 # DatabaseAdmin and tenants
 # ---------------------------------------------------------------------------
+
 
 @pytest.mark.usefixtures("postgres_only")
 class TestDatabaseAdmin:
@@ -501,23 +533,33 @@ class TestDatabaseAdmin:
 
         admin_parts, parts = urlsplit(admin_url), urlsplit(creds.connection_string)
         assert parts.scheme in ("postgres", "postgresql")
-        assert (parts.hostname, parts.port, parts.path, parts.query) == \
-            (admin_parts.hostname, admin_parts.port, admin_parts.path, admin_parts.query)
+        assert (parts.hostname, parts.port, parts.path, parts.query) == (
+            admin_parts.hostname,
+            admin_parts.port,
+            admin_parts.path,
+            admin_parts.query,
+        )
         assert unquote(parts.username) == user
         assert unquote(parts.password) == creds.password
 
         # the role: may log in, owns its schema, holds nothing else
-        attributes = db_query(fresh_database_url, "SELECT rolcanlogin, rolsuper, rolcreaterole, "
-                                                  "rolcreatedb, rolbypassrls, rolreplication "
-                                                  f"FROM pg_roles WHERE rolname = {sql_str(user)}")
+        attributes = db_query(
+            fresh_database_url,
+            "SELECT rolcanlogin, rolsuper, rolcreaterole, "
+            "rolcreatedb, rolbypassrls, rolreplication "
+            f"FROM pg_roles WHERE rolname = {sql_str(user)}",
+        )
         assert attributes == [("t", "f", "f", "f", "f", "f")]
         assert schema_owner(fresh_database_url, schema) == user
-        assert db_query(fresh_database_url, "SELECT count(*) FROM pg_auth_members "
-                                            f"WHERE member = {sql_str(user)}::regrole") == [("0",)]
-        privileges = db_query(fresh_database_url,
-                              f"SELECT has_database_privilege({sql_str(user)}, current_database(), 'CONNECT'), "
-                              f"has_database_privilege({sql_str(user)}, current_database(), 'CREATE'), "
-                              f"has_schema_privilege({sql_str(user)}, 'public', 'CREATE')")
+        assert db_query(
+            fresh_database_url, f"SELECT count(*) FROM pg_auth_members WHERE member = {sql_str(user)}::regrole"
+        ) == [("0",)]
+        privileges = db_query(
+            fresh_database_url,
+            f"SELECT has_database_privilege({sql_str(user)}, current_database(), 'CONNECT'), "
+            f"has_database_privilege({sql_str(user)}, current_database(), 'CREATE'), "
+            f"has_schema_privilege({sql_str(user)}, 'public', 'CREATE')",
+        )
         assert privileges == [("t", "f", "f")]
         assert registered_tenants(fresh_database_url) == {(schema, user)}
 
@@ -538,8 +580,7 @@ class TestDatabaseAdmin:
         assert re.fullmatch(r"[A-Za-z0-9]{32}", other.password)
         assert other.password != creds.password
 
-    def test_a_given_password_is_stored_exactly_and_encoded_in_the_url(self, fresh_database_url,
-                                                                       names):
+    def test_a_given_password_is_stored_exactly_and_encoded_in_the_url(self, fresh_database_url, names):
         admin = cloaca.DatabaseAdmin(fresh_database_url)
         for label, password in GIVEN_PASSWORDS.items():
             schema, user = names.schema("pw"), names.role("pw")
@@ -550,22 +591,22 @@ class TestDatabaseAdmin:
             parts = urlsplit(creds.connection_string)
             assert unquote(parts.password) == password, label
             assert unquote(parts.username) == user, label
-            assert (parts.hostname, parts.port, parts.path) == \
-                (urlsplit(fresh_database_url).hostname, urlsplit(fresh_database_url).port,
-                 urlsplit(fresh_database_url).path), label
+            assert (parts.hostname, parts.port, parts.path) == (
+                urlsplit(fresh_database_url).hostname,
+                urlsplit(fresh_database_url).port,
+                urlsplit(fresh_database_url).path,
+            ), label
             for text in (repr(creds), str(creds)):
                 assert_not_leaked(text, password)
             done = psql_as(creds.connection_string, "SELECT current_user")
             assert done.returncode == 0, f"{label}: {done.stderr}"
             assert done.stdout.strip() == user, label
 
-    def test_a_tenant_runs_workflows_and_reaches_nothing_else(self, fresh_database_url, names,
-                                                             workflow_name, db_query):
+    def test_a_tenant_runs_workflows_and_reaches_nothing_else(self, fresh_database_url, names, workflow_name, db_query):
         url = fresh_database_url
         admin = cloaca.DatabaseAdmin(url)
         a = admin.create_tenant(cloaca.TenantConfig(names.schema("a"), names.role("a")))
-        b = admin.create_tenant(cloaca.TenantConfig(names.schema("b"), names.role("b"),
-                                                    "p@ss:w/rd?#%;'\" ü"))
+        b = admin.create_tenant(cloaca.TenantConfig(names.schema("b"), names.role("b"), "p@ss:w/rd?#%;'\" ü"))
         define_workflow(workflow_name)
 
         with cloaca.DefaultRunner.with_schema(a.connection_string, a.schema_name) as runner:
@@ -580,11 +621,14 @@ class TestDatabaseAdmin:
         # the state is in each tenant's schema, in tables the tenant owns
         for creds, execution_id in [(a, a_id), (b, b_id)]:
             assert REQUIRED_TABLES <= tables_in(url, creds.schema_name)
-            owners = {row[0] for row in db_query(url, "SELECT tableowner FROM pg_tables WHERE "
-                                                      f"schemaname = {sql_str(creds.schema_name)}")}
+            owners = {
+                row[0]
+                for row in db_query(
+                    url, f"SELECT tableowner FROM pg_tables WHERE schemaname = {sql_str(creds.schema_name)}"
+                )
+            }
             assert owners == {creds.username}
-            assert db_query(url, f"SELECT id FROM {creds.schema_name}.cloaca_executions") == \
-                [(execution_id,)]
+            assert db_query(url, f"SELECT id FROM {creds.schema_name}.cloaca_executions") == [(execution_id,)]
         assert tables_in(url, "public") == set()
 
         # as tenant a: its own tables are readable ...
@@ -594,17 +638,17 @@ class TestDatabaseAdmin:
         other = psql_as(a.connection_string, f"SELECT id FROM {b.schema_name}.cloaca_executions")
         assert other.returncode != 0 and "permission denied" in other.stderr, other
         # nor a table the admin made in public without granting it
-        psql(url, "CREATE TABLE public.admin_only (secret text); "
-                  "INSERT INTO public.admin_only VALUES ('not for tenants')")
+        psql(
+            url,
+            "CREATE TABLE public.admin_only (secret text); INSERT INTO public.admin_only VALUES ('not for tenants')",
+        )
         public_read = psql_as(a.connection_string, "SELECT secret FROM public.admin_only")
         assert public_read.returncode != 0 and "permission denied" in public_read.stderr, public_read
         # and the tenant creates nothing outside its schema
         public_create = psql_as(a.connection_string, "CREATE TABLE public.mine (v int)")
-        assert public_create.returncode != 0 and "permission denied" in public_create.stderr, \
-            public_create
+        assert public_create.returncode != 0 and "permission denied" in public_create.stderr, public_create
         schema_create = psql_as(a.connection_string, "CREATE SCHEMA tenant_a_extra")
-        assert schema_create.returncode != 0 and "permission denied" in schema_create.stderr, \
-            schema_create
+        assert schema_create.returncode != 0 and "permission denied" in schema_create.stderr, schema_create
         assert not schema_exists(url, "tenant_a_extra")
 
         # a runner as tenant a cannot open tenant b's schema, and changes nothing there
@@ -613,8 +657,7 @@ class TestDatabaseAdmin:
             cloaca.DefaultRunner.with_schema(a.connection_string, b.schema_name)
         assert db_query(url, f"SELECT * FROM {b.schema_name}.cloaca_executions") == before
 
-    def test_an_existing_schema_or_role_is_refused_and_nothing_is_created(
-            self, fresh_database_url, names, db_query):
+    def test_an_existing_schema_or_role_is_refused_and_nothing_is_created(self, fresh_database_url, names, db_query):
         url = fresh_database_url
         admin = cloaca.DatabaseAdmin(url)
         password = "'; DROP ROLE postgres; -- ünï"
@@ -638,14 +681,19 @@ class TestDatabaseAdmin:
         psql(url, f'CREATE ROLE "{existing_role}" NOLOGIN')
         for user in (existing_role, "postgres"):
             schema = names.schema("norole")
-            before = db_query(url, "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid "
-                                   f"WHERE rolname = {sql_str(user)}")
+            before = db_query(
+                url, f"SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = {sql_str(user)}"
+            )
             with pytest.raises(ValueError) as excinfo:
                 admin.create_tenant(cloaca.TenantConfig(schema, user, password))
             assert_not_leaked(error_texts(excinfo.value), password)
             assert not schema_exists(url, schema), f"schema {schema} was left behind"
-            assert db_query(url, "SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid "
-                                 f"WHERE rolname = {sql_str(user)}") == before
+            assert (
+                db_query(
+                    url, f"SELECT rolcanlogin, rolsuper, rolpassword FROM pg_authid WHERE rolname = {sql_str(user)}"
+                )
+                == before
+            )
 
         # the same tenant twice: the first one's password is not replaced
         schema, user = names.schema("twice"), names.role("twice")
@@ -656,8 +704,7 @@ class TestDatabaseAdmin:
         assert_password_stored(url, user, first.password)
         assert registered_tenants(url) == {(schema, user)}
 
-    def test_remove_tenant_drops_its_schema_and_role(self, fresh_database_url, names,
-                                                     workflow_name):
+    def test_remove_tenant_drops_its_schema_and_role(self, fresh_database_url, names, workflow_name):
         url = fresh_database_url
         admin = cloaca.DatabaseAdmin(url)
         a = admin.create_tenant(cloaca.TenantConfig(names.schema("a"), names.role("a")))
@@ -690,17 +737,16 @@ class TestDatabaseAdmin:
         with cloaca.DefaultRunner.with_schema(url, "made_by_runner"):
             pass
         stranger = names.role("stranger")
-        psql(url, f'CREATE ROLE "{stranger}" LOGIN; CREATE SCHEMA stranger_schema '
-                  f'AUTHORIZATION "{stranger}"')
+        psql(url, f'CREATE ROLE "{stranger}" LOGIN; CREATE SCHEMA stranger_schema AUTHORIZATION "{stranger}"')
         schemas_before, roles_before = schemas(url), roles(url)
         registry_before = registered_tenants(url)
 
         refused = [
-            ("made_by_runner", stranger),        # with_schema's schema
-            ("stranger_schema", stranger),       # made by hand
-            ("public", a.username),              # public
+            ("made_by_runner", stranger),  # with_schema's schema
+            ("stranger_schema", stranger),  # made by hand
+            ("public", a.username),  # public
             ("public", "postgres"),
-            (a.schema_name, b.username),         # a real tenant's schema, the wrong user
+            (a.schema_name, b.username),  # a real tenant's schema, the wrong user
             (b.schema_name, a.username),
             (a.schema_name, "postgres"),
             ("no_such_schema", "no_such_user"),  # nothing at all
@@ -717,8 +763,7 @@ class TestDatabaseAdmin:
 
         assert schemas(url) == schemas_before
         assert roles(url) == roles_before
-        assert registered_tenants(url) == registry_before == \
-            {(a.schema_name, a.username), (b.schema_name, b.username)}
+        assert registered_tenants(url) == registry_before == {(a.schema_name, a.username), (b.schema_name, b.username)}
         assert REQUIRED_TABLES <= tables_in(url, "made_by_runner")
         assert "public" in schemas(url)
 
@@ -735,22 +780,26 @@ class TestDatabaseAdmin:
             assert_not_leaked(text, password)
 
         # every refusal create_tenant can make for this config
-        for retry in (config,
-                      cloaca.TenantConfig(config.schema_name, names.role("leak2"), password),
-                      cloaca.TenantConfig(names.schema("leak3"), config.username, password)):
+        for retry in (
+            config,
+            cloaca.TenantConfig(config.schema_name, names.role("leak2"), password),
+            cloaca.TenantConfig(names.schema("leak3"), config.username, password),
+        ):
             with pytest.raises(ValueError) as excinfo:
                 admin.create_tenant(retry)
             assert_not_leaked(error_texts(excinfo.value), password)
             assert_not_leaked(repr(retry), password)
 
     def test_an_admin_with_createrole_and_create_on_the_database_is_enough(
-            self, fresh_database_url, names, workflow_name):
+        self, fresh_database_url, names, workflow_name
+    ):
         """No superuser needed: the rights docs/tenants.md asks of the admin role."""
         url = fresh_database_url
         database = urlsplit(url).path.lstrip("/")
         admin_role = names.role("admin")
-        psql(url, f'CREATE ROLE "{admin_role}" LOGIN CREATEROLE; '
-                  f'GRANT CREATE ON DATABASE "{database}" TO "{admin_role}"')
+        psql(
+            url, f'CREATE ROLE "{admin_role}" LOGIN CREATEROLE; GRANT CREATE ON DATABASE "{database}" TO "{admin_role}"'
+        )
         admin = cloaca.DatabaseAdmin(with_user(url, admin_role))
 
         creds = admin.create_tenant(cloaca.TenantConfig(names.schema("t"), names.role("t")))

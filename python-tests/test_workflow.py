@@ -20,6 +20,7 @@ import cloaca
 
 # --------------------------------------------------------------------------- helpers
 
+
 @pytest.fixture
 def runner(fresh_database_url):
     with cloaca.DefaultRunner(fresh_database_url) as runner:
@@ -50,8 +51,7 @@ def declare(tasks, task_options=None):
     """
     task_options = task_options or {}
     return {
-        task_id: cloaca.task(id=task_id, dependencies=list(deps), **task_options.get(task_id, {}))(
-            marker_task(task_id))
+        task_id: cloaca.task(id=task_id, dependencies=list(deps), **task_options.get(task_id, {}))(marker_task(task_id))
         for task_id, deps in tasks.items()
     }
 
@@ -104,6 +104,7 @@ WIDE = {
 
 # --------------------------------------------------------------------------- @cloaca.task
 
+
 class TestTaskDecorator:
     def test_outside_a_builder_is_a_value_error(self):
         def orphan(context):
@@ -143,6 +144,7 @@ class TestTaskDecorator:
 
     def test_decorated_function_still_runs_when_called(self, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task()
             def double(context):
                 context.set("n", context.get("n") * 2)
@@ -162,6 +164,7 @@ class TestTaskDecorator:
 
     def test_id_defaults_to_the_function_name(self, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name) as builder:
+
             @cloaca.task()
             def compute_total(context):
                 return context
@@ -173,6 +176,7 @@ class TestTaskDecorator:
 
     def test_explicit_id(self, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name) as builder:
+
             @cloaca.task(id="custom_id")
             def some_function(context):
                 return context
@@ -184,6 +188,7 @@ class TestTaskDecorator:
 
     def test_dependencies_as_strings_and_functions(self, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name) as builder:
+
             @cloaca.task(id="first_custom")
             def first(context):
                 return context
@@ -205,6 +210,7 @@ class TestTaskDecorator:
 
     def test_add_task_of_a_function_uses_its_task_id(self, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name) as builder:
+
             @cloaca.task(id="renamed_step")
             def step(context):
                 return context
@@ -216,6 +222,7 @@ class TestTaskDecorator:
     def test_duplicate_id_in_one_block_is_a_value_error(self, workflow_name):
         with pytest.raises(ValueError) as error:
             with cloaca.WorkflowBuilder(workflow_name):
+
                 @cloaca.task(id="twice_used")
                 def one(context):
                     return context
@@ -223,11 +230,13 @@ class TestTaskDecorator:
                 @cloaca.task(id="twice_used")
                 def two(context):
                     return context
+
         assert_message_names(error, "twice_used")
 
     def test_duplicate_of_a_default_id(self, workflow_name):
         with pytest.raises(ValueError) as error:
             with cloaca.WorkflowBuilder(workflow_name):
+
                 @cloaca.task()
                 def step(context):
                     return context
@@ -235,6 +244,7 @@ class TestTaskDecorator:
                 @cloaca.task(id="step")
                 def other(context):
                     return context
+
         assert_message_names(error, "step")
 
     def test_same_id_in_two_workflows_is_fine(self, workflow_name):
@@ -242,36 +252,43 @@ class TestTaskDecorator:
         second = build(f"{workflow_name}_b", {"shared_id": []})
         assert first.topological_sort() == second.topological_sort() == ["shared_id"]
 
-    @pytest.mark.parametrize("options", [
-        {"retry_backoff": "fixed"},
-        {"retry_backoff": "linear"},
-        {"retry_backoff": "exponential"},
-        {"retry_condition": "all_errors"},
-        {"retry_condition": "never"},
-        {"retry_condition": "transient_only"},
-        {"retry_condition": "ConnectionResetError"},
-        {"retry_attempts": 0, "retry_delay_ms": 0, "retry_max_delay_ms": 0},
-        {"retry_attempts": 5, "retry_delay_ms": 10, "retry_max_delay_ms": 100, "retry_jitter": False},
-        {"timeout_seconds": 1},
-        {"timeout_seconds": 0.5},
-        {"timeout_seconds": None},
-    ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {"retry_backoff": "fixed"},
+            {"retry_backoff": "linear"},
+            {"retry_backoff": "exponential"},
+            {"retry_condition": "all_errors"},
+            {"retry_condition": "never"},
+            {"retry_condition": "transient_only"},
+            {"retry_condition": "ConnectionResetError"},
+            {"retry_attempts": 0, "retry_delay_ms": 0, "retry_max_delay_ms": 0},
+            {"retry_attempts": 5, "retry_delay_ms": 10, "retry_max_delay_ms": 100, "retry_jitter": False},
+            {"timeout_seconds": 1},
+            {"timeout_seconds": 0.5},
+            {"timeout_seconds": None},
+        ],
+        ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+    )
     def test_valid_retry_options_are_accepted(self, workflow_name, options):
         workflow = build(workflow_name, {"configured": []}, task_options={"configured": options})
         assert workflow.topological_sort() == ["configured"]
 
-    @pytest.mark.parametrize("option, value", [
-        ("retry_backoff", "sideways"),
-        ("retry_backoff", ""),
-        ("retry_backoff", "exponentially"),
-        ("retry_condition", ""),
-        ("retry_attempts", -1),
-        ("retry_attempts", -3),
-        ("retry_delay_ms", -1),
-        ("retry_max_delay_ms", -5),
-        ("timeout_seconds", -1),
-        ("timeout_seconds", 0),
-    ])
+    @pytest.mark.parametrize(
+        "option, value",
+        [
+            ("retry_backoff", "sideways"),
+            ("retry_backoff", ""),
+            ("retry_backoff", "exponentially"),
+            ("retry_condition", ""),
+            ("retry_attempts", -1),
+            ("retry_attempts", -3),
+            ("retry_delay_ms", -1),
+            ("retry_max_delay_ms", -5),
+            ("timeout_seconds", -1),
+            ("timeout_seconds", 0),
+        ],
+    )
     def test_invalid_retry_option_is_a_value_error_at_decoration(self, workflow_name, option, value):
         def misconfigured(context):
             return context
@@ -288,10 +305,12 @@ class TestTaskDecorator:
 
 # --------------------------------------------------------------------------- WorkflowBuilder
 
+
 class TestWorkflowBuilder:
     def test_description_and_tags(self, workflow_name):
-        workflow = build(workflow_name, {"only": []}, description="Moves the data",
-                         tags={"team": "data", "tier": "gold"})
+        workflow = build(
+            workflow_name, {"only": []}, description="Moves the data", tags={"team": "data", "tier": "gold"}
+        )
         assert workflow.name == workflow_name
         assert workflow.description == "Moves the data"
         assert workflow.tags == {"team": "data", "tier": "gold"}
@@ -368,6 +387,7 @@ class TestWorkflowBuilder:
 
     def test_with_block_registers_the_workflow(self, workflow_name, runner):
         with cloaca.WorkflowBuilder(workflow_name):
+
             @cloaca.task()
             def double(context):
                 context.set("doubled", context.get("x") * 2)
@@ -475,8 +495,17 @@ class TestWorkflow:
         order = workflow.topological_sort()
         assert_topological(order, WIDE)
         # Kahn's algorithm, always taking the alphabetically first ready task.
-        assert order == ["fetch_orders", "audit", "clean_orders", "fetch_users", "clean_users",
-                         "join", "load_config", "report", "notify"]
+        assert order == [
+            "fetch_orders",
+            "audit",
+            "clean_orders",
+            "fetch_users",
+            "clean_users",
+            "join",
+            "load_config",
+            "report",
+            "notify",
+        ]
         assert sorted_levels(workflow.get_execution_levels()) == [
             ["fetch_orders", "fetch_users", "load_config"],
             ["audit", "clean_orders", "clean_users"],
@@ -513,6 +542,7 @@ class TestWorkflow:
 
 # --------------------------------------------------------------------------- register_workflow_constructor
 
+
 class TestRegisterWorkflowConstructor:
     def test_registers_the_workflow_it_returns(self, workflow_name, runner):
         # The block registers both tasks; the constructor then replaces that
@@ -542,8 +572,7 @@ class TestRegisterWorkflowConstructor:
         assert result.status == "Completed", result.error_message
         assert result.final_context.get("only_ran") is True
 
-    @pytest.mark.parametrize("returned", [None, "a workflow", 42, {"name": "x"}],
-                             ids=["None", "str", "int", "dict"])
+    @pytest.mark.parametrize("returned", [None, "a workflow", 42, {"name": "x"}], ids=["None", "str", "int", "dict"])
     def test_constructor_returning_something_else_is_a_type_error(self, workflow_name, returned):
         with pytest.raises(TypeError):
             cloaca.register_workflow_constructor(workflow_name, lambda: returned)

@@ -94,6 +94,7 @@ class Sizes:
 
 # ---------------------------------------------------------------- input ---
 
+
 def validate_runs(runs: str | None) -> int:
     """--runs as a positive int (DEFAULT_RUNS when not given), else a bad-input error."""
     if runs is None:
@@ -113,11 +114,11 @@ def validate_output(output: str | None) -> Path | None:
         return None
     path = Path(output).expanduser().resolve()
     if path.is_dir():
-        raise PipelineError(f"--output {output!r} is a directory; give a file name, e.g. "
-                            "--output bench.md.")
+        raise PipelineError(f"--output {output!r} is a directory; give a file name, e.g. --output bench.md.")
     if not path.parent.is_dir():
-        raise PipelineError(f"--output {output!r}: the directory {path.parent} does not exist; "
-                            "create it or write somewhere else.")
+        raise PipelineError(
+            f"--output {output!r}: the directory {path.parent} does not exist; create it or write somewhere else."
+        )
     return path
 
 
@@ -132,6 +133,7 @@ def bench_venv_name(backend: str) -> str:
 
 
 # ------------------------------------------------------------ databases ---
+
 
 def find_psql() -> str:
     """psql from PATH, else beside the server binaries the test harness uses."""
@@ -169,8 +171,7 @@ class FreshDatabases:
         self.count += 1
         name = f"bench_{os.getpid()}_{self.count}_{re.sub(r'[^a-z0-9]+', '_', tag.lower())}"
         if self.backend == "sqlite":
-            directory = Path("/" + self.base_url.removeprefix("sqlite://").split("?", 1)[0]
-                             .lstrip("/")).parent
+            directory = Path("/" + self.base_url.removeprefix("sqlite://").split("?", 1)[0].lstrip("/")).parent
             return f"sqlite://{directory / (name + '.db')}{query}"
         self.run_sql(self.base_url, f'CREATE DATABASE "{name}"')
         self.created.append(name)
@@ -179,11 +180,18 @@ class FreshDatabases:
 
     def run_sql(self, url: str, sql: str) -> None:
         """One SQL command through psql; a failure is reported as bad input (the server)."""
-        done = subprocess.run([self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
-                              capture_output=True, text=True, check=False, timeout=120)
+        done = subprocess.run(
+            [self.psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         if done.returncode != 0:
-            raise PipelineError(f"psql could not run {sql!r} on {url}: {done.stderr.strip()}. "
-                                "bench needs a server where it may create databases.")
+            raise PipelineError(
+                f"psql could not run {sql!r} on {url}: {done.stderr.strip()}. "
+                "bench needs a server where it may create databases."
+            )
 
     def drop_all(self) -> None:
         """Drop the databases made for the runs (a given server keeps nothing of ours)."""
@@ -195,30 +203,50 @@ class FreshDatabases:
 
 # -------------------------------------------------------------- running ---
 
+
 def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes) -> dict:
     """Run one workload's runs (one URL each) in `python`; its JSON result."""
-    command = [str(python), str(WORKLOADS_SCRIPT), workload,
-               "--calls", str(sizes.calls), "--warmup", str(sizes.warmup),
-               "--chain", str(sizes.chain), "--fanout", str(sizes.fanout)]
+    command = [
+        str(python),
+        str(WORKLOADS_SCRIPT),
+        workload,
+        "--calls",
+        str(sizes.calls),
+        "--warmup",
+        str(sizes.warmup),
+        "--chain",
+        str(sizes.chain),
+        "--fanout",
+        str(sizes.fanout),
+    ]
     for url in urls:
         command += ["--url", url]
     try:
         # stderr is not captured: a failing run's own message reaches the user as is.
-        done = subprocess.run(command, cwd=project.ROOT, env=suites.test_environment(),
-                              stdout=subprocess.PIPE, text=True, check=False,
-                              timeout=WORKLOAD_TIMEOUT_S)
+        done = subprocess.run(
+            command,
+            cwd=project.ROOT,
+            env=suites.test_environment(),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=WORKLOAD_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired as exc:
-        raise ChecksFailed(f"workload {workload} did not finish within {WORKLOAD_TIMEOUT_S} s; "
-                           "the engine may hang (run the workloads script by hand to see).") from exc
+        raise ChecksFailed(
+            f"workload {workload} did not finish within {WORKLOAD_TIMEOUT_S} s; "
+            "the engine may hang (run the workloads script by hand to see)."
+        ) from exc
     if done.returncode != 0:
-        raise ChecksFailed(f"workload {workload} failed (exit status {done.returncode}; its "
-                           f"message is above). To repeat it by hand: {project.relative(python)} "
-                           f"{project.relative(WORKLOADS_SCRIPT)} {workload} --url URL")
+        raise ChecksFailed(
+            f"workload {workload} failed (exit status {done.returncode}; its "
+            f"message is above). To repeat it by hand: {project.relative(python)} "
+            f"{project.relative(WORKLOADS_SCRIPT)} {workload} --url URL"
+        )
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, ValueError) as exc:
-        raise ChecksFailed(f"workload {workload} printed no JSON result; its stdout was "
-                           f"{done.stdout!r}") from exc
+        raise ChecksFailed(f"workload {workload} printed no JSON result; its stdout was {done.stdout!r}") from exc
 
 
 #: workload -> (figure in its JSON, row key).
@@ -230,8 +258,9 @@ FIGURES = {
 }
 
 
-def measure_column(python: Path, column: Column, fresh: FreshDatabases, runs: int,
-                   sizes: Sizes = Sizes()) -> dict[str, float]:
+def measure_column(
+    python: Path, column: Column, fresh: FreshDatabases, runs: int, sizes: Sizes = Sizes()
+) -> dict[str, float]:
     """Every workload of one column, each run on a fresh database; row key -> figure."""
     figures = {}
     for workload, wanted in FIGURES.items():
@@ -262,11 +291,11 @@ def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes()) -> dict[str, 
         venvs.ensure_backend_venv(venv, built.wheel)
         fresh = FreshDatabases(backend, base_url)
         cleanup.callback(fresh.drop_all)
-        return {c.label: measure_column(project.venv_python(venv), c, fresh, runs, sizes)
-                for c in columns_of(backend)}
+        return {c.label: measure_column(project.venv_python(venv), c, fresh, runs, sizes) for c in columns_of(backend)}
 
 
 # ---------------------------------------------------------------- table ---
+
 
 def format_value(value: float, unit: str) -> str:
     """A figure with its unit, with as many digits as its size deserves."""
@@ -308,8 +337,12 @@ def format_table(measured: dict[str, dict | str]) -> str:
     header = ["workload", *(c.label for c in COLUMNS), "target sqlite", "target postgres"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in ROWS:
-        cells = [row.label, *(cell(row, measured.get(c.label)) for c in COLUMNS),
-                 format_target(row, row.target_sqlite), format_target(row, row.target_postgres)]
+        cells = [
+            row.label,
+            *(cell(row, measured.get(c.label)) for c in COLUMNS),
+            format_target(row, row.target_sqlite),
+            format_target(row, row.target_postgres),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -324,31 +357,38 @@ def missed_targets(measured: dict[str, dict | str]) -> list[str]:
         for row in ROWS:
             target = target_for(row, column)
             if target is not None and not meets(row, figures[row.key], target):
-                missed.append(f"{column.label}: {row.label.split(':')[0]} "
-                              f"{format_value(figures[row.key], row.unit)} "
-                              f"(target {format_target(row, target)})")
+                missed.append(
+                    f"{column.label}: {row.label.split(':')[0]} "
+                    f"{format_value(figures[row.key], row.unit)} "
+                    f"(target {format_target(row, target)})"
+                )
     return missed
 
 
 def describe_setup(runs: int, sizes: Sizes) -> str:
     """When, where and how the figures were measured (goes above the table)."""
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"Measured {now} on {os.cpu_count()} CPU(s), {platform.platform()}, "
-            f"CPython {platform.python_version()}; release builds, no-op Python tasks, "
-            f"default DefaultRunnerConfig; {runs} run(s) per workload, each on a fresh database; "
-            f"W3 over {sizes.calls} calls per run after {sizes.warmup} warm-up calls; W1, W2 "
-            "and cold: median of the runs.")
+    return (
+        f"Measured {now} on {os.cpu_count()} CPU(s), {platform.platform()}, "
+        f"CPython {platform.python_version()}; release builds, no-op Python tasks, "
+        f"default DefaultRunnerConfig; {runs} run(s) per workload, each on a fresh database; "
+        f"W3 over {sizes.calls} calls per run after {sizes.warmup} warm-up calls; W1, W2 "
+        "and cold: median of the runs."
+    )
 
 
 def notes(measured: dict[str, dict | str]) -> list[str]:
     """What a reader must know to compare the figures with the targets."""
-    found = ["Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside "
-             "NORMAL (DESIGN.md section 5)."]
+    found = [
+        "Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside NORMAL (DESIGN.md section 5)."
+    ]
     if isinstance(measured.get("postgres"), dict) and not os.environ.get(databases.POSTGRES_URL_ENV):
-        found.append("postgres ran on the throw-away cluster of `angreal cloaca test`, which runs "
-                     "with fsync, synchronous_commit and full_page_writes off: its figures exclude "
-                     f"commit flushes. Set {databases.POSTGRES_URL_ENV} to a normally configured "
-                     "server to include them.")
+        found.append(
+            "postgres ran on the throw-away cluster of `angreal cloaca test`, which runs "
+            "with fsync, synchronous_commit and full_page_writes off: its figures exclude "
+            f"commit flushes. Set {databases.POSTGRES_URL_ENV} to a normally configured "
+            "server to include them."
+        )
     return found
 
 
@@ -356,8 +396,7 @@ def report(measured: dict[str, dict | str], runs: int, sizes: Sizes = Sizes()) -
     """The whole markdown report: setup line, table, targets missed, notes."""
     parts = [describe_setup(runs, sizes), "", format_table(measured), ""]
     missed = missed_targets(measured)
-    parts.append("Over budget: " + "; ".join(missed) + "." if missed
-                 else "Every measured figure is within its target.")
+    parts.append("Over budget: " + "; ".join(missed) + "." if missed else "Every measured figure is within its target.")
     parts += ["", *(f"- {note}" for note in notes(measured))]
     return "\n".join(parts)
 
@@ -373,4 +412,3 @@ def write_report(path: Path, text: str) -> None:
 def elapsed_since(started: float) -> str:
     """Seconds since `started` (time.monotonic()), for the closing line."""
     return f"{time.monotonic() - started:.1f}s"
-

@@ -110,8 +110,13 @@ def run_w3(cloaca, urls: list[str], calls: int, warmup: int) -> dict:
             for _ in range(warmup):
                 timed_execute(runner, "bench_w3")
             latencies_ms += [timed_execute(runner, "bench_w3") * 1000 for _ in range(calls)]
-    return {"workload": "w3", "runs": len(urls), "calls": len(latencies_ms),
-            "p50_ms": percentile(latencies_ms, 0.50), "p95_ms": percentile(latencies_ms, 0.95)}
+    return {
+        "workload": "w3",
+        "runs": len(urls),
+        "calls": len(latencies_ms),
+        "p50_ms": percentile(latencies_ms, 0.50),
+        "p95_ms": percentile(latencies_ms, 0.95),
+    }
 
 
 def run_w1(cloaca, urls: list[str], length: int) -> dict:
@@ -121,8 +126,13 @@ def run_w1(cloaca, urls: list[str], length: int) -> dict:
     for url in urls:
         with cloaca.DefaultRunner(url) as runner:
             per_task_ms.append(timed_execute(runner, "bench_w1") * 1000 / length)
-    return {"workload": "w1", "runs": len(urls), "tasks": length,
-            "ms_per_task": statistics.median(per_task_ms), "per_run_ms_per_task": per_task_ms}
+    return {
+        "workload": "w1",
+        "runs": len(urls),
+        "tasks": length,
+        "ms_per_task": statistics.median(per_task_ms),
+        "per_run_ms_per_task": per_task_ms,
+    }
 
 
 def run_w2(cloaca, urls: list[str], width: int) -> dict:
@@ -133,15 +143,19 @@ def run_w2(cloaca, urls: list[str], width: int) -> dict:
     for url in urls:
         with cloaca.DefaultRunner(url) as runner:
             rates.append(tasks / timed_execute(runner, "bench_w2"))
-    return {"workload": "w2", "runs": len(urls), "tasks": tasks,
-            "tasks_per_s": statistics.median(rates), "per_run_tasks_per_s": rates}
+    return {
+        "workload": "w2",
+        "runs": len(urls),
+        "tasks": tasks,
+        "tasks_per_s": statistics.median(rates),
+        "per_run_tasks_per_s": rates,
+    }
 
 
 def run_cold(urls: list[str]) -> dict:
     """Fresh processes: spawn -> first result, ms, median over the runs."""
     times_ms = [cold_process_ms(url) for url in urls]
-    return {"workload": "cold", "runs": len(urls), "ms": statistics.median(times_ms),
-            "per_run_ms": times_ms}
+    return {"workload": "cold", "runs": len(urls), "ms": statistics.median(times_ms), "per_run_ms": times_ms}
 
 
 def cold_process_ms(url: str) -> float:
@@ -163,8 +177,10 @@ def cold_process_ms(url: str) -> float:
             child.kill()
             child.wait()
     if line != COLD_READY_LINE or status != 0:
-        print(f"bench: a cold process on {url} failed (exit {status}, said {line!r}); "
-              "its error is above.", file=sys.stderr)
+        print(
+            f"bench: a cold process on {url} failed (exit {status}, said {line!r}); its error is above.",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     return elapsed_ms
 
@@ -184,8 +200,9 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="cloaca engine workloads (DESIGN.md section 5)")
     parser.add_argument("workload", choices=["w3", "w1", "w2", "cold", "cold-child"])
-    parser.add_argument("--url", action="append", required=True,
-                        help="a fresh database for one run; repeat once per run")
+    parser.add_argument(
+        "--url", action="append", required=True, help="a fresh database for one run; repeat once per run"
+    )
     parser.add_argument("--calls", type=int, default=200, help="W3: timed calls per run")
     parser.add_argument("--warmup", type=int, default=20, help="W3: untimed calls per run first")
     parser.add_argument("--chain", type=int, default=100, help="W1: tasks in the chain")

@@ -56,8 +56,7 @@ def build_inputs() -> list[Path]:
 def compute_fingerprint(backend: str, release: bool, rendered: list[render.RenderedFile]) -> str:
     """A hash of everything that determines the wheel of `backend`."""
     h = hashlib.sha256()
-    h.update(json.dumps({"backend": backend, "release": release,
-                         "tools": toolchain.tool_versions()}).encode())
+    h.update(json.dumps({"backend": backend, "release": release, "tools": toolchain.tool_versions()}).encode())
     for f in rendered:
         h.update(project.relative(f.destination).encode() + b"\0" + f.text.encode() + b"\0")
     h.update(extension_fingerprint(rendered).encode())
@@ -103,9 +102,16 @@ def build_backend_wheel(backend: str, *, release: bool = False) -> BuiltWheel:
             "Run `angreal cloaca scrub` and build again."
         )
     project.STATE_DIR.mkdir(parents=True, exist_ok=True)
-    fingerprint_path(backend, release).write_text(json.dumps(
-        {"fingerprint": fingerprint, "extension": extension_fingerprint(rendered),
-         "wheel": wheels[0].name, "release": release}))
+    fingerprint_path(backend, release).write_text(
+        json.dumps(
+            {
+                "fingerprint": fingerprint,
+                "extension": extension_fingerprint(rendered),
+                "wheel": wheels[0].name,
+                "release": release,
+            }
+        )
+    )
     return BuiltWheel(backend, wheels[0], False, time.monotonic() - started)
 
 
@@ -116,13 +122,23 @@ def run_maturin(backend: str, release: bool) -> None:
     fingerprint_path(backend, release).unlink(missing_ok=True)
     for old in wheels_for(backend, wheel_dir(release)):
         old.unlink()
-    command = [maturin, "build", "--interpreter", project.PYTHON,
-               "--out", wheel_dir(release), "--manifest-path", project.BACKEND_DIR / "Cargo.toml"]
+    command = [
+        maturin,
+        "build",
+        "--interpreter",
+        project.PYTHON,
+        "--out",
+        wheel_dir(release),
+        "--manifest-path",
+        project.BACKEND_DIR / "Cargo.toml",
+    ]
     if release:
         command.append("--release")
     toolchain.run(
-        command, cwd=project.BACKEND_DIR, env=toolchain.build_environment(),
+        command,
+        cwd=project.BACKEND_DIR,
+        env=toolchain.build_environment(),
         what=f"maturin build of the {backend} backend",
         advice="Fix the Rust error shown above in cloaca-backend/src/ (or the template "
-               "named in it), then run the command again.",
+        "named in it), then run the command again.",
     )

@@ -49,8 +49,10 @@ def provide_database(backend: str):
             with throwaway_postgres_cluster() as url:
                 yield url
     else:  # validated earlier; a new backend needs a branch here
-        raise PipelineError(f"No test database is defined for the backend {backend!r}; "
-                            "add one to .angreal/cloaca_pipeline/databases.py.")
+        raise PipelineError(
+            f"No test database is defined for the backend {backend!r}; "
+            "add one to .angreal/cloaca_pipeline/databases.py."
+        )
 
 
 def require_postgres_answers(url: str, *, source: str, timeout: float = 3.0) -> None:
@@ -77,8 +79,7 @@ def require_postgres_answers(url: str, *, source: str, timeout: float = 3.0) -> 
         ) from exc
     if answer not in (b"S", b"N"):
         raise PipelineError(
-            f"{host}:{port} (from {source}) answered, but not as a PostgreSQL server. "
-            "Check the port in the URL."
+            f"{host}:{port} (from {source}) answered, but not as a PostgreSQL server. Check the port in the URL."
         )
 
 
@@ -88,9 +89,11 @@ def find_postgres_bin_dir() -> Path:
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(os.path.realpath(on_path)).parent)
-    candidates += sorted((Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
-                         key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)],
-                         reverse=True)
+    candidates += sorted(
+        (Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")),
+        key=lambda p: [int(x) for x in re.findall(r"\d+", p.parent.name)],
+        reverse=True,
+    )
     for directory in candidates:
         if all((directory / tool).exists() for tool in ("initdb", "pg_ctl", "postgres")):
             return directory
@@ -131,8 +134,7 @@ def run_as(user: str | None, command: list, log: Path) -> subprocess.CompletedPr
     if user is not None:
         command = ["runuser", "-u", user, "--", *command]
     with open(log, "ab") as out:
-        return subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT,
-                              check=False)
+        return subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, check=False)
 
 
 @contextlib.contextmanager
@@ -149,17 +151,21 @@ def throwaway_postgres_cluster():
             os.chown(path, entry.pw_uid, entry.pw_gid)
     port = free_port()
     try:
-        init = run_as(user, [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust",
-                             "--encoding=UTF8", "--no-sync"], log)
+        init = run_as(
+            user,
+            [bin_dir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"],
+            log,
+        )
         if init.returncode != 0:
             raise PipelineError(
                 f"initdb failed (exit {init.returncode}); its log: {log_tail(log)}. "
                 "Set CLOACA_TEST_POSTGRES_URL to use an existing server instead."
             )
-        options = (f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
-        start = run_as(user, [bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options,
-                              "-w", "-t", "60", "start"], log)
+        options = (
+            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        start = run_as(user, [bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"], log)
         if start.returncode != 0:
             raise PipelineError(
                 f"The throw-away PostgreSQL cluster did not start (exit {start.returncode}); "

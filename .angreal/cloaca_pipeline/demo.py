@@ -15,8 +15,13 @@ def run_quickstart(backend: str) -> None:
     built = build.build_backend_wheel(backend)
     venvs.ensure_backend_venv(backend, built.wheel)
     print(f"running {project.relative(QUICKSTART)} with the {backend} backend", flush=True)
-    completed = subprocess.run([str(project.venv_python(backend)), str(QUICKSTART)],
-                               cwd=project.ROOT, env=suites.test_environment(), check=False)
+    completed = subprocess.run(
+        [str(project.venv_python(backend)), str(QUICKSTART)],
+        cwd=project.ROOT,
+        env=suites.test_environment(),
+        check=False,
+    )
     if completed.returncode != 0:
-        raise ChecksFailed(f"{project.relative(QUICKSTART)} exited with status "
-                           f"{completed.returncode} (its output is above).")
+        raise ChecksFailed(
+            f"{project.relative(QUICKSTART)} exited with status {completed.returncode} (its output is above)."
+        )

@@ -35,9 +35,14 @@ class ChecksFailed(PipelineError):
 def print_paragraph(message: str, *, prefix: str = "cloaca: error: ") -> None:
     """Print `message` wrapped as one paragraph on stderr."""
     width = 100
-    text = textwrap.fill(message, width=width, initial_indent=prefix,
-                         subsequent_indent=" " * len(prefix), break_on_hyphens=False,
-                         break_long_words=False)
+    text = textwrap.fill(
+        message,
+        width=width,
+        initial_indent=prefix,
+        subsequent_indent=" " * len(prefix),
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
     print(text, file=sys.stderr, flush=True)
 
 

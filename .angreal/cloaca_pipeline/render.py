@@ -100,10 +100,7 @@ def render_backend_templates(backend: str) -> list[RenderedFile]:
 
 def list_templates() -> list[str]:
     """Every template file under templates/, as paths relative to it."""
-    return sorted(
-        p.relative_to(project.TEMPLATES_DIR).as_posix()
-        for p in project.TEMPLATES_DIR.rglob("*.j2")
-    )
+    return sorted(p.relative_to(project.TEMPLATES_DIR).as_posix() for p in project.TEMPLATES_DIR.rglob("*.j2"))
 
 
 def write_rendered_files(files: list[RenderedFile]) -> list[Path]:
@@ -153,8 +150,7 @@ def load_manifest() -> dict:
 
 def save_manifest(manifest: dict) -> None:
     """Persist the manifest next to the pyproject (git-ignored)."""
-    project.GENERATED_MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
-                                          encoding="utf-8")
+    project.GENERATED_MANIFEST.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def generate(backend: str) -> list[Path]:

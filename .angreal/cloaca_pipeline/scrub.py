@@ -18,18 +18,26 @@ from cloaca_pipeline import build, project, render
 from cloaca_pipeline.errors import PipelineError
 
 #: Whole directories the pipeline owns outright.
-OWNED_DIRECTORIES = (project.VENVS_DIR, project.STATE_DIR,
-                     project.DISPATCHER_DIR / "build", project.ROOT / ".pytest_cache")
+OWNED_DIRECTORIES = (
+    project.VENVS_DIR,
+    project.STATE_DIR,
+    project.DISPATCHER_DIR / "build",
+    project.ROOT / ".pytest_cache",
+)
 #: Where Python leaves __pycache__ / *.egg-info we may remove.
-CACHE_ROOTS = (project.ROOT / ".angreal", project.PYTHON_TESTS_DIR, project.DISPATCHER_DIR,
-               project.EXAMPLES_DIR, project.BACKEND_DIR / "python")
+CACHE_ROOTS = (
+    project.ROOT / ".angreal",
+    project.PYTHON_TESTS_DIR,
+    project.DISPATCHER_DIR,
+    project.EXAMPLES_DIR,
+    project.BACKEND_DIR / "python",
+)
 
 
 def tracked_paths() -> set[Path]:
     """Every path git tracks in this tree (empty when this is not a git checkout)."""
     try:
-        out = subprocess.run(["git", "ls-files", "-z"], cwd=project.ROOT, capture_output=True,
-                             check=False).stdout
+        out = subprocess.run(["git", "ls-files", "-z"], cwd=project.ROOT, capture_output=True, check=False).stdout
     except OSError:
         return set()
     return {(project.ROOT / p.decode()).resolve() for p in out.split(b"\0") if p}
@@ -101,8 +109,7 @@ def remove_generated_files(s: Scrubber) -> None:
     manifest = render.load_manifest()
     for relative in sorted(manifest["files"]):
         path = project.ROOT / relative
-        if path.is_file() and render.has_generated_header(
-                path.read_text(encoding="utf-8", errors="replace")):
+        if path.is_file() and render.has_generated_header(path.read_text(encoding="utf-8", errors="replace")):
             s.remove_file(path)
     # Deepest first, so a parent is empty once its generated children are gone.
     for relative in sorted(manifest["directories"], key=lambda p: p.count("/"), reverse=True):

@@ -54,7 +54,7 @@ def pytest_arguments(k: str | None, pytest_args: str | None) -> list[str]:
         except ValueError as exc:
             raise PipelineError(
                 f"--pytest-args={pytest_args!r} cannot be split into arguments: {exc}. "
-                "Quote it as a whole, e.g. --pytest-args=\"-x --maxfail=2\"."
+                'Quote it as a whole, e.g. --pytest-args="-x --maxfail=2".'
             ) from exc
     return args
 
@@ -63,8 +63,16 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
     """Run pytest with `python`; fill in `result` from its exit status and JUnit report."""
     with tempfile.TemporaryDirectory(prefix="cloaca-pytest-") as tmp:
         report = Path(tmp) / "report.xml"
-        command = [str(python), "-m", "pytest", *map(str, targets), f"--junitxml={report}",
-                   "-o", "junit_family=xunit2", *extra]
+        command = [
+            str(python),
+            "-m",
+            "pytest",
+            *map(str, targets),
+            f"--junitxml={report}",
+            "-o",
+            "junit_family=xunit2",
+            *extra,
+        ]
         started = time.monotonic()
         completed = subprocess.run(command, cwd=project.ROOT, env=env, check=False)
         result.timings["pytest"] = time.monotonic() - started
@@ -97,10 +105,14 @@ def run_rust_tests(result: SuiteResult, backend: str, database_url: str) -> None
     env["CARGO_TARGET_DIR"] = str(project.UNIT_TEST_TARGET_DIR)
     env["CLOACA_TEST_DATABASE_URL"] = database_url
     completed = subprocess.run(
-        ["cargo", "test", "--lib", "--features", backend,
-         "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
-        cwd=project.BACKEND_DIR, env=env, check=False,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        ["cargo", "test", "--lib", "--features", backend, "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
+        cwd=project.BACKEND_DIR,
+        env=env,
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     print(completed.stdout, end="", flush=True)
     result.timings["rust"] = time.monotonic() - started
     counts = cargo_test_counts(completed.stdout)
@@ -177,8 +189,13 @@ def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> Sui
         result.notes += venvs.ensure_backend_venv(backend, built.wheel)
         result.timings["venv"] = time.monotonic() - step
         env = test_environment(CLOACA_TEST_BACKEND=backend, CLOACA_TEST_DATABASE_URL=url)
-        run_pytest(result, project.venv_python(backend), [project.PYTHON_TESTS_DIR],
-                   ["--ignore", str(project.PIPELINE_TESTS_DIR), *extra], env)
+        run_pytest(
+            result,
+            project.venv_python(backend),
+            [project.PYTHON_TESTS_DIR],
+            ["--ignore", str(project.PIPELINE_TESTS_DIR), *extra],
+            env,
+        )
     return result
 
 
@@ -195,11 +212,12 @@ def print_summary(results: list[SuiteResult], total_seconds: float) -> None:
     for r in results:
         c = r.counts
         times = ", ".join(f"{k} {v:.1f}s" for k, v in r.timings.items())
-        print(f"  {r.name:<9} {r.status.upper():<9} {c['passed']} passed, {c['failed']} failed, "
-              f"{c['skipped']} skipped   [{times}]")
+        print(
+            f"  {r.name:<9} {r.status.upper():<9} {c['passed']} passed, {c['failed']} failed, "
+            f"{c['skipped']} skipped   [{times}]"
+        )
         if r.notes:
             print(f"  {'':<9} {'; '.join(r.notes)}")
     totals = {k: sum(r.counts[k] for r in results) for k in ("passed", "failed", "skipped")}
     print(f"  total time {total_seconds:.1f}s")
-    print(f"total: {totals['passed']} passed, {totals['failed']} failed, "
-          f"{totals['skipped']} skipped", flush=True)
+    print(f"total: {totals['passed']} passed, {totals['failed']} failed, {totals['skipped']} skipped", flush=True)

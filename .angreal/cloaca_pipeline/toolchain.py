@@ -15,9 +15,9 @@ from cloaca_pipeline.errors import ChecksFailed, PipelineError
 #: program -> what to do when it is missing.
 INSTALL_ADVICE = {
     "cargo": "Install the Rust toolchain (https://rustup.rs, or your system's rustup) and "
-             "make sure ~/.cargo/bin is on PATH.",
+    "make sure ~/.cargo/bin is on PATH.",
     "maturin": "Install the development tools from the top-level pyproject.toml "
-               "(`pip install .` in the project root) into the Python that runs angreal.",
+    "(`pip install .` in the project root) into the Python that runs angreal.",
 }
 
 
@@ -32,24 +32,22 @@ def require_program(name: str) -> Path:
     return Path(found)
 
 
-def run(command: list, *, cwd: Path | None = None, env: dict | None = None,
-        what: str, advice: str) -> None:
+def run(command: list, *, cwd: Path | None = None, env: dict | None = None, what: str, advice: str) -> None:
     """Run a command, streaming its output; raise a PipelineError if it fails."""
     try:
         result = subprocess.run([str(c) for c in command], cwd=cwd, env=env, check=False)
     except OSError as exc:
         raise PipelineError(f"Could not start {what} ({command[0]}): {exc}. {advice}") from exc
     if result.returncode != 0:
-        raise ChecksFailed(
-            f"{what} failed (exit status {result.returncode}; its output is above). {advice}"
-        )
+        raise ChecksFailed(f"{what} failed (exit status {result.returncode}; its output is above). {advice}")
 
 
 def capture(command: list, *, cwd: Path | None = None, env: dict | None = None) -> str:
     """Run a command and return its stdout, or '' if it cannot run."""
     try:
-        return subprocess.run([str(c) for c in command], cwd=cwd, env=env, check=False,
-                              capture_output=True, text=True).stdout
+        return subprocess.run(
+            [str(c) for c in command], cwd=cwd, env=env, check=False, capture_output=True, text=True
+        ).stdout
     except OSError:
         return ""
 
@@ -60,8 +58,11 @@ def tool_versions() -> dict:
         maturin = importlib.metadata.version("maturin")
     except importlib.metadata.PackageNotFoundError:
         maturin = None
-    return {"python": f"{project.PYTHON} {sys.version}", "maturin": maturin,
-            "rustc": capture(["rustc", "--version"]).strip() or None}
+    return {
+        "python": f"{project.PYTHON} {sys.version}",
+        "maturin": maturin,
+        "rustc": capture(["rustc", "--version"]).strip() or None,
+    }
 
 
 def build_environment() -> dict:

@@ -26,8 +26,7 @@ def file_digest(path: Path) -> str:
 def dispatcher_digest() -> str:
     """A hash of the dispatcher's sources (the package is reinstalled when it changes)."""
     h = hashlib.sha256()
-    files = [project.DISPATCHER_DIR / "pyproject.toml",
-             *sorted(project.DISPATCHER_PACKAGE_DIR.rglob("*.py"))]
+    files = [project.DISPATCHER_DIR / "pyproject.toml", *sorted(project.DISPATCHER_PACKAGE_DIR.rglob("*.py"))]
     for path in files:
         if path.exists():
             h.update(project.relative(path).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -42,11 +41,10 @@ def interpreter_identity() -> str:
 def create_venv(backend: str) -> None:
     """Create the backend's virtualenv with the pipeline's fixed interpreter."""
     toolchain.run(
-        [project.PYTHON, "-m", "virtualenv", "--quiet", "--python", project.PYTHON,
-         project.venv_dir(backend)],
+        [project.PYTHON, "-m", "virtualenv", "--quiet", "--python", project.PYTHON, project.venv_dir(backend)],
         what=f"creating the virtualenv {project.relative(project.venv_dir(backend))}",
         advice="virtualenv comes with the development tools: `pip install .` in the "
-               "project root, then run the command again.",
+        "project root, then run the command again.",
     )
 
 
@@ -61,11 +59,10 @@ def read_record(backend: str) -> dict:
 def pip_install(backend: str, args: list, what: str) -> None:
     """pip install into the backend's virtualenv."""
     toolchain.run(
-        [project.venv_python(backend), "-m", "pip", "install", "--quiet",
-         "--disable-pip-version-check", *args],
+        [project.venv_python(backend), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *args],
         what=f"pip install of {what} into {project.relative(project.venv_dir(backend))}",
         advice="If the virtualenv is damaged, `angreal cloaca scrub` removes it and the "
-               "next test run creates it afresh.",
+        "next test run creates it afresh.",
     )
 
 
@@ -101,8 +98,9 @@ def ensure_backend_venv(backend: str, wheel: Path) -> list[str]:
                 "cloaca/pyproject.toml is missing: it is rendered by `angreal cloaca generate`; "
                 "run that (or build/test, which generate first)."
             )
-        pip_install(backend, ["--no-deps", "--force-reinstall", project.DISPATCHER_DIR],
-                    "the dispatcher package cloaca")
+        pip_install(
+            backend, ["--no-deps", "--force-reinstall", project.DISPATCHER_DIR], "the dispatcher package cloaca"
+        )
         actions.append("installed dispatcher")
     (project.venv_dir(backend) / INSTALLED_RECORD).write_text(json.dumps(wanted, indent=1))
     return actions

@@ -27,8 +27,7 @@ ANGREAL = Path(sys.executable).parent / "angreal"
 
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd` and return its stdout."""
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 
 
 def source_files() -> list[str]:
@@ -38,8 +37,9 @@ def source_files() -> list[str]:
 
 
 def base_env(**overrides: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("CLOACA_BACKEND", "CLOACA_TEST_POSTGRES_URL", "VIRTUAL_ENV")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("CLOACA_BACKEND", "CLOACA_TEST_POSTGRES_URL", "VIRTUAL_ENV")
+    }
     env["ANGREAL_NO_AUTO_COMPLETION"] = "1"
     env.update(overrides)
     return env
@@ -47,8 +47,14 @@ def base_env(**overrides: str) -> dict:
 
 def run_angreal(cwd: Path, *args: str, env: dict | None = None, timeout: float = 300):
     """Run `angreal <args>` in `cwd`; returns CompletedProcess with text output."""
-    return subprocess.run([str(ANGREAL), *args], cwd=cwd, capture_output=True, text=True,
-                          env=env if env is not None else base_env(), timeout=timeout)
+    return subprocess.run(
+        [str(ANGREAL), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env if env is not None else base_env(),
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -74,12 +80,13 @@ def built_tree(tree) -> Path:
     """
     missing = [b for b in BACKENDS if not (ROOT / ".venvs" / b / "bin" / "python").exists()]
     if missing:
-        pytest.fail(f"backends not installed in {ROOT / '.venvs'}: {missing}; the pipeline suite "
-                    "runs after the backend suites in `angreal cloaca test`, which install them.")
+        pytest.fail(
+            f"backends not installed in {ROOT / '.venvs'}: {missing}; the pipeline suite "
+            "runs after the backend suites in `angreal cloaca test`, which install them."
+        )
     (tree / ".venvs").symlink_to(ROOT / ".venvs", target_is_directory=True)
     shutil.copytree(ROOT / ".cloaca-cache", tree / ".cloaca-cache")
-    shutil.copytree(ROOT / "cloaca-backend" / "target" / "wheels",
-                    tree / "cloaca-backend" / "target" / "wheels")
+    shutil.copytree(ROOT / "cloaca-backend" / "target" / "wheels", tree / "cloaca-backend" / "target" / "wheels")
     return tree
 
 

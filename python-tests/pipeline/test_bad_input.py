@@ -60,8 +60,13 @@ def test_postgres_url_that_does_not_answer(tree):
     url = f"postgresql://cloaca@127.0.0.1:{closed_port()}/cloaca"
     env = base_env(CLOACA_TEST_POSTGRES_URL=url)
     done = run_angreal(tree, "cloaca", "test", "--backend", "postgres", env=env)
-    assert_clear_error(done, 2, "does not answer", "CLOACA_TEST_POSTGRES_URL",
-                       "unset the variable to let the harness start a throw-away local cluster")
+    assert_clear_error(
+        done,
+        2,
+        "does not answer",
+        "CLOACA_TEST_POSTGRES_URL",
+        "unset the variable to let the harness start a throw-away local cluster",
+    )
     assert not (tree / ".venvs").exists(), "nothing is built or installed for an unreachable database"
 
 
@@ -107,8 +112,7 @@ def test_demo_runs_the_quickstart_workflow_to_completion():
     out = done.stdout
     assert done.returncode == 0, out + done.stderr
     assert "backend: sqlite" in out
-    finished = [line.split()[1] for line in out.splitlines()
-                if line.startswith("[task] ") and " done" in line]
+    finished = [line.split()[1] for line in out.splitlines() if line.startswith("[task] ") and " done" in line]
     transforms = [f"transform_p{p}" for p in range(4)]
     assert sorted(finished) == sorted(["extract", *transforms, "load", "summary"]), out
     assert finished[0] == "extract" and finished[-2:] == ["load", "summary"], out

@@ -80,8 +80,10 @@ def test_report_flags_figures_over_budget_and_states_the_targets():
 def test_bench_workloads_report_shape(tmp_path):
     python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
     if not python.exists():
-        pytest.fail(f"{python} is missing: the sqlite backend suite of `angreal cloaca test` "
-                    "installs it before this suite runs.")
+        pytest.fail(
+            f"{python} is missing: the sqlite backend suite of `angreal cloaca test` "
+            "installs it before this suite runs."
+        )
     fresh = bench.FreshDatabases("sqlite", f"sqlite:///{tmp_path / 'harness.db'}")
     sizes = bench.Sizes(calls=5, warmup=1, chain=3, fanout=4)
     runs = 2

@@ -26,44 +26,64 @@ def test_the_unbroken_tree_passes(built_tree):
 # Each failure mode: the edits that inject it (file, old, new) and what check must say.
 FAILURE_MODES = {
     "cargo lib name differs from module-name": (
-        [("templates/backend_cargo.toml.j2", 'name = "cloaca_{{ backend }}"',
-          'name = "cloaca_{{ backend }}_core"')],
-        ["Cargo.toml [lib] name is 'cloaca_sqlite_core' but must be 'cloaca_sqlite'",
-         "fix: templates/backend_cargo.toml.j2"]),
+        [("templates/backend_cargo.toml.j2", 'name = "cloaca_{{ backend }}"', 'name = "cloaca_{{ backend }}_core"')],
+        [
+            "Cargo.toml [lib] name is 'cloaca_sqlite_core' but must be 'cloaca_sqlite'",
+            "fix: templates/backend_cargo.toml.j2",
+        ],
+    ),
     "pyproject module-name differs from lib name": (
-        [("templates/backend_pyproject.toml.j2", 'module-name = "cloaca_{{ backend }}"',
-          'module-name = "cloaca.{{ backend }}"')],
-        ["module-name is 'cloaca.postgres' but must be 'cloaca_postgres'",
-         "fix: templates/backend_pyproject.toml.j2"]),
+        [
+            (
+                "templates/backend_pyproject.toml.j2",
+                'module-name = "cloaca_{{ backend }}"',
+                'module-name = "cloaca.{{ backend }}"',
+            )
+        ],
+        ["module-name is 'cloaca.postgres' but must be 'cloaca_postgres'", "fix: templates/backend_pyproject.toml.j2"],
+    ),
     "pymodule name differs from lib name": (
         [("cloaca-backend/src/lib.rs", "fn cloaca_sqlite(", "fn cloaca_sqlite_module(")],
-        ["no #[pymodule] fn cloaca_sqlite is compiled with feature 'sqlite'",
-         "fix: cloaca-backend/src/lib.rs"]),
+        ["no #[pymodule] fn cloaca_sqlite is compiled with feature 'sqlite'", "fix: cloaca-backend/src/lib.rs"],
+    ),
     "symbol missing from the wrapper": (
         # The classic hand-maintained wrapper that forgot a class.
-        [(WRAPPER_TEMPLATE,
-          "from .cloaca_{{ backend }} import *  # noqa: F401,F403  (exactly the extension's __all__)\n\n"
-          "__all__ = list(_extension.__all__)",
-          "from .cloaca_{{ backend }} import hello_world, get_backend, __version__, __backend__\n\n"
-          "__all__ = ['hello_world', 'get_backend', '__version__', '__backend__']")],
-        ["'HelloClass' is registered by the Rust extension but missing from the wrapper",
-         f"fix: {WRAPPER_TEMPLATE}"]),
+        [
+            (
+                WRAPPER_TEMPLATE,
+                "from .cloaca_{{ backend }} import *  # noqa: F401,F403  (exactly the extension's __all__)\n\n"
+                "__all__ = list(_extension.__all__)",
+                "from .cloaca_{{ backend }} import hello_world, get_backend, __version__, __backend__\n\n"
+                "__all__ = ['hello_world', 'get_backend', '__version__', '__backend__']",
+            )
+        ],
+        ["'HelloClass' is registered by the Rust extension but missing from the wrapper", f"fix: {WRAPPER_TEMPLATE}"],
+    ),
     "symbol missing from the dispatcher": (
-        [("cloaca/src/cloaca/__init__.py", "for name in _backend.__all__}",
-          "for name in _backend.__all__ if name != 'hello_world'}")],
-        ["'hello_world' is registered by the Rust extension but missing from the dispatcher",
-         "fix: cloaca/src/cloaca/__init__.py"]),
+        [
+            (
+                "cloaca/src/cloaca/__init__.py",
+                "for name in _backend.__all__}",
+                "for name in _backend.__all__ if name != 'hello_world'}",
+            )
+        ],
+        [
+            "'hello_world' is registered by the Rust extension but missing from the dispatcher",
+            "fix: cloaca/src/cloaca/__init__.py",
+        ],
+    ),
     "symbol registered in Rust but not built": (
         [(MOD_RS, LAST_REGISTRATION, LAST_REGISTRATION + '\n    m.add("NEW_CONSTANT", 1)?;')],
-        ["was not built from the current Rust sources",
-         "fix: rebuild: angreal cloaca build --backend sqlite"]),
+        ["was not built from the current Rust sources", "fix: rebuild: angreal cloaca build --backend sqlite"],
+    ),
     "declared backend-only symbol present on both": (
         [("pyproject.toml", "postgres = [", 'postgres = ["hello_world", ')],
-        ["'hello_world' is declared postgres-only but is registered in sqlite too"]),
+        ["'hello_world' is declared postgres-only but is registered in sqlite too"],
+    ),
     "declared backend-only symbol nobody registers": (
         [("pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')],
-        ["'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite "
-         "does not register it"]),
+        ["'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite does not register it"],
+    ),
 }
 
 
@@ -90,12 +110,16 @@ def test_wheel_expected_in_the_wrong_folder(built_tree):
 
 
 def test_backends_differ_by_an_undeclared_symbol(built_tree):
-    edit(built_tree / MOD_RS, LAST_REGISTRATION,
-         LAST_REGISTRATION + '\n    #[cfg(feature = "postgres")]\n    m.add("POSTGRES_ONLY_FLAG", true)?;')
+    edit(
+        built_tree / MOD_RS,
+        LAST_REGISTRATION,
+        LAST_REGISTRATION + '\n    #[cfg(feature = "postgres")]\n    m.add("POSTGRES_ONLY_FLAG", true)?;',
+    )
     status, output = check(built_tree)
     assert status == 1
-    assert ("'POSTGRES_ONLY_FLAG' is registered in postgres but not sqlite, and it is not "
-            "declared backend-only") in output
+    assert (
+        "'POSTGRES_ONLY_FLAG' is registered in postgres but not sqlite, and it is not declared backend-only"
+    ) in output
     assert "fix: pyproject.toml" in output
 
     # Declared, the difference is allowed (only the stale build remains to fix).

@@ -15,15 +15,23 @@ def cargo_check(*feature_args):
     env = dict(os.environ)
     # A target directory of its own: `cargo check` output must not disturb the wheels' builds.
     env["CARGO_TARGET_DIR"] = str(CRATE / "target" / "feature-checks")
-    return subprocess.run(["cargo", "check", "--lib", "--message-format=short", *feature_args],
-                          cwd=CRATE, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        ["cargo", "check", "--lib", "--message-format=short", *feature_args],
+        cwd=CRATE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module", autouse=True)
 def rendered_manifest():
     if shutil.which("cargo") is None or not (CRATE / "Cargo.toml").exists():
-        pytest.fail("needs cargo and a generated cloaca-backend/Cargo.toml: the pipeline suite "
-                    "runs after the backend suites in `angreal cloaca test`, which generate it.")
+        pytest.fail(
+            "needs cargo and a generated cloaca-backend/Cargo.toml: the pipeline suite "
+            "runs after the backend suites in `angreal cloaca test`, which generate it."
+        )
 
 
 def test_both_backend_features_is_a_compile_error():

@@ -56,7 +56,9 @@ def test_the_one_version_flows_into_every_rendered_file(tree):
     assert backend["project"]["version"] == "9.8.7"
     assert dispatcher["project"]["version"] == "9.8.7"
     assert dispatcher["project"]["optional-dependencies"] == {
-        "sqlite": ["cloaca-sqlite==9.8.7"], "postgres": ["cloaca-postgres==9.8.7"]}
+        "sqlite": ["cloaca-sqlite==9.8.7"],
+        "postgres": ["cloaca-postgres==9.8.7"],
+    }
     assert 'VERSION = "9.8.7"' in (tree / "cloaca/src/cloaca/_build_info.py").read_text()
 
 
@@ -68,11 +70,14 @@ def test_an_unchanged_file_is_not_rewritten(tree):
     assert cargo.stat().st_mtime_ns == before
 
 
-@pytest.mark.parametrize("destination, content", [
-    ("cloaca-backend/Cargo.toml", "# my own hand-written manifest\n"),
-    # Mentioning the header text below the first lines does not make a file generated.
-    ("cloaca/pyproject.toml", "[project]\nname = 'mine'\n# notes: generated from templates/ elsewhere\n"),
-])
+@pytest.mark.parametrize(
+    "destination, content",
+    [
+        ("cloaca-backend/Cargo.toml", "# my own hand-written manifest\n"),
+        # Mentioning the header text below the first lines does not make a file generated.
+        ("cloaca/pyproject.toml", "[project]\nname = 'mine'\n# notes: generated from templates/ elsewhere\n"),
+    ],
+)
 def test_refuses_to_overwrite_a_file_it_did_not_write(tree, destination, content):
     mine = tree / destination
     mine.write_text(content)

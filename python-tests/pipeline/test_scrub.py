@@ -56,8 +56,7 @@ def test_never_deletes_a_tracked_file_even_when_listed(tree):
     tracked.write_text("generated from templates/ (a tracked file that merely says so)\n")
     git(tree, "add", "-A")
     git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "note")
-    (tree / ".cloaca-generated.json").write_text(
-        '{"files": {"docs/tracked-note.txt": "x"}, "directories": {}}')
+    (tree / ".cloaca-generated.json").write_text('{"files": {"docs/tracked-note.txt": "x"}, "directories": {}}')
     done = run_angreal(tree, "cloaca", "scrub")
     assert done.returncode == 2
     assert "git tracks it" in done.stderr

@@ -58,8 +58,10 @@ def define_workflow(name: str, side_file: str, block_marker: str = None, fail: b
 def daily_expression(instants) -> str:
     """A 6-field expression firing at these whole UTC seconds, all in one minute, once a day."""
     first = instants[0]
-    assert all(t.microsecond == 0 and (t.date(), t.hour, t.minute) == (first.date(), first.hour, first.minute)
-               for t in instants), f"not whole seconds of one minute: {instants}"
+    assert all(
+        t.microsecond == 0 and (t.date(), t.hour, t.minute) == (first.date(), first.hour, first.minute)
+        for t in instants
+    ), f"not whole seconds of one minute: {instants}"
     seconds = ",".join(str(t.second) for t in instants)
     return f"{seconds} {first.minute} {first.hour} * * *"
 

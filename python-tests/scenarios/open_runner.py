@@ -18,8 +18,16 @@ def main() -> None:
     try:
         runner = cloaca.DefaultRunner(url)
     except BaseException as exc:  # reported to the test, which asserts on it
-        print(json.dumps({"opened": False, "error_type": type(exc).__name__,
-                          "is_value_error": isinstance(exc, ValueError), "message": str(exc)}))
+        print(
+            json.dumps(
+                {
+                    "opened": False,
+                    "error_type": type(exc).__name__,
+                    "is_value_error": isinstance(exc, ValueError),
+                    "message": str(exc),
+                }
+            )
+        )
         return
     runner.shutdown()
     print(json.dumps({"opened": True}))

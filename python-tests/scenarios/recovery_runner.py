@@ -37,8 +37,7 @@ from _scenario import record, result_dict, runner_arguments, wait_finished, writ
 DESCRIPTION = "crash recovery: a -> b (slow) -> c, and d on its own"
 
 
-def define_workflow(name: str, side_file: str, marker_dir: str, slow_b: bool,
-                    description: str = DESCRIPTION) -> None:
+def define_workflow(name: str, side_file: str, marker_dir: str, slow_b: bool, description: str = DESCRIPTION) -> None:
     with cloaca.WorkflowBuilder(name) as builder:
         builder.description(description)
 
@@ -88,12 +87,13 @@ def main() -> int:
         define_workflow(args.workflow, args.side_file, args.marker_dir, args.slow_b)
     elif args.register == "other-version":
         # Same name, another description: another content hash, so another version.
-        define_workflow(args.workflow, args.side_file, args.marker_dir, args.slow_b,
-                        description=DESCRIPTION + " (changed)")
+        define_workflow(
+            args.workflow, args.side_file, args.marker_dir, args.slow_b, description=DESCRIPTION + " (changed)"
+        )
 
-    config = cloaca.DefaultRunnerConfig(task_lease_seconds=args.lease,
-                                        enable_recovery=not args.no_recovery,
-                                        enable_cron_scheduling=False)
+    config = cloaca.DefaultRunnerConfig(
+        task_lease_seconds=args.lease, enable_recovery=not args.no_recovery, enable_cron_scheduling=False
+    )
     with cloaca.DefaultRunner.with_config(args.url, config) as runner:
         if args.mode == "start":
             handle = runner.execute_async(args.workflow, {"input": 1})
@@ -109,8 +109,7 @@ def main() -> int:
         # idle
         write_atomically(args.ready_file, str(os.getpid()))
         time.sleep(args.seconds)
-        write_json(args.result_file, {**result_dict(runner.get_execution(args.execution_id)),
-                                      "pid": os.getpid()})
+        write_json(args.result_file, {**result_dict(runner.get_execution(args.execution_id)), "pid": os.getpid()})
         return 0
 
 

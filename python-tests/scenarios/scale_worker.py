@@ -39,6 +39,7 @@ def define_workflow(name: str, side_file: str, tasks: int) -> None:
                 time.sleep(0.02)
                 ctx.set(task_id, os.getpid())
                 return ctx
+
             middle.__name__ = task_id
             return cloaca.task(id=task_id, dependencies=["root"])(middle)
 

@@ -54,9 +54,9 @@ impl CronSchedule {
         })?;
         let schedule = CronSchedule { cron, timezone };
         // An expression such as "0 0 30 2 *" parses but has no tick at all.
-        schedule.next_after(0).map_err(|_| {
-            EngineError::InvalidSchedule(format!("cron expression {expression:?} never fires (no date matches it)"))
-        })?;
+        schedule
+            .next_after(0)
+            .map_err(|_| EngineError::InvalidSchedule(format!("cron expression {expression:?} never fires (no date matches it)")))?;
         Ok(schedule)
     }
 

@@ -211,8 +211,7 @@ impl Dag {
         if outputs.is_empty() {
             return execution_input.clone();
         }
-        let frontier =
-            (0..self.len()).filter(|i| outputs.contains_key(i) && !self.dependents[*i].iter().any(|d| outputs.contains_key(d)));
+        let frontier = (0..self.len()).filter(|i| outputs.contains_key(i) && !self.dependents[*i].iter().any(|d| outputs.contains_key(d)));
         merge(frontier.filter_map(|i| outputs.get(&i)))
     }
 }
@@ -242,8 +241,7 @@ fn topological_order(spec: &WorkflowSpec) -> Result<Vec<usize>> {
             dependents[d].push(i);
         }
     }
-    let mut ready: BTreeSet<(&str, usize)> =
-        (0..n).filter(|&i| indegree[i] == 0).map(|i| (spec.tasks[i].id.as_str(), i)).collect();
+    let mut ready: BTreeSet<(&str, usize)> = (0..n).filter(|&i| indegree[i] == 0).map(|i| (spec.tasks[i].id.as_str(), i)).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(first) = ready.pop_first() {
         let i = first.1;
@@ -323,12 +321,7 @@ mod tests {
     use serde_json::json;
 
     fn task(id: &str, deps: &[&str]) -> TaskSpec {
-        TaskSpec {
-            id: id.into(),
-            dependencies: deps.iter().map(|d| d.to_string()).collect(),
-            retry: RetryPolicy::default(),
-            timeout: None,
-        }
+        TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
     }
 
     fn spec(tasks: Vec<TaskSpec>) -> WorkflowSpec {

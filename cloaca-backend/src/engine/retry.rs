@@ -38,10 +38,7 @@ impl FromStr for Backoff {
             "fixed" => Ok(Backoff::Fixed),
             "linear" => Ok(Backoff::Linear),
             "exponential" => Ok(Backoff::Exponential),
-            other => Err(EngineError::InvalidWorkflow(format!(
-                "retry_backoff={other:?} is not accepted: use {}",
-                Backoff::ACCEPTED
-            ))),
+            other => Err(EngineError::InvalidWorkflow(format!("retry_backoff={other:?} is not accepted: use {}", Backoff::ACCEPTED))),
         }
     }
 }

@@ -15,13 +15,13 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::cron::CronSchedule;
 use super::dag::merge;
 use super::error::{EngineError, Result};
-use super::cron::CronSchedule;
 use super::registry::{Registry, Workflow};
+use super::retry::TaskFailure;
 use super::scheduler::{self, CronConfig, Planner};
 use super::store::cron::{ScheduleRecord, TickPlanner};
-use super::retry::TaskFailure;
 use super::store::{AttemptOutcome, Channel, Claim, ExecutionRecord, Store, WorkflowRef};
 use super::time::now_ms;
 use super::Context;
@@ -259,9 +259,8 @@ impl Runner {
         match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
             Err(EngineError::WaitTimedOut { .. }) => {
                 let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
-                let message = format!(
-                    "execution exceeded pipeline_timeout_seconds={seconds} and was stopped; its unfinished tasks were skipped"
-                );
+                let message =
+                    format!("execution exceeded pipeline_timeout_seconds={seconds} and was stopped; its unfinished tasks were skipped");
                 self.shared.store.abort_execution(&id, &workflow.dag, &message, now_ms())?;
                 self.record(&id)
             }
@@ -281,7 +280,12 @@ impl Runner {
 
     /// [`Runner::wait`], giving up with [`EngineError::Interrupted`] as soon
     /// as `keep_waiting` says no (the caller's Ctrl-C, for instance).
-    pub fn wait_with(&self, execution_id: &str, timeout: Option<Duration>, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
+    pub fn wait_with(
+        &self,
+        execution_id: &str,
+        timeout: Option<Duration>,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<ExecutionRecord> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let shared = &self.shared;
         {
@@ -663,9 +667,7 @@ fn outcome_of(claim: &Claim, workflow: &Workflow, result: std::result::Result<Co
             let position = workflow.dag.position(&claim.task_id).expect("claimed task belongs to its workflow");
             let policy = &workflow.dag.task(position).retry;
             let failure_number = (claim.failures + 1) as u32;
-            let retry_at = policy
-                .should_retry(failure_number, &failure)
-                .then(|| now_ms() + policy.delay_ms(failure_number) as i64);
+            let retry_at = policy.should_retry(failure_number, &failure).then(|| now_ms() + policy.delay_ms(failure_number) as i64);
             AttemptOutcome::Failed { failure, retry_at }
         }
     }
@@ -759,10 +761,8 @@ fn supervise(shared: Arc<Shared>) {
                     .filter_map(|a| a.deadline)
                     .min()
                     .map_or(next_renewal, |d| d.min(next_renewal));
-                let (guard, _) = shared
-                    .inflight_cv
-                    .wait_timeout(inflight, earliest.saturating_duration_since(now))
-                    .unwrap_or_else(|p| p.into_inner());
+                let (guard, _) =
+                    shared.inflight_cv.wait_timeout(inflight, earliest.saturating_duration_since(now)).unwrap_or_else(|p| p.into_inner());
                 inflight = guard;
             }
             // Each timed-out attempt's thread stops counting as a live worker

@@ -23,9 +23,8 @@ pub const GENERATED_PASSWORD_CHARS: usize = 32;
 /// Checks a schema or role name; `what` names it in the error ("schema name").
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
     let mut chars = name.chars();
-    let well_formed = matches!(chars.next(), Some('a'..='z' | '_'))
-        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
-        && name.len() <= 63;
+    let well_formed =
+        matches!(chars.next(), Some('a'..='z' | '_')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_')) && name.len() <= 63;
     let problem = if !well_formed {
         "is not accepted"
     } else if name.starts_with("pg_") || name == "information_schema" {
@@ -95,16 +94,15 @@ pub fn percent_encode(text: &str) -> String {
 /// they are. A `user` or `password` query parameter is dropped: it would
 /// override the tenant's, and must not hand the admin's password on.
 pub fn with_credentials(url: &str, user: &str, password: &str) -> Result<String> {
-    let invalid = || EngineError::InvalidUrl { url: url.to_string(), reason: "expected postgresql://user:password@host:port/database".into() };
+    let invalid =
+        || EngineError::InvalidUrl { url: url.to_string(), reason: "expected postgresql://user:password@host:port/database".into() };
     let (scheme, rest) = url.split_once("://").ok_or_else(invalid)?;
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let (path, query) = tail.split_once('?').unwrap_or((tail, ""));
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| !pair.is_empty() && !matches!(pair.split('=').next(), Some("user" | "password")))
-        .collect();
+    let kept: Vec<&str> =
+        query.split('&').filter(|pair| !pair.is_empty() && !matches!(pair.split('=').next(), Some("user" | "password"))).collect();
     let query = if kept.is_empty() { String::new() } else { format!("?{}", kept.join("&")) };
     Ok(format!("{scheme}://{}:{}@{host}{path}{query}", percent_encode(user), percent_encode(password)))
 }
@@ -175,10 +173,10 @@ mod admin {
         fn with_transaction<T>(&self, action: &'static str, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
             let mut guard = self.client.lock().unwrap_or_else(|p| p.into_inner());
             if guard.as_ref().is_none_or(Client::is_closed) {
-                let client = self.config.connect(NoTls).map_err(|e| EngineError::Unavailable {
-                    target: self.target.clone(),
-                    reason: postgres_store::error_text(&e),
-                })?;
+                let client = self
+                    .config
+                    .connect(NoTls)
+                    .map_err(|e| EngineError::Unavailable { target: self.target.clone(), reason: postgres_store::error_text(&e) })?;
                 *guard = Some(client);
             }
             let client = guard.as_mut().expect("connected above");
@@ -218,7 +216,8 @@ mod admin {
                         "a schema named {schema:?} already exists; choose another schema name (nothing was created)"
                     )));
                 }
-                let database: String = tx.query_one("SELECT current_database()", &[]).and_then(|r| r.try_get(0)).map_err(|e| db(action, &e))?;
+                let database: String =
+                    tx.query_one("SELECT current_database()", &[]).and_then(|r| r.try_get(0)).map_err(|e| db(action, &e))?;
                 let (role, schema_id) = (quote_identifier(username), quote_identifier(schema));
                 let ddl = format!(
                     "CREATE ROLE {role} LOGIN PASSWORD '{verifier}';
@@ -228,9 +227,10 @@ mod admin {
                     quote_identifier(&database)
                 );
                 tx.batch_execute(&ddl).map_err(|e| db(action, &e))?;
-                tx.execute("INSERT INTO cloaca_admin.tenants (schema_name, username, created_at) VALUES ($1, $2, $3)", &[
-                    &schema, &username, &now_ms(),
-                ])
+                tx.execute(
+                    "INSERT INTO cloaca_admin.tenants (schema_name, username, created_at) VALUES ($1, $2, $3)",
+                    &[&schema, &username, &now_ms()],
+                )
                 .map_err(|e| db(action, &e))?;
                 Ok(())
             })?;
@@ -259,16 +259,17 @@ mod admin {
                     return Err(refuse());
                 }
                 let owned = tx
-                    .query_opt("SELECT 1 FROM cloaca_admin.tenants WHERE schema_name = $1 AND username = $2 FOR UPDATE", &[&schema, &username])
+                    .query_opt(
+                        "SELECT 1 FROM cloaca_admin.tenants WHERE schema_name = $1 AND username = $2 FOR UPDATE",
+                        &[&schema, &username],
+                    )
                     .map_err(|e| db(action, &e))?;
                 if owned.is_none() {
                     return Err(refuse());
                 }
                 let (role, schema_id) = (quote_identifier(username), quote_identifier(schema));
-                tx.batch_execute(&format!(
-                    "DROP SCHEMA IF EXISTS {schema_id} CASCADE; DROP OWNED BY {role}; DROP ROLE IF EXISTS {role};"
-                ))
-                .map_err(|e| db(action, &e))?;
+                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema_id} CASCADE; DROP OWNED BY {role}; DROP ROLE IF EXISTS {role};"))
+                    .map_err(|e| db(action, &e))?;
                 tx.execute("DELETE FROM cloaca_admin.tenants WHERE schema_name = $1", &[&schema]).map_err(|e| db(action, &e))?;
                 Ok(())
             })
@@ -290,7 +291,19 @@ mod tests {
             validate_name("schema name", good).unwrap();
         }
         let long = "a".repeat(64);
-        for bad in ["", "Tenant", "tenant-name", "1abc", "a b", "x;DROP SCHEMA public CASCADE", "\"; DROP SCHEMA public CASCADE; --", "ünï", &long, "pg_x", "information_schema"] {
+        for bad in [
+            "",
+            "Tenant",
+            "tenant-name",
+            "1abc",
+            "a b",
+            "x;DROP SCHEMA public CASCADE",
+            "\"; DROP SCHEMA public CASCADE; --",
+            "ünï",
+            &long,
+            "pg_x",
+            "information_schema",
+        ] {
             let message = validate_name("schema name", bad).unwrap_err().to_string();
             assert!(message.starts_with(&format!("schema name {bad:?}")), "{message}");
         }

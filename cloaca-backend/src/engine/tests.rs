@@ -337,10 +337,13 @@ fn executions_of_another_version_wait_for_a_runner_that_has_it() {
 #[test]
 fn the_pipeline_timeout_fails_the_execution_and_skips_what_is_left() {
     let f = fixture(vec![
-        (task("slow", &[]), Box::new(|_, ctx| {
-            std::thread::sleep(Duration::from_millis(400));
-            Ok(ctx)
-        })),
+        (
+            task("slow", &[]),
+            Box::new(|_, ctx| {
+                std::thread::sleep(Duration::from_millis(400));
+                Ok(ctx)
+            }),
+        ),
         (task("after", &["slow"]), marks("after")),
     ]);
     let runner = f.runner(RunnerConfig { pipeline_timeout: Some(Duration::from_millis(100)), ..quick() });
@@ -543,10 +546,10 @@ mod cron_ticks {
         assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_000).unwrap(), 0, "not before the threshold");
         assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_001).unwrap(), 1, "restarted: one root readied");
         let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
-        assert_eq!(history.iter().map(|r| (r.attempt, r.status)).collect::<Vec<_>>(), vec![
-            (2, CronRunStatus::Execution(ExecutionStatus::Pending)),
-            (1, CronRunStatus::Lost),
-        ]);
+        assert_eq!(
+            history.iter().map(|r| (r.attempt, r.status)).collect::<Vec<_>>(),
+            vec![(2, CronRunStatus::Execution(ExecutionStatus::Pending)), (1, CronRunStatus::Lost),]
+        );
         assert!(history.iter().all(|r| r.scheduled_time == t0));
         let old = f.store.get_execution(&history[1].execution_id).unwrap().unwrap();
         assert_eq!(old.status, ExecutionStatus::Failed);
@@ -572,8 +575,14 @@ mod cron_ticks {
         // A runner claims the task and keeps its lease alive far into the future.
         let claim = f.store.claim("live-runner", &[f.workflow.reference()], t0 + 1, 10 * 600_000, false).unwrap().unwrap();
         assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 2 * 600_000).unwrap(), 0);
-        let history = f.store.cron_history(&f.store.list_schedules(false, 1000, 0).unwrap().iter()
-            .find(|s| s.workflow_name == f.workflow.dag.name()).unwrap().id, 10, 0).unwrap();
+        let history = f
+            .store
+            .cron_history(
+                &f.store.list_schedules(false, 1000, 0).unwrap().iter().find(|s| s.workflow_name == f.workflow.dag.name()).unwrap().id,
+                10,
+                0,
+            )
+            .unwrap();
         assert_eq!(history[0].status, CronRunStatus::Execution(ExecutionStatus::Pending));
         assert_eq!(history[0].execution_id, claim.execution_id);
     }

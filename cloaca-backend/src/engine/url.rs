@@ -84,7 +84,8 @@ impl DatabaseUrl {
             )));
         }
         let rest = &url[scheme_end + 3..];
-        let with_forms = |reason: String| invalid(format!("{reason}; the {backend} backend is installed and accepts {}", accepted_forms(backend)));
+        let with_forms =
+            |reason: String| invalid(format!("{reason}; the {backend} backend is installed and accepts {}", accepted_forms(backend)));
         match backend {
             Backend::Sqlite => parse_sqlite(rest).map(DatabaseUrl::Sqlite).map_err(with_forms),
             Backend::Postgres => {
@@ -128,16 +129,13 @@ fn parse_sqlite(rest: &str) -> std::result::Result<SqliteUrl, String> {
             "_journal_mode" => {
                 let upper = value.to_ascii_uppercase();
                 if !["WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF"].contains(&upper.as_str()) {
-                    return Err(format!(
-                        "_journal_mode={value:?} is not accepted: use WAL, DELETE, TRUNCATE, PERSIST, MEMORY or OFF"
-                    ));
+                    return Err(format!("_journal_mode={value:?} is not accepted: use WAL, DELETE, TRUNCATE, PERSIST, MEMORY or OFF"));
                 }
                 parsed.journal_mode = upper;
             }
             "_busy_timeout" => {
-                parsed.busy_timeout_ms = value
-                    .parse()
-                    .map_err(|_| format!("_busy_timeout={value:?} is not accepted: use milliseconds, e.g. 5000"))?
+                parsed.busy_timeout_ms =
+                    value.parse().map_err(|_| format!("_busy_timeout={value:?} is not accepted: use milliseconds, e.g. 5000"))?
             }
             "_synchronous" => {
                 let upper = value.to_ascii_uppercase();

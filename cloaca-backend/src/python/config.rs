@@ -88,7 +88,8 @@ fn validate(py: Python<'_>, field: &Field, value: &Bound<'_, PyAny>) -> PyResult
         let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         PyTypeError::new_err(format!("{}={shown} has type {type_name}; {} must be {}", field.name, field.name, field.kind.accepted()))
     };
-    let out_of_range = || PyValueError::new_err(format!("{}={shown} is not accepted: {} must be {}", field.name, field.name, field.kind.accepted()));
+    let out_of_range =
+        || PyValueError::new_err(format!("{}={shown} is not accepted: {} must be {}", field.name, field.name, field.kind.accepted()));
     let is_bool = value.is_instance_of::<PyBool>();
     match field.kind {
         Kind::Bool => {

@@ -75,9 +75,7 @@ impl PyContext {
     /// Adds `key`; raises ValueError if it already exists.
     fn insert(&mut self, key: String, value: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.data.contains_key(&key) {
-            return Err(PyValueError::new_err(format!(
-                "key {key:?} already exists in the context; use set() or update() to change it"
-            )));
+            return Err(PyValueError::new_err(format!("key {key:?} already exists in the context; use set() or update() to change it")));
         }
         self.set(key, value)
     }

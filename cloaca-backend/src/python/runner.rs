@@ -8,8 +8,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::config::PyDefaultRunnerConfig;
-use super::cron;
 use super::context::PyContext;
+use super::cron;
 use super::errors::to_py;
 use crate::engine::backend::Backend;
 use crate::engine::error::{EngineError, Result as EngineResult};
@@ -148,20 +148,22 @@ impl PyDefaultRunner {
 
     /// Executions in this database, newest first, optionally filtered.
     #[pyo3(signature = (workflow_name=None, status=None, limit=100))]
-    fn list_executions(&self, py: Python<'_>, workflow_name: Option<String>, status: Option<String>, limit: i64) -> PyResult<Vec<PyPipelineResult>> {
+    fn list_executions(
+        &self,
+        py: Python<'_>,
+        workflow_name: Option<String>,
+        status: Option<String>,
+        limit: i64,
+    ) -> PyResult<Vec<PyPipelineResult>> {
         let status = match status.as_deref() {
             None => None,
             Some(s) => Some(ExecutionStatus::from_display(s).ok_or_else(|| {
-                PyValueError::new_err(format!(
-                    "status={s:?} is not accepted: use \"Pending\", \"Running\", \"Completed\" or \"Failed\""
-                ))
+                PyValueError::new_err(format!("status={s:?} is not accepted: use \"Pending\", \"Running\", \"Completed\" or \"Failed\""))
             })?),
         };
         cron::check_page(limit, 0)?;
         let runner = self.runner()?;
-        let records = py
-            .detach(|| runner.store().list_executions(workflow_name.as_deref(), status, limit))
-            .map_err(to_py)?;
+        let records = py.detach(|| runner.store().list_executions(workflow_name.as_deref(), status, limit)).map_err(to_py)?;
         Ok(records.into_iter().map(PyPipelineResult::from).collect())
     }
 
@@ -214,7 +216,13 @@ impl PyDefaultRunner {
 
     /// The executions a schedule's ticks started, newest tick first, as dicts.
     #[pyo3(signature = (schedule_id, limit=100, offset=0))]
-    fn get_cron_execution_history<'py>(&self, py: Python<'py>, schedule_id: &str, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    fn get_cron_execution_history<'py>(
+        &self,
+        py: Python<'py>,
+        schedule_id: &str,
+        limit: i64,
+        offset: i64,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         cron::check_page(limit, offset)?;
         let runner = self.runner()?;
         let runs = py

@@ -69,10 +69,7 @@ pub fn task(
     // `@cloaca.task` without parentheses passes the function as `id`.
     let (id, bare_function) = match id {
         Some(obj) if obj.is_callable() && obj.extract::<String>().is_err() => (None, Some(obj)),
-        Some(obj) => (
-            Some(obj.extract::<String>().map_err(|_| PyTypeError::new_err("task id must be a str"))?),
-            None,
-        ),
+        Some(obj) => (Some(obj.extract::<String>().map_err(|_| PyTypeError::new_err("task id must be a str"))?), None),
         None => (None, None),
     };
     let dependencies = match dependencies {
@@ -182,10 +179,7 @@ impl PythonTask {
     fn failure(&self, py: Python<'_>, error: &PyErr, started: Instant, timeout: Duration) -> TaskFailure {
         let value = error.value(py);
         let error_type = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
-        let is_timeout = py
-            .import("asyncio")
-            .and_then(|a| a.getattr("TimeoutError"))
-            .is_ok_and(|t| value.is_instance(&t).unwrap_or(false));
+        let is_timeout = py.import("asyncio").and_then(|a| a.getattr("TimeoutError")).is_ok_and(|t| value.is_instance(&t).unwrap_or(false));
         if self.is_async && is_timeout && started.elapsed() >= timeout {
             return TaskFailure::timed_out(&self.task_id, timeout.as_secs_f64());
         }
@@ -215,10 +209,7 @@ impl TaskBody for PythonTask {
             let type_name = returned.get_type().name().map(|n| n.to_string()).unwrap_or_default();
             Err(TaskFailure {
                 error_type: "TypeError".into(),
-                message: format!(
-                    "task {:?} returned {type_name}; a task must return its Context or None",
-                    self.task_id
-                ),
+                message: format!("task {:?} returned {type_name}; a task must return its Context or None", self.task_id),
                 traceback: None,
                 transient: false,
             })
@@ -229,4 +220,3 @@ impl TaskBody for PythonTask {
         self.is_async
     }
 }
-

@@ -111,9 +111,8 @@ impl PyDatabaseAdmin {
             PyTypeError::new_err(format!("create_tenant needs a cloaca.TenantConfig, not {type_name}"))
         })?;
         let config = config.get();
-        let inner = py
-            .detach(|| self.admin.create_tenant(&config.schema_name, &config.username, config.password.as_deref()))
-            .map_err(to_py)?;
+        let inner =
+            py.detach(|| self.admin.create_tenant(&config.schema_name, &config.username, config.password.as_deref())).map_err(to_py)?;
         Ok(PyTenantCredentials { inner })
     }
 

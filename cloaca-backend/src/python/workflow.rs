@@ -114,9 +114,7 @@ impl PyWorkflowBuilder {
             (workflow, id)
         } else {
             let type_name = task.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            return Err(PyTypeError::new_err(format!(
-                "add_task needs a string task ID or a function object, not {type_name}"
-            )));
+            return Err(PyTypeError::new_err(format!("add_task needs a string task ID or a function object, not {type_name}")));
         };
         if slf.task_ids.contains(&id) {
             return Ok(slf);
@@ -150,8 +148,7 @@ impl PyWorkflowBuilder {
         };
         let dag = Dag::new(spec).map_err(to_py)?;
         let by_id: HashMap<&str, &Arc<TaskDef>> = self.tasks.iter().map(|t| (t.spec.id.as_str(), t)).collect();
-        let bodies: Vec<Arc<dyn TaskBody>> =
-            dag.tasks().iter().map(|t| by_id[t.id.as_str()].body.clone() as Arc<dyn TaskBody>).collect();
+        let bodies: Vec<Arc<dyn TaskBody>> = dag.tasks().iter().map(|t| by_id[t.id.as_str()].body.clone() as Arc<dyn TaskBody>).collect();
         Ok(PyWorkflow { inner: Arc::new(Workflow::new(dag, bodies)) })
     }
 
@@ -260,12 +257,7 @@ impl PyWorkflow {
     }
 
     fn __repr__(&self) -> String {
-        format!(
-            "Workflow(name={:?}, tasks={}, version={:?})",
-            self.inner.dag.name(),
-            self.inner.dag.len(),
-            &self.inner.dag.version()[..12]
-        )
+        format!("Workflow(name={:?}, tasks={}, version={:?})", self.inner.dag.name(), self.inner.dag.len(), &self.inner.dag.version()[..12])
     }
 }
 

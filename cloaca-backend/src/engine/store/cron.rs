@@ -138,9 +138,11 @@ const SCHEDULE_COLUMNS: &str =
 const INSERT_SCHEDULE: &str = "INSERT INTO cloaca_cron_schedules
     (id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7)";
-const GET_SCHEDULE: &str = "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
+const GET_SCHEDULE: &str =
+    "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
     FROM cloaca_cron_schedules WHERE id = ?1";
-const LIST_SCHEDULES: &str = "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
+const LIST_SCHEDULES: &str =
+    "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
     FROM cloaca_cron_schedules WHERE (CAST(?1 AS BIGINT) = 0 OR enabled = 1)
     ORDER BY created_at, id LIMIT ?2 OFFSET ?3";
 const UPDATE_SCHEDULE: &str = "UPDATE cloaca_cron_schedules

@@ -20,9 +20,9 @@ use super::Context;
 
 pub mod cron;
 mod migrations;
-pub mod sql;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
@@ -124,7 +124,10 @@ pub struct ExecutionRecord {
 pub enum AttemptOutcome {
     Completed(Context),
     /// `retry_at` is set when the policy allows another attempt.
-    Failed { failure: TaskFailure, retry_at: Option<i64> },
+    Failed {
+        failure: TaskFailure,
+        retry_at: Option<i64>,
+    },
 }
 
 /// What recording an attempt did.
@@ -249,8 +252,14 @@ pub trait Store: Send + Sync {
     /// Executions of ticks of these workflows with no progress since `stalled_since`.
     fn lost_cron_executions(&self, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<cron::LostCandidate>>;
     /// Fails a lost execution and, with `restart`, starts its tick again; one transaction.
-    fn recover_lost(&self, lost: &cron::LostCandidate, planner: &dyn cron::TickPlanner, message: &str, restart: bool, now: i64)
-        -> Result<cron::Recovered>;
+    fn recover_lost(
+        &self,
+        lost: &cron::LostCandidate,
+        planner: &dyn cron::TickPlanner,
+        message: &str,
+        restart: bool,
+        now: i64,
+    ) -> Result<cron::Recovered>;
 
     /// Starts delivering other processes' notifications to `on_event` until
     /// `stop` is set; `None` where the backend has no notifications.
@@ -275,7 +284,14 @@ pub struct LoadedContexts {
 pub(crate) trait Tx {
     /// Marks the claimed attempt completed or failed, if it still holds its
     /// claim (status running, same attempt). Returns whether it did.
-    fn finish_attempt(&mut self, claim: &Claim, completed: bool, output: Option<&str>, failure: Option<&TaskFailure>, now: i64) -> Result<bool>;
+    fn finish_attempt(
+        &mut self,
+        claim: &Claim,
+        completed: bool,
+        output: Option<&str>,
+        failure: Option<&TaskFailure>,
+        now: i64,
+    ) -> Result<bool>;
     /// Puts the claimed attempt back to ready at `retry_at`, if it still holds its claim.
     fn reschedule_attempt(&mut self, claim: &Claim, failure: &TaskFailure, retry_at: i64) -> Result<bool>;
     /// Decrements the pending-dependency count of `dependents`; those reaching
@@ -350,8 +366,8 @@ fn settle(tx: &mut dyn Tx, execution_id: &str, finished: i64, dag: &Dag, now: i6
     let input = parse_context(&tx.execution_input(execution_id)?, "an execution input")?;
     let outputs = outputs_by_position(dag, tx.completed_output_texts(execution_id)?)?;
     let failed = tx.failed_tasks(execution_id)?;
-    let final_context = serde_json::to_string(&dag.final_context(&input, &outputs))
-        .map_err(|e| EngineError::database("storing a final context", e))?;
+    let final_context =
+        serde_json::to_string(&dag.final_context(&input, &outputs)).map_err(|e| EngineError::database("storing a final context", e))?;
     let error = describe_failures(dag, &failed);
     tx.finish_execution(execution_id, error.is_some(), &final_context, error.as_deref(), now)?;
     tx.notify(Channel::Done, execution_id)?;

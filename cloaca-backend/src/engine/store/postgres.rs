@@ -140,9 +140,7 @@ impl PostgresStore {
     }
 
     fn connect(&self) -> Result<Client> {
-        self.config
-            .connect(NoTls)
-            .map_err(|e| EngineError::Unavailable { target: self.target.clone(), reason: error_text(&e) })
+        self.config.connect(NoTls).map_err(|e| EngineError::Unavailable { target: self.target.clone(), reason: error_text(&e) })
     }
 
     /// A pool connection, its server process id remembered as our own.
@@ -168,11 +166,7 @@ impl PostgresStore {
             client.batch_execute(search_path).map_err(fail)?;
         }
         lock(&self.own_backends).insert(pid);
-        Ok(PgConn {
-            client,
-            statements: HashMap::new(),
-            begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}"),
-        })
+        Ok(PgConn { client, statements: HashMap::new(), begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}") })
     }
 
     fn checkout(&self) -> Result<Checkout<'_>> {
@@ -195,7 +189,6 @@ impl PostgresStore {
             pool = self.returned.wait(pool).unwrap_or_else(|p| p.into_inner());
         }
     }
-
 }
 
 impl SqlBackend for PostgresStore {
@@ -260,8 +253,10 @@ impl SqlBackend for PostgresStore {
 /// The connection settings of `url`, failing fast (10 s) when the server
 /// cannot be reached unless the URL sets its own connect_timeout.
 pub fn connection_config(url: &str) -> Result<Config> {
-    let mut config = Config::from_str(url)
-        .map_err(|e| EngineError::InvalidUrl { url: url.to_string(), reason: format!("{e}; use postgresql://user:password@host:port/database") })?;
+    let mut config = Config::from_str(url).map_err(|e| EngineError::InvalidUrl {
+        url: url.to_string(),
+        reason: format!("{e}; use postgresql://user:password@host:port/database"),
+    })?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(10));
     }
@@ -321,7 +316,8 @@ impl<C: GenericClient> PgConnection<'_, C> {
         if let Some(stmt) = self.statements.get(sql) {
             return Ok(stmt.clone());
         }
-        let stmt = self.client.prepare(&postgres_dialect(sql)).map_err(|e| EngineError::database("preparing a statement", error_text(&e)))?;
+        let stmt =
+            self.client.prepare(&postgres_dialect(sql)).map_err(|e| EngineError::database("preparing a statement", error_text(&e)))?;
         self.statements.insert(sql, stmt.clone());
         Ok(stmt)
     }
@@ -399,7 +395,6 @@ impl Row for PgRow<'_> {
         column(self.0, i)
     }
 }
-
 
 fn subscribe(client: &mut Client, scope: &SchemaScope) -> std::result::Result<(), postgres::Error> {
     client.batch_execute(&format!("LISTEN {}; LISTEN {};", quote_identifier(&scope.work), quote_identifier(&scope.done)))

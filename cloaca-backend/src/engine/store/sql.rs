@@ -166,8 +166,14 @@ impl<B: SqlBackend> Store for B {
         self.single(|c| cron::lost_candidates(c, workflow_names, stalled_since, now))
     }
 
-    fn recover_lost(&self, lost: &cron::LostCandidate, planner: &dyn cron::TickPlanner, message: &str, restart: bool, now: i64)
-        -> Result<cron::Recovered> {
+    fn recover_lost(
+        &self,
+        lost: &cron::LostCandidate,
+        planner: &dyn cron::TickPlanner,
+        message: &str,
+        restart: bool,
+        now: i64,
+    ) -> Result<cron::Recovered> {
         self.write("recovering a lost cron execution", |c| cron::recover_lost(c, lost, planner, message, restart, now))
     }
 
@@ -383,10 +389,13 @@ pub fn next_due(conn: &mut dyn Conn, workflows: &[WorkflowRef], recover: bool) -
 
 // ---- reading executions ------------------------------------------------------
 
-const EXECUTION_COLUMNS: &str = "id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at";
-const GET_EXECUTION: &str = "SELECT id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at
+const EXECUTION_COLUMNS: &str =
+    "id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at";
+const GET_EXECUTION: &str =
+    "SELECT id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at
     FROM cloaca_executions WHERE id = ?1";
-const LIST_EXECUTIONS: &str = "SELECT id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at
+const LIST_EXECUTIONS: &str =
+    "SELECT id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at
     FROM cloaca_executions
     WHERE (CAST(?1 AS TEXT) IS NULL OR workflow_name = ?1) AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)
     ORDER BY created_at DESC, seq DESC LIMIT ?3";
@@ -420,7 +429,12 @@ pub fn get_execution(conn: &mut dyn Conn, execution_id: &str) -> Result<Option<E
     Ok(found)
 }
 
-pub fn list_executions(conn: &mut dyn Conn, workflow_name: Option<&str>, status: Option<ExecutionStatus>, limit: i64) -> Result<Vec<ExecutionRecord>> {
+pub fn list_executions(
+    conn: &mut dyn Conn,
+    workflow_name: Option<&str>,
+    status: Option<ExecutionStatus>,
+    limit: i64,
+) -> Result<Vec<ExecutionRecord>> {
     debug_assert!(LIST_EXECUTIONS.contains(EXECUTION_COLUMNS));
     let mut records = Vec::new();
     let params = [Param::NullableText(workflow_name), Param::NullableText(status.map(ExecutionStatus::as_db)), Param::Int(limit)];
@@ -479,7 +493,14 @@ const EXECUTION_STATUS: &str = "SELECT status FROM cloaca_executions WHERE id = 
 pub struct SqlTx<'c>(pub &'c mut dyn Conn);
 
 impl Tx for SqlTx<'_> {
-    fn finish_attempt(&mut self, claim: &Claim, completed: bool, output: Option<&str>, failure: Option<&TaskFailure>, now: i64) -> Result<bool> {
+    fn finish_attempt(
+        &mut self,
+        claim: &Claim,
+        completed: bool,
+        output: Option<&str>,
+        failure: Option<&TaskFailure>,
+        now: i64,
+    ) -> Result<bool> {
         let (id, attempt) = (Param::Int(claim.row_id), Param::Int(claim.attempt));
         let changed = if completed {
             self.0.execute(COMPLETE_ATTEMPT, &[id, attempt, Param::NullableText(output), Param::Int(now)])?

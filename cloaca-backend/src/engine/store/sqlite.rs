@@ -33,11 +33,9 @@ impl SqliteStore {
             SqliteLocation::File(path) => open_file(path, url)?,
         };
         let target = describe(&url.location);
-        conn.busy_timeout(std::time::Duration::from_millis(u64::from(url.busy_timeout_ms)))
-            .map_err(|e| unavailable(&target, e))?;
+        conn.busy_timeout(std::time::Duration::from_millis(u64::from(url.busy_timeout_ms))).map_err(|e| unavailable(&target, e))?;
         // A read before any write: a file that is not a database fails here, untouched.
-        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
-            .map_err(|e| unavailable(&target, e))?;
+        conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| unavailable(&target, e))?;
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(EngineError::Unavailable {
                 target,
@@ -59,7 +57,6 @@ impl SqliteStore {
         })?;
         Ok(store)
     }
-
 }
 
 impl SqlBackend for SqliteStore {
@@ -87,8 +84,9 @@ fn retry_while_busy<T>(limit: std::time::Duration, mut f: impl FnMut() -> rusqli
     let started = std::time::Instant::now();
     loop {
         match f() {
-            Err(e) if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
-                && started.elapsed() < limit =>
+            Err(e)
+                if matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+                    && started.elapsed() < limit =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -141,9 +139,7 @@ impl Conn for SqliteConn<'_> {
     fn execute(&mut self, sql: &'static str, params: &[Param]) -> Result<u64> {
         let mut stmt = self.0.prepare_cached(sql).map_err(|e| EngineError::database("preparing a statement", e))?;
         let values = bind(params);
-        stmt.execute(rusqlite::params_from_iter(values.iter()))
-            .map(|n| n as u64)
-            .map_err(|e| EngineError::database("writing state", e))
+        stmt.execute(rusqlite::params_from_iter(values.iter())).map(|n| n as u64).map_err(|e| EngineError::database("writing state", e))
     }
 
     fn query(&mut self, sql: &'static str, params: &[Param], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
@@ -205,12 +201,11 @@ impl Row for SqliteRow<'_, '_> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::store::Store;
     use crate::engine::store::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_VERSION};
+    use crate::engine::store::Store;
     use crate::engine::url::DatabaseUrl;
 
     fn temp_url() -> (PathBuf, SqliteUrl) {
