@@ -9,9 +9,16 @@ import time
 
 import angreal
 
-from cloaca_pipeline import bench as bench_steps, build, check as chain_check, demo as demo_steps
-from cloaca_pipeline import project, render
-from cloaca_pipeline import scrub as scrub_steps, suites
+from cloaca_pipeline import (
+    bench as bench_steps,
+    build,
+    check as chain_check,
+    demo as demo_steps,
+    project,
+    render,
+    scrub as scrub_steps,
+    suites,
+)
 from cloaca_pipeline.errors import ChecksFailed, reported
 
 cloaca = angreal.command_group(name="cloaca", about="Build, test and check cloaca's backends")

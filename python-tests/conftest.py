@@ -9,6 +9,7 @@ direct reads of the stored state (db_query) and standalone scripts in their own
 processes (run_scenario, scripts in scenarios/), e.g. to SIGKILL a runner mid-task.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -269,10 +270,8 @@ class ScenarioRunner:
         for proc in self.started:
             if proc.poll() is None:
                 proc.kill()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                pass
 
 
 @pytest.fixture

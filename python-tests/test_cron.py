@@ -166,9 +166,12 @@ def settle(runner, schedule_id, wait_until):
 
 def find_row(rows, scheduled, attempt, status=None):
     for row in rows:
-        if instant(row["scheduled_time"]) == scheduled and row["attempt"] == attempt:
-            if status is None or row["status"] == status:
-                return row
+        if (
+            instant(row["scheduled_time"]) == scheduled
+            and row["attempt"] == attempt
+            and (status is None or row["status"] == status)
+        ):
+            return row
     return None
 
 
@@ -747,7 +750,10 @@ def test_failed_runs_show_in_the_history_and_lower_the_success_rate(
         bad_id = runner.register_cron_workflow(bad, "* * * * * *")
         for schedule_id in (good_id, bad_id):
             wait_until(
-                lambda: finished_history(runner, schedule_id, at_least=2), WAIT, "two finished ticks of each schedule"
+                # wait_until calls the lambda within this iteration
+                lambda: finished_history(runner, schedule_id, at_least=2),  # noqa: B023
+                WAIT,
+                "two finished ticks of each schedule",
             )
         good_rows = settle(runner, good_id, wait_until)
         bad_rows = settle(runner, bad_id, wait_until)
@@ -1199,9 +1205,11 @@ def test_max_recovery_attempts_bounds_how_often_a_tick_is_started_again(
     assert stats["lost_executions"] == 2
     me = os.getpid()
     ran_here = [(crash.scheduled, me)] if max_attempts == 2 else []
-    assert (
-        side_runs(crash.side, "start") == [(crash.scheduled, crash.first_pid), (crash.scheduled, second.pid)] + ran_here
-    )
+    assert side_runs(crash.side, "start") == [
+        (crash.scheduled, crash.first_pid),
+        (crash.scheduled, second.pid),
+        *ran_here,
+    ]
     assert side_runs(crash.side, "done") == ran_here
 
 

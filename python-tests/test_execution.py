@@ -125,14 +125,14 @@ class TestTasks:
             @cloaca.task(id="b", dependencies=["a"])
             def b(ctx):
                 ran.append(("b", ctx.to_dict()))
-                ctx.set("trail", ctx.get("trail") + ["b"])
+                ctx.set("trail", [*ctx.get("trail"), "b"])
                 ctx.set("b_value", ctx.get("a_value") * 10)
                 return ctx
 
             @cloaca.task(id="c", dependencies=[b])  # a function object works as a dependency
             def c(ctx):
                 ran.append(("c", ctx.to_dict()))
-                ctx.set("trail", ctx.get("trail") + ["c"])
+                ctx.set("trail", [*ctx.get("trail"), "c"])
                 ctx.set("c_value", ctx.get("b_value") + ctx.get("a_value"))
                 return ctx
 

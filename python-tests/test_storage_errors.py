@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import uuid
 from contextlib import closing
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -98,7 +99,7 @@ class TestSqliteFiles:
             path = os.path.join(directory, "existing.db")
             with cloaca.DefaultRunner(sqlite_url(path)):
                 pass  # now a cloaca database
-            before = open(path, "rb").read()
+            before = Path(path).read_bytes()
             os.chmod(path, stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
             done = run_python(
                 "import os, cloaca\n"
@@ -111,7 +112,7 @@ class TestSqliteFiles:
             assert done.returncode == 0, done.stderr
             assert done.stdout.startswith("ValueError:"), done.stdout + done.stderr
             assert path in done.stdout and "read-only" in done.stdout, done.stdout
-            assert open(path, "rb").read() == before
+            assert Path(path).read_bytes() == before
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

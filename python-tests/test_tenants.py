@@ -185,13 +185,12 @@ def saslprep(password: str) -> str:
     )
     if not prepared or any(test(c) for c in prepared for test in prohibited):
         return password
-    if any(stringprep.in_table_d1(c) for c in prepared):
-        if (
-            any(stringprep.in_table_d2(c) for c in prepared)
-            or not stringprep.in_table_d1(prepared[0])
-            or not stringprep.in_table_d1(prepared[-1])
-        ):
-            return password
+    if any(stringprep.in_table_d1(c) for c in prepared) and (
+        any(stringprep.in_table_d2(c) for c in prepared)
+        or not stringprep.in_table_d1(prepared[0])
+        or not stringprep.in_table_d1(prepared[-1])
+    ):
+        return password
     return prepared
 
 

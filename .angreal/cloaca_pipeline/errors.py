@@ -59,7 +59,7 @@ def reported(command):
         except KeyboardInterrupt:
             print_paragraph("interrupted.")
             raise SystemExit(EXIT_INTERRUPTED) from None
-        except Exception:  # noqa: BLE001 - the one place that must catch everything
+        except Exception:  # the one place that must catch everything
             print(traceback.format_exc(), file=sys.stderr)
             print_paragraph(
                 "the pipeline itself failed unexpectedly (traceback above). This is a bug "

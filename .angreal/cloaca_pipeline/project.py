@@ -59,7 +59,7 @@ class ProjectFacts:
     test_requirements: tuple[str, ...]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def facts() -> ProjectFacts:
     """Read and validate [tool.cloaca] from the top-level pyproject.toml."""
     try:

@@ -1,6 +1,5 @@
 """Bad input to the angreal tasks: one clear paragraph and a non-zero exit, never a traceback."""
 
-import os
 import shutil
 import socket
 import sys

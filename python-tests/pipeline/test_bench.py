@@ -16,7 +16,7 @@ import pytest
 from conftest import ROOT, run_angreal
 
 sys.path.insert(0, str(ROOT / ".angreal"))
-from cloaca_pipeline import bench  # noqa: E402  (the pipeline package lives in .angreal/)
+from cloaca_pipeline import bench  # the pipeline package lives in .angreal/
 
 HEADER = "| workload | sqlite NORMAL | sqlite FULL | postgres | target sqlite | target postgres |"
 FIGURE = re.compile(r"^[\d,]+(\.\d+)? (ms|tasks/s)$")

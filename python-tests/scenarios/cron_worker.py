@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Optional
 
 import cloaca
 from _scenario import append_line, runner_arguments, write_atomically
@@ -37,7 +38,7 @@ from _scenario import append_line, runner_arguments, write_atomically
 DESCRIPTION = "cron scenario: one task that records the tick it runs for"
 
 
-def define_workflow(name: str, side_file: str, block_marker: str = None, fail: bool = False) -> None:
+def define_workflow(name: str, side_file: str, block_marker: Optional[str] = None, fail: bool = False) -> None:
     with cloaca.WorkflowBuilder(name) as builder:
         builder.description(DESCRIPTION)
 
