@@ -8,7 +8,7 @@ import cloaca
 
 
 class TestBackendFunctionality:
-    """Every module-level symbol of the contract, reached through the dispatcher."""
+    """The module-level functions, classes and constants, reached through the dispatcher."""
 
     def test_hello_world(self):
         assert cloaca.hello_world() == "Hello from Cloaca backend!"

@@ -1,7 +1,6 @@
 """DefaultRunnerConfig and the database URLs a DefaultRunner accepts.
 
-Covers the DefaultRunnerConfig paragraph of the contract's "Running" section
-and the brief: every field's default, attribute access, to_dict(), default(),
+Covers every DefaultRunnerConfig field's default, attribute access, to_dict(), default(),
 refusal of zero/negative values (ValueError naming the field and the value),
 unknown keywords and non-bool flags; then URL validation on the backend under
 test (the other backend's URL and malformed URLs raise ValueError naming the

@@ -1,7 +1,6 @@
 """cloaca.Context: the JSON state a workflow's tasks share.
 
-Covers the contract's "Context" section and the brief: construction, the
-get/set/insert/update/remove methods and their errors, the mapping protocol,
+Covers construction, the get/set/insert/update/remove methods and their errors, the mapping protocol,
 to_dict / update_from_dict / to_json / from_json, repr, the refusal of values
 JSON cannot represent (TypeError naming the key and the type), and an exact
 round trip of every kind of JSON value.

@@ -1,7 +1,6 @@
 """Defining workflows: @cloaca.task, WorkflowBuilder, Workflow and register_workflow_constructor.
 
-Covers the contract's "Tasks" and "Workflows" sections and the brief: where
-@task may be used and what it returns, task ids and dependencies, retry options
+Covers where @task may be used and what it returns, task ids and dependencies, retry options
 checked at decoration time, the builder's errors (unknown task, wrong type,
 empty workflow, cycles, unknown dependencies), registration by the `with`
 block, the content-hash version, and the DAG queries of a Workflow.
