@@ -1,4 +1,4 @@
-"""cloaca quickstart: a small ETL workflow, run durably on SQLite.
+"""cloaca quickstart: a small ETL workflow, run durably on SQLite (or on the database URL given).
 
     extract ─┬─> transform_p0 ─┐
              ├─> transform_p1 ─┤
@@ -16,8 +16,10 @@ Every task state change is stored in the SQLite database before the next step
 starts, so a run interrupted by a crash is finished by the next runner opened
 on the same file (see docs/execution-model.md).
 
-usage: python examples/quickstart.py [DATABASE_FILE]
-(default: a database in a temporary directory). `angreal cloaca demo` builds
+usage: python examples/quickstart.py [DATABASE_FILE | DATABASE_URL]
+(default: a database in a temporary directory). An argument with "://" in it is
+a database URL, e.g. postgresql://user:pass@host/db, used as given (on a
+postgres install of cloaca, run it with one). `angreal cloaca demo` builds
 the sqlite backend and runs this in its virtualenv.
 """
 
@@ -135,13 +137,12 @@ def write_warehouse(path: Path, parts: list) -> None:
     os.replace(tmp, path)
 
 
-def run(database: Path) -> int:
-    """Run the workflow on the SQLite file `database`; 0 if it completed, 1 if not."""
+def run(url: str, workdir: Path) -> int:
+    """Run the workflow on the database at `url`, loading into `workdir`; 0 if it completed, 1 if not."""
     define_workflow()
-    url = f"sqlite://{database.resolve()}"
     say(f"cloaca {cloaca.__version__}, backend: {cloaca.get_backend()}, database: {url}")
     with cloaca.DefaultRunner(url) as runner:
-        result = runner.execute(WORKFLOW, {"workdir": str(database.resolve().parent)})
+        result = runner.execute(WORKFLOW, {"workdir": str(workdir)})
     say("final context:")
     say(json.dumps(result.final_context.to_dict(), indent=2, sort_keys=True))
     say(f"status: {result.status}")
@@ -152,11 +153,13 @@ def run(database: Path) -> int:
 
 
 def main(argv: list) -> int:
-    """Use the database file given, or one in a temporary directory removed afterwards."""
-    if len(argv) > 1:
-        return run(Path(argv[1]))
+    """Use the database file or URL given, or a file in a temporary directory removed afterwards."""
+    if len(argv) > 1 and "://" not in argv[1]:
+        database = Path(argv[1]).resolve()
+        return run(f"sqlite://{database}", database.parent)
     with tempfile.TemporaryDirectory(prefix="cloaca-quickstart-") as tmp:
-        return run(Path(tmp) / "quickstart.db")
+        url = argv[1] if len(argv) > 1 else f"sqlite://{Path(tmp) / 'quickstart.db'}"
+        return run(url, Path(tmp))
 
 
 if __name__ == "__main__":
