@@ -22,6 +22,14 @@ CARGO_TEMPLATE = "backend_cargo.toml.j2"
 PYPROJECT_TEMPLATE = "backend_pyproject.toml.j2"
 WRAPPER_TEMPLATE = "python/cloaca_{{backend}}/__init__.py.j2"
 BUILD_INFO_TEMPLATE = "dispatcher_build_info.py.j2"
+#: The typed surface of `import cloaca`, written once: the backend package's stub
+#: renders it with that backend's names, the dispatcher's stub includes it and
+#: renders it with every backend's names (the dispatcher may stand for any).
+STUB_TEMPLATE = "python/cloaca_{{backend}}/__init__.pyi.j2"
+DISPATCHER_STUB_TEMPLATE = "dispatcher_init.pyi.j2"
+#: PEP 561 markers: the wheels carry their types.
+PY_TYPED_TEMPLATE = "python/cloaca_{{backend}}/py.typed.j2"
+DISPATCHER_PY_TYPED_TEMPLATE = "dispatcher_py.typed.j2"
 
 #: template (relative to templates/) -> destination (relative to the root).
 #: "{backend}" in a destination is replaced by the backend's name.
@@ -31,6 +39,10 @@ TEMPLATE_DESTINATIONS = {
     WRAPPER_TEMPLATE: "cloaca-backend/python/cloaca_{backend}/__init__.py",
     "dispatcher_pyproject.toml.j2": "cloaca/pyproject.toml",
     BUILD_INFO_TEMPLATE: "cloaca/src/cloaca/_build_info.py",
+    STUB_TEMPLATE: "cloaca-backend/python/cloaca_{backend}/__init__.pyi",
+    PY_TYPED_TEMPLATE: "cloaca-backend/python/cloaca_{backend}/py.typed",
+    DISPATCHER_STUB_TEMPLATE: "cloaca/src/cloaca/__init__.pyi",
+    DISPATCHER_PY_TYPED_TEMPLATE: "cloaca/src/cloaca/py.typed",
 }
 
 HEADER_MARK = "generated from templates/"
@@ -62,6 +74,24 @@ def has_generated_header(text: str) -> bool:
     return any(HEADER_MARK in line for line in text.splitlines()[:2])
 
 
+def exported_by(backend_only: dict[str, frozenset[str]]):
+    """A jinja2 global: whether the file being rendered carries the public name `name`.
+
+    A name of [tool.cloaca.backend-only] is carried only by the surfaces of the
+    backends that export it; every other name by all. The surface is the
+    backend rendered for, or the `surface` list a template sets (the dispatcher's
+    stub sets every backend).
+    """
+
+    @jinja2.pass_context
+    def exported(context, name: str) -> bool:
+        surface = context.get("surface") or [context["backend"]]
+        owners = [b for b, names in backend_only.items() if name in names]
+        return not owners or any(b in surface for b in owners)
+
+    return exported
+
+
 def render_backend_templates(backend: str) -> list[RenderedFile]:
     """Render every template for `backend`, in memory."""
     facts = project.facts()
@@ -76,6 +106,8 @@ def render_backend_templates(backend: str) -> list[RenderedFile]:
         "backends": facts.backends,
         "version": facts.version,
         "python_floor": facts.python_floor,
+        "stub_template": STUB_TEMPLATE,
+        "exported": exported_by(facts.backend_only),
     }
     unmapped = sorted(set(list_templates()) - set(TEMPLATE_DESTINATIONS))
     if unmapped:

@@ -1,7 +1,8 @@
 """One virtualenv per backend: created once, then only topped up with what changed.
 
 The virtualenv records what was installed into it (wheel hash, dispatcher
-hash, test requirements); a re-run with nothing changed starts no pip at all.
+hash, test requirements, check tools); a re-run with nothing changed starts no
+pip at all.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from cloaca_pipeline import project, toolchain
 from cloaca_pipeline.errors import PipelineError
 
 INSTALLED_RECORD = "cloaca-installed.json"
+#: Development tools `check` runs inside a backend's virtualenv: stubtest (part
+#: of mypy) has to import the installed extension, so it runs there, at the pin
+#: of the development environment.
+CHECK_TOOLS = ("mypy",)
 
 
 def file_digest(path: Path) -> str:
@@ -24,9 +29,11 @@ def file_digest(path: Path) -> str:
 
 
 def dispatcher_digest() -> str:
-    """A hash of the dispatcher's sources (the package is reinstalled when it changes)."""
+    """A hash of the dispatcher's sources and stubs (the package is reinstalled when it changes)."""
     h = hashlib.sha256()
-    files = [project.DISPATCHER_DIR / "pyproject.toml", *sorted(project.DISPATCHER_PACKAGE_DIR.rglob("*.py"))]
+    package = project.DISPATCHER_PACKAGE_DIR
+    shipped = sorted([*package.rglob("*.py"), *package.rglob("*.pyi"), *package.rglob("py.typed")])
+    files = [project.DISPATCHER_DIR / "pyproject.toml", *shipped]
     for path in files:
         if path.exists():
             h.update(project.relative(path).encode() + b"\0" + path.read_bytes() + b"\0")
@@ -36,6 +43,11 @@ def dispatcher_digest() -> str:
 def interpreter_identity() -> str:
     """The pipeline's interpreter: path and exact version."""
     return f"{project.PYTHON} {sys.version}"
+
+
+def check_requirements() -> list[str]:
+    """The pinned requirements of CHECK_TOOLS, as the development environment lists them."""
+    return [r for r in project.facts().dev_requirements if project.requirement_name(r) in CHECK_TOOLS]
 
 
 def create_venv(backend: str) -> None:
@@ -83,12 +95,16 @@ def ensure_backend_venv(backend: str, wheel: Path) -> list[str]:
     wanted = {
         "interpreter": interpreter_identity(),
         "test_requirements": list(project.facts().test_requirements),
+        "check_requirements": check_requirements(),
         "wheel": file_digest(wheel),
         "dispatcher": dispatcher_digest(),
     }
     if record.get("test_requirements") != wanted["test_requirements"]:
         pip_install(backend, wanted["test_requirements"], "the test requirements")
         actions.append("installed test requirements")
+    if record.get("check_requirements") != wanted["check_requirements"]:
+        pip_install(backend, wanted["check_requirements"], "the check tools")
+        actions.append("installed check tools")
     if record.get("wheel") != wanted["wheel"]:
         pip_install(backend, ["--no-deps", "--force-reinstall", wheel], wheel.name)
         actions.append(f"installed {wheel.name}")

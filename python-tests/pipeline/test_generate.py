@@ -13,6 +13,10 @@ GENERATED = {
     "cloaca-backend/python/cloaca_{b}/__init__.py": "templates/python/cloaca_{{backend}}/__init__.py.j2",
     "cloaca/pyproject.toml": "templates/dispatcher_pyproject.toml.j2",
     "cloaca/src/cloaca/_build_info.py": "templates/dispatcher_build_info.py.j2",
+    "cloaca-backend/python/cloaca_{b}/__init__.pyi": "templates/python/cloaca_{{backend}}/__init__.pyi.j2",
+    "cloaca-backend/python/cloaca_{b}/py.typed": "templates/python/cloaca_{{backend}}/py.typed.j2",
+    "cloaca/src/cloaca/__init__.pyi": "templates/dispatcher_init.pyi.j2",
+    "cloaca/src/cloaca/py.typed": "templates/dispatcher_py.typed.j2",
 }
 
 
@@ -94,3 +98,22 @@ def test_unknown_backend_is_a_clear_error(tree):
     assert "sqlite, postgres" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not (tree / "cloaca-backend/Cargo.toml").exists()
+
+
+def test_stubs_carry_backend_only_names_where_pyproject_says(tree):
+    def stubs_after_generate(backend):
+        assert run_angreal(tree, "cloaca", "generate", "--backend", backend).returncode == 0
+        own = (tree / f"cloaca-backend/python/cloaca_{backend}/__init__.pyi").read_text()
+        return own, (tree / "cloaca/src/cloaca/__init__.pyi").read_text()
+
+    sqlite, dispatcher = stubs_after_generate("sqlite")
+    postgres, _ = stubs_after_generate("postgres")
+    assert "class DatabaseAdmin" not in sqlite and '"DatabaseAdmin"' not in sqlite
+    assert "class DatabaseAdmin" in postgres and '"DatabaseAdmin"' in postgres
+    # The dispatcher may stand for either backend: it carries every name.
+    assert "class DatabaseAdmin" in dispatcher and "class DefaultRunner" in dispatcher
+
+    # Declared for neither backend, the name is common to both.
+    edit(tree / "pyproject.toml", 'postgres = ["DatabaseAdmin", ', "postgres = [")
+    sqlite, _ = stubs_after_generate("sqlite")
+    assert "class DatabaseAdmin" in sqlite
