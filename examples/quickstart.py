@@ -42,7 +42,7 @@ ROWS = 24
 # in this process, so a module-level counter sees every attempt of a run
 # (a runner in another process would start counting afresh, and that is fine:
 # the flaky task would simply fail once more and be retried there too).
-_attempts = Counter()
+_attempts: Counter[str] = Counter()
 _attempts_lock = threading.Lock()
 
 
@@ -67,7 +67,7 @@ def define_workflow() -> None:
         builder.tag("example", "quickstart")
 
         @cloaca.task(id="extract")
-        def extract(ctx):
+        def extract(ctx: cloaca.Context) -> cloaca.Context:
             regions = ["north", "south", "east", "west"]
             rows = [{"id": i, "region": regions[i % len(regions)], "amount": 10 + (i * 7) % 23} for i in range(ROWS)]
             ctx.set("rows", rows)
@@ -77,7 +77,7 @@ def define_workflow() -> None:
         transform_ids = [define_transform(p) for p in range(PARTITIONS)]
 
         @cloaca.task(id="load", dependencies=transform_ids)
-        def load(ctx):
+        def load(ctx: cloaca.Context) -> cloaca.Context:
             # The input is the merge of every transform's output: one key per partition.
             parts = [ctx[f"partition_{p}"] for p in range(PARTITIONS)]
             loaded = {"rows": sum(p["rows"] for p in parts), "total": sum(p["total"] for p in parts)}
@@ -87,7 +87,7 @@ def define_workflow() -> None:
             return ctx
 
         @cloaca.task(id="summary", dependencies=["load"])
-        def summary(ctx):
+        def summary(ctx: cloaca.Context) -> None:
             loaded = ctx["loaded"]
             ctx.set(
                 "summary", f"loaded {loaded['rows']} rows from {PARTITIONS} partitions, total amount {loaded['total']}"
@@ -111,7 +111,7 @@ def define_transform(partition: int) -> str:
         retry_delay_ms=200,
         retry_condition="transient_only",
     )
-    def transform(ctx):
+    def transform(ctx: cloaca.Context) -> cloaca.Context:
         attempt = next_attempt(task_id)
         if flaky and attempt == 1:
             say(f"[task] {task_id} attempt 1 failed: ConnectionError (simulated); the engine will retry it")
@@ -126,7 +126,7 @@ def define_transform(partition: int) -> str:
     return task_id
 
 
-def write_warehouse(path: Path, parts: list) -> None:
+def write_warehouse(path: Path, parts: list[dict[str, int]]) -> None:
     """Write the loaded partitions in one atomic step.
 
     A task may run more than once (at-least-once delivery), so its side
@@ -152,7 +152,7 @@ def run(url: str, workdir: Path) -> int:
     return 0
 
 
-def main(argv: list) -> int:
+def main(argv: list[str]) -> int:
     """Use the database file or URL given, or a file in a temporary directory removed afterwards."""
     if len(argv) > 1 and "://" not in argv[1]:
         database = Path(argv[1]).resolve()
