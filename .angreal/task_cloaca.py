@@ -1,4 +1,4 @@
-"""angreal cloaca …: generate, build, test, check, scrub, demo and bench cloaca's backends.
+"""angreal cloaca …: generate, build, test, check, lint, scrub, demo and bench cloaca's backends.
 
 Each command reads as the steps of the pipeline; the steps live in the
 cloaca_pipeline package beside this file. Every failure ends in one paragraph
@@ -14,6 +14,7 @@ from cloaca_pipeline import (
     build,
     check as chain_check,
     demo as demo_steps,
+    lint as lint_steps,
     project,
     render,
     scrub as scrub_steps,
@@ -91,6 +92,19 @@ def check():
     chain_check.print_report(problems)
     if problems:
         raise ChecksFailed(f"{len(problems)} problem(s) in the chain; each names the file to fix.")
+
+
+@cloaca()
+@angreal.command(name="lint", about="cargo fmt, cargo clippy -D warnings (each backend) and ruff; name what fails")
+@reported
+def lint():
+    """Run every lint, print a summary, and name each failed tool with what fixes it."""
+    lint_steps.require_tools()
+    results = lint_steps.run_all()
+    lint_steps.print_summary(results)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise ChecksFailed(lint_steps.failure_message(failed))
 
 
 @cloaca()
