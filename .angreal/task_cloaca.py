@@ -1,4 +1,4 @@
-"""angreal cloaca …: generate, build, test, check, lint, scrub, demo and bench cloaca's backends.
+"""angreal cloaca …: generate, build, test, check, lint, dist, scrub, demo and bench cloaca's backends.
 
 Each command reads as the steps of the pipeline; the steps live in the
 cloaca_pipeline package beside this file. Every failure ends in one paragraph
@@ -14,6 +14,7 @@ from cloaca_pipeline import (
     build,
     check as chain_check,
     demo as demo_steps,
+    dist as dist_steps,
     lint as lint_steps,
     project,
     render,
@@ -105,6 +106,19 @@ def lint():
     failed = [r for r in results if not r.passed]
     if failed:
         raise ChecksFailed(lint_steps.failure_message(failed))
+
+
+@cloaca()
+@angreal.command(name="dist", about="Build every backend's release wheel and the dispatcher's wheel into dist/")
+@reported
+def dist():
+    """Fill dist/ with one release wheel per backend plus the dispatcher's wheel, and list them."""
+    house = dist_steps.build_wheelhouse()
+    for wheel in house.wheels:
+        state = " (up to date, build skipped)" if wheel.name in house.skipped else ""
+        print(f"{project.relative(wheel)}{state}")
+    print(f"dist finished in {house.seconds:.1f}s")
+    print("install from it with: pip install --no-index --find-links dist 'cloaca[sqlite]'  (or 'cloaca[postgres]')")
 
 
 @cloaca()

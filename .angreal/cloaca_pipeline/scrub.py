@@ -3,9 +3,10 @@
 What goes: the files generate recorded in its manifest (if they still carry
 the generated header) and the directories it created (if nothing else is left
 in them); the backend virtualenvs; the backend wheels; the pipeline's state
-directory; caches Python and pytest left; the dispatcher's setuptools build
-output; with --deep, the whole cargo target directory. Before anything is
-deleted, it is checked against `git ls-files`: a tracked path is never touched.
+directory; the wheelhouse's wheels in dist/ (and dist/ once empty); caches
+Python, pytest and ruff left; the dispatcher's setuptools build output; with
+--deep, the whole cargo target directory. Before anything is deleted, it is
+checked against `git ls-files`: a tracked path is never touched.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from cloaca_pipeline import build, project, render
+from cloaca_pipeline import build, dist, project, render
 from cloaca_pipeline.errors import PipelineError
 
 #: Whole directories the pipeline owns outright.
@@ -23,6 +24,7 @@ OWNED_DIRECTORIES = (
     project.STATE_DIR,
     project.DISPATCHER_DIR / "build",
     project.ROOT / ".pytest_cache",
+    project.ROOT / ".ruff_cache",
 )
 #: Where Python leaves __pycache__ / *.egg-info we may remove.
 CACHE_ROOTS = (
@@ -95,6 +97,11 @@ def scrub(deep: bool = False) -> list[str]:
             for wheel in build.wheels_for(backend, build.wheel_dir(release)):
                 s.remove_file(wheel)
         s.remove_empty_directory(build.wheel_dir(release))
+    # dist/ may hold a user's own files too: only our wheels go, then dist/ if that emptied it.
+    if dist.DIST_DIR.is_dir():
+        for wheel in dist.our_wheels(dist.DIST_DIR):
+            s.remove_file(wheel)
+        s.remove_empty_directory(dist.DIST_DIR)
     for root in CACHE_ROOTS:
         if root.is_dir():
             for cache in sorted(list(root.rglob("__pycache__")) + list(root.rglob("*.egg-info"))):

@@ -86,3 +86,36 @@ def test_wheels_venvs_and_caches_go_and_deep_takes_the_target_dir(tree):
     assert run_angreal(tree, "cloaca", "scrub", "--deep").returncode == 0
     assert not (tree / "cloaca-backend/target").exists()
     assert git(tree, "status", "--porcelain") == ""
+
+
+def test_the_wheelhouse_goes_but_a_users_file_in_dist_stays(tree):
+    dist = tree / "dist"
+    dist.mkdir()
+    ours = [
+        "cloaca-0.1.0-py3-none-any.whl",
+        *(f"cloaca_{b}-0.1.0-cp39-abi3-linux_x86_64.whl" for b in BACKENDS),
+    ]
+    for name in ours:
+        (dist / name).write_bytes(b"wheel")
+    (dist / "someone-elses-1.0-py3-none-any.whl").write_bytes(b"not ours")
+    done = run_angreal(tree, "cloaca", "scrub")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in dist.iterdir()) == ["someone-elses-1.0-py3-none-any.whl"]
+
+    (dist / "someone-elses-1.0-py3-none-any.whl").unlink()
+    (dist / ours[0]).write_bytes(b"wheel")
+    assert run_angreal(tree, "cloaca", "scrub").returncode == 0
+    assert not dist.exists(), "dist/ goes once only our wheels were in it"
+    assert git(tree, "status", "--porcelain") == ""
+
+
+def test_a_tracked_wheel_in_dist_is_never_deleted(tree):
+    tracked = tree / "dist" / "cloaca-0.0.1-py3-none-any.whl"
+    tracked.parent.mkdir()
+    tracked.write_bytes(b"a wheel someone committed")
+    git(tree, "add", "-f", "dist")
+    git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "wheel")
+    done = run_angreal(tree, "cloaca", "scrub")
+    assert done.returncode == 2
+    assert "git tracks it" in done.stderr
+    assert tracked.read_bytes() == b"a wheel someone committed"
