@@ -148,7 +148,7 @@ def demo():
 
 
 @cloaca()
-@angreal.command(name="bench", about="Measure the engine workloads (DESIGN.md section 5) on release builds")
+@angreal.command(name="bench", about="Measure the engine workloads on release builds against their targets")
 @angreal.argument(name="backend", long="backend", help=BACKEND_HELP + "; default: all")
 @angreal.argument(
     name="runs", long="runs", help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})"

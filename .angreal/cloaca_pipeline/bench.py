@@ -1,4 +1,4 @@
-"""`bench`: the engine workloads of DESIGN.md section 5 on release builds, as one table.
+"""`bench`: the engine workloads on release builds, as one table beside their targets.
 
 Per backend: provide the database as `test` does (databases.py: a temporary
 directory for sqlite, the throw-away cluster or CLOACA_TEST_POSTGRES_URL for
@@ -53,8 +53,8 @@ class Row:
         return self.unit == "tasks/s"
 
 
-#: The performance budget of DESIGN.md section 5: the ONLY copy of the targets
-#: in the pipeline. Change them here when the design changes.
+#: The performance targets: the ONLY copy of the numbers (docs/benchmarks.md
+#: says what they promise and shows them in its tables). Change them here.
 ROWS = (
     Row("w3_p50_ms", "W3: 1-task workflow, call→result p50", "ms", 0.5, 2.0),
     Row("w3_p95_ms", "W3: 1-task workflow, call→result p95", "ms", None, None),
@@ -78,13 +78,15 @@ COLUMNS = (
     Column("sqlite FULL", "sqlite", "?_journal_mode=WAL&_synchronous=FULL"),
     Column("postgres", "postgres", ""),
 )
-#: The column the SQLite target applies to; FULL is reported beside it (DESIGN.md section 5).
+#: The columns the targets apply to: SQLite at NORMAL, its default; FULL (an
+#: fsync per commit) is reported beside it for comparison, with no target.
 TARGETED_COLUMNS = ("sqlite NORMAL", "postgres")
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Workload sizes. Chain length and fan-out width are DESIGN.md's; the rest are ours."""
+    """Workload sizes. The chain length and fan-out width are what the W1 and W2 targets are
+    set for; the call counts only decide how many samples W3 takes."""
 
     calls: int = 200  # W3 timed calls per run
     warmup: int = 20  # W3 untimed calls per run first
@@ -309,7 +311,7 @@ def format_target(row: Row, target: float | None) -> str:
     """'≤ 0.5 ms' / '≥ 4,000 tasks/s', or '—' where the design sets none."""
     if target is None:
         return "—"
-    # Written as DESIGN.md writes them (0.5 ms, 4,000 tasks/s), not padded to a figure's digits.
+    # Written as a budget is stated (0.5 ms, 4,000 tasks/s), not padded to a figure's digits.
     return ("≥ " if row.higher_is_better else "≤ ") + f"{target:,g} {row.unit}"
 
 
@@ -379,9 +381,7 @@ def describe_setup(runs: int, sizes: Sizes) -> str:
 
 def notes(measured: dict[str, dict | str]) -> list[str]:
     """What a reader must know to compare the figures with the targets."""
-    found = [
-        "Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside NORMAL (DESIGN.md section 5)."
-    ]
+    found = ["Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside NORMAL, with no target."]
     if isinstance(measured.get("postgres"), dict) and not os.environ.get(databases.POSTGRES_URL_ENV):
         found.append(
             "postgres ran on the throw-away cluster of `angreal cloaca test`, which runs "

@@ -1,4 +1,4 @@
-"""The engine workloads of DESIGN.md section 5, run INSIDE a backend's virtualenv.
+"""The engine workloads `bench` measures against its targets, run INSIDE a backend's virtualenv.
 
 This is a standalone script, not part of the pipeline package: `angreal cloaca
 bench` (cloaca_pipeline/bench.py) runs it with the bench virtualenv's
@@ -198,7 +198,7 @@ def cold_child(url: str) -> None:
 
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
-    parser = argparse.ArgumentParser(description="cloaca engine workloads (DESIGN.md section 5)")
+    parser = argparse.ArgumentParser(description="cloaca engine workloads (see docs/benchmarks.md)")
     parser.add_argument("workload", choices=["w3", "w1", "w2", "cold", "cold-child"])
     parser.add_argument(
         "--url", action="append", required=True, help="a fresh database for one run; repeat once per run"
