@@ -9,6 +9,9 @@ from conftest import BACKENDS, edit, run_angreal
 
 WRAPPER_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.py.j2"
 MOD_RS = "cloaca-backend/src/python/mod.rs"
+STUB_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.pyi.j2"
+API_DOC = "docs/api.md"
+EXECUTE_IN_API_DOC = "DefaultRunner.execute(workflow_name: str, context: _ContextInput = None) -> PipelineResult"
 LAST_REGISTRATION = "m.add_class::<smoke::HelloClass>()?;"
 
 
@@ -83,6 +86,58 @@ FAILURE_MODES = {
     "declared backend-only symbol nobody registers": (
         [("pyproject.toml", "sqlite = []", 'sqlite = ["SQLITE_PRAGMAS"]')],
         ["'SQLITE_PRAGMAS' is declared sqlite-only in [tool.cloaca.backend-only] but sqlite does not register it"],
+    ),
+    "stub signature differs from the extension": (
+        [(STUB_TEMPLATE, "    def get_message(self) -> str:", "    def get_message(self, loud: bool) -> str:")],
+        [
+            "[sqlite] stubtest: cloaca_sqlite.HelloClass.get_message is inconsistent",
+            "[postgres] stubtest: cloaca.HelloClass.get_message is inconsistent",
+            f"fix: {STUB_TEMPLATE}",
+        ],
+    ),
+    "symbol missing from the stub": (
+        [(STUB_TEMPLATE, "def hello_world() -> str:", "def hello_world_renamed() -> str:")],
+        [
+            "[sqlite] stubtest: cloaca_sqlite.hello_world is not present in stub",
+            "[postgres] stubtest: cloaca.hello_world is not present in stub",
+            f"fix: {STUB_TEMPLATE}",
+        ],
+    ),
+    "backend-only name in the other backend's stub": (
+        [(STUB_TEMPLATE, '{%- if exported("TenantConfig") %}\n\n@final', "{%- if true %}\n\n@final")],
+        ["[sqlite] stubtest: cloaca_sqlite.TenantConfig is not present at runtime", f"fix: {STUB_TEMPLATE}"],
+    ),
+    "stub that does not type-check": (
+        [(STUB_TEMPLATE, "def get_leaves(self) -> list[str]:", "def get_leaves(self) -> list[Leaf]:")],
+        ["stubtest: not checking stubs due to mypy build errors", 'Name "Leaf" is not defined'],
+    ),
+    "api.md signature differs from the stub": (
+        [(API_DOC, EXECUTE_IN_API_DOC, EXECUTE_IN_API_DOC.replace("workflow_name: str", "workflow: str"))],
+        ["docs/api.md shows `DefaultRunner.execute` as", "but the stub", f"fix: {API_DOC}"],
+    ),
+    "stub changed but api.md not": (
+        [(STUB_TEMPLATE, "def get_execution(self, execution_id: str)", "def get_execution(self, execution: str)")],
+        ["docs/api.md shows `DefaultRunner.get_execution` as", f"fix: {API_DOC}", f"fix: {STUB_TEMPLATE}"],
+    ),
+    "method missing from api.md": (
+        [(API_DOC, "#### `Workflow.get_roots`", "#### Workflow roots")],
+        ["docs/api.md has no entry `Workflow.get_roots`", f"fix: {API_DOC}"],
+    ),
+    "api.md documents what the stub lacks": (
+        [(API_DOC, "#### `Workflow.get_roots`", "#### `Workflow.get_roots`\n\n#### `Workflow.get_trunk`")],
+        ["docs/api.md documents `Workflow.get_trunk`, which the stub does not define"],
+    ),
+    "postgres-only name not marked in api.md": (
+        [(API_DOC, "### `DatabaseAdmin` (postgres only)", "### `DatabaseAdmin`")],
+        ["docs/api.md: the heading of `DatabaseAdmin` must say (postgres only)"],
+    ),
+    "api.md settings table differs from the extension": (
+        [(API_DOC, "| `max_concurrent_tasks` | int | `4` |", "| `max_concurrent_tasks` | int | `8` |")],
+        ["the settings table of docs/api.md differs from DefaultRunnerConfig", f"fix: {API_DOC}"],
+    ),
+    "example does not type-check": (
+        [("examples/quickstart.py", "attempt = next_attempt(task_id)", "attempt = next_attempt(partition)")],
+        ["mypy --strict: examples/quickstart.py:", 'Argument 1 to "next_attempt"', "fix: examples/quickstart.py"],
     ),
 }
 
