@@ -17,8 +17,8 @@ compile_error!(
      (angreal cloaca build --backend sqlite|postgres does this for you)"
 );
 
-pub mod engine;
-pub mod python;
+mod engine;
+mod python;
 
 use pyo3::prelude::*;
 

@@ -1,86 +1,206 @@
-//! The engine's error type: one enum, each variant a kind of failure the
-//! Python layer maps to the exception the API contract names.
+//! The engine's error: one enum whose variants are the kinds of failure,
+//! each keeping the value it refuses and, where there is one, the error it
+//! comes from (`std::error::Error::source`). The Python layer maps each
+//! [`ErrorKind`] to one exception class.
 
 use std::fmt;
 
 /// Everything that can go wrong inside the engine, as a value.
-#[derive(Debug, Clone, PartialEq)]
-pub enum EngineError {
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
     /// A database URL the installed backend cannot use.
+    #[error("invalid database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
     /// The database could not be opened or reached (file, permissions, server).
+    #[error("cannot use the database {target}: {reason}")]
     Unavailable { target: String, reason: String },
     /// The database holds a schema written by a newer cloaca.
+    #[error(
+        "the database schema is at version {found}, newer than this cloaca understands (up to {supported}); \
+         upgrade cloaca to use this database"
+    )]
     SchemaTooNew { found: i64, supported: i64 },
     /// A statement failed while the engine was using an open database.
-    Database { action: &'static str, reason: String },
+    #[error("database error while {action}: {source}")]
+    Database { action: &'static str, source: DbError },
+    /// The operating system refused a thread the runner needs.
+    #[error("cannot start {what}: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
     /// A workflow definition that cannot run (cycle, unknown dependency, ...).
+    #[error("{0}")]
     InvalidWorkflow(String),
-    /// A runner configuration value outside its accepted range.
-    InvalidConfig { field: &'static str, value: String, accepted: &'static str },
+    /// A runner setting outside its accepted range.
+    #[error("{name}={value} is not accepted: {name} must be {accepted}")]
+    InvalidSetting { name: &'static str, value: String, accepted: &'static str },
     /// `execute` named a workflow that is not registered in this process.
+    #[error("workflow {name:?} is not registered in this process; {}", describe_registered(.registered))]
     UnknownWorkflow { name: String, registered: Vec<String> },
     /// No execution with this id exists in the database.
+    #[error("no execution with id {0:?} exists in this database")]
     UnknownExecution(String),
     /// Waiting for an execution ended before it finished.
+    #[error("execution {execution_id} did not finish within {seconds} s; it goes on running (wait again or check get_execution)")]
     WaitTimedOut { execution_id: String, seconds: f64 },
     /// A cron expression or time zone that cannot be scheduled.
+    #[error("{0}")]
     InvalidSchedule(String),
     /// No cron schedule with this id exists in the database.
+    #[error("no cron schedule with id {0:?} exists in this database")]
     UnknownSchedule(String),
     /// A tenant name, password or request the admin refuses (the message says why).
+    #[cfg(feature = "postgres")]
+    #[error("{0}")]
     InvalidTenant(String),
     /// The runner was shut down.
+    #[error("this DefaultRunner has been shut down; open a new one")]
     ShutDown,
     /// The caller stopped waiting (the execution goes on).
+    #[error("waiting was interrupted; the execution goes on")]
     Interrupted,
 }
 
 /// Result alias used throughout the engine.
-pub type Result<T> = std::result::Result<T, EngineError>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
-impl EngineError {
-    /// A database error while doing `action`.
-    pub fn database(action: &'static str, source: impl fmt::Display) -> Self {
-        EngineError::Database { action, reason: source.to_string() }
-    }
+/// What kind of failure an [`Error`] is: what the Python layer maps to an
+/// exception class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    InvalidUrl,
+    Unavailable,
+    SchemaTooNew,
+    Database,
+    InvalidWorkflow,
+    InvalidSetting,
+    UnknownWorkflow,
+    UnknownExecution,
+    WaitTimedOut,
+    InvalidSchedule,
+    UnknownSchedule,
+    #[cfg(feature = "postgres")]
+    InvalidTenant,
+    ShutDown,
+    Interrupted,
 }
 
-impl fmt::Display for EngineError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Error {
+    /// A database error while doing `action`.
+    pub(crate) fn database(action: &'static str, source: impl Into<DbError>) -> Self {
+        Error::Database { action, source: source.into() }
+    }
+
+    /// Stored data the engine cannot read (edited by hand, or written by
+    /// another program), found while doing `action`.
+    pub(crate) fn corrupt(action: &'static str, what: impl fmt::Display) -> Self {
+        Error::Database { action, source: DbError::Invalid(what.to_string()) }
+    }
+
+    pub(crate) fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::InvalidUrl { url, reason } => write!(f, "invalid database URL {url:?}: {reason}"),
-            EngineError::Unavailable { target, reason } => write!(f, "cannot use the database {target}: {reason}"),
-            EngineError::SchemaTooNew { found, supported } => write!(
-                f,
-                "the database schema is at version {found}, newer than this cloaca understands \
-                 (up to {supported}); upgrade cloaca to use this database"
-            ),
-            EngineError::Database { action, reason } => write!(f, "database error while {action}: {reason}"),
-            EngineError::InvalidWorkflow(message) => f.write_str(message),
-            EngineError::InvalidConfig { field, value, accepted } => {
-                write!(f, "{field}={value} is not accepted: {field} must be {accepted}")
-            }
-            EngineError::UnknownWorkflow { name, registered } => {
-                write!(f, "workflow {name:?} is not registered in this process; ")?;
-                if registered.is_empty() {
-                    f.write_str("no workflow is registered yet (define one in a `with cloaca.WorkflowBuilder(...)` block)")
-                } else {
-                    write!(f, "registered workflows: {}", registered.join(", "))
-                }
-            }
-            EngineError::UnknownExecution(id) => write!(f, "no execution with id {id:?} exists in this database"),
-            EngineError::WaitTimedOut { execution_id, seconds } => write!(
-                f,
-                "execution {execution_id} did not finish within {seconds} s; it goes on running \
-                 (wait again or check get_execution)"
-            ),
-            EngineError::InvalidSchedule(message) | EngineError::InvalidTenant(message) => f.write_str(message),
-            EngineError::UnknownSchedule(id) => write!(f, "no cron schedule with id {id:?} exists in this database"),
-            EngineError::ShutDown => f.write_str("this DefaultRunner has been shut down; open a new one"),
-            EngineError::Interrupted => f.write_str("waiting was interrupted; the execution goes on"),
+            Error::InvalidUrl { .. } => ErrorKind::InvalidUrl,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
+            // A thread the runner cannot start is a failure of the runner's
+            // machinery in mid-operation, like a failed statement.
+            Error::Database { .. } | Error::Thread { .. } => ErrorKind::Database,
+            Error::InvalidWorkflow(_) => ErrorKind::InvalidWorkflow,
+            Error::InvalidSetting { .. } => ErrorKind::InvalidSetting,
+            Error::UnknownWorkflow { .. } => ErrorKind::UnknownWorkflow,
+            Error::UnknownExecution(_) => ErrorKind::UnknownExecution,
+            Error::WaitTimedOut { .. } => ErrorKind::WaitTimedOut,
+            Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
+            Error::UnknownSchedule(_) => ErrorKind::UnknownSchedule,
+            #[cfg(feature = "postgres")]
+            Error::InvalidTenant(_) => ErrorKind::InvalidTenant,
+            Error::ShutDown => ErrorKind::ShutDown,
+            Error::Interrupted => ErrorKind::Interrupted,
+        }
+    }
+
+    /// True when the database aborted a transaction only because it
+    /// conflicted with another one (a deadlock or serialization failure):
+    /// running the same transaction again can succeed.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn is_conflict(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => source.is_conflict(),
+            _ => false,
         }
     }
 }
 
-impl std::error::Error for EngineError {}
+fn describe_registered(registered: &[String]) -> String {
+    if registered.is_empty() {
+        "no workflow is registered yet (define one in a `with cloaca.WorkflowBuilder(...)` block)".into()
+    } else {
+        format!("registered workflows: {}", registered.join(", "))
+    }
+}
+
+/// Why a database operation failed: the driver's error, kept whole.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DbError {
+    #[cfg(feature = "sqlite")]
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[cfg(feature = "postgres")]
+    #[error("{}", postgres_text(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// Stored data that does not have the shape the engine wrote.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[cfg(feature = "postgres")]
+impl DbError {
+    fn is_conflict(&self) -> bool {
+        match self {
+            DbError::Postgres(e) => {
+                use postgres::error::SqlState;
+                matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A PostgreSQL error as a sentence: the server's severity and message, or
+/// the client error with its causes ("error connecting to server: Connection refused").
+#[cfg(feature = "postgres")]
+pub(crate) fn postgres_text(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}: {}", db.severity(), db.message());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_read_like_sentences_and_keep_their_source() {
+        let error = Error::database("reading state", DbError::Invalid("a task output is not a JSON object".into()));
+        assert_eq!(error.to_string(), "database error while reading state: a task output is not a JSON object");
+        assert!(std::error::Error::source(&error).is_some());
+        assert_eq!(error.kind(), ErrorKind::Database);
+        #[cfg(feature = "postgres")]
+        assert!(!error.is_conflict());
+        let unknown = Error::UnknownWorkflow { name: "etl".into(), registered: vec![] };
+        assert!(unknown.to_string().contains("no workflow is registered yet"), "{unknown}");
+        let setting = Error::InvalidSetting { name: "max_concurrent_tasks", value: "0".into(), accepted: "an int above 0" };
+        assert_eq!(setting.to_string(), "max_concurrent_tasks=0 is not accepted: max_concurrent_tasks must be an int above 0");
+    }
+}

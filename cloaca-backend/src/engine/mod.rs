@@ -1,29 +1,44 @@
-//! The workflow engine: a plain Rust library, independent of Python.
+//! The workflow engine: a plain Rust library, independent of Python, tested
+//! with `cargo test` alone. The PyO3 layer (`crate::python`) uses only what
+//! this face re-exports.
 //!
-//! The PyO3 layer in `crate::python` stays a thin shell over it so that the
-//! engine's logic is tested with `cargo test` alone.
+//! One folder per concept, each using only those listed before it:
 //!
-//! - [`dag`]: workflow structure, validation, order, version, context merging.
-//! - [`retry`]: retry policies and task failures.
-//! - [`store`]: durable state, one implementation per backend.
-//! - [`registry`]: the workflows this process can run.
-//! - [`runner`]: worker threads that claim, run and record task attempts.
+//! - ground floor: [`error`] (the error and its kinds), [`model`] (contexts,
+//!   execution records), [`backend`], [`url`] (database URLs), [`settings`]
+//!   (the runner settings table), [`time`], [`sync`] (poison-tolerant locks).
+//! - [`workflow`]: DAG validation, order, version and context merging; retry
+//!   policies; the registry of workflows this process can run.
+//! - [`cron`]`::expression`: cron expressions in time zones and their ticks.
+//! - [`store`]: durable state over the backend's database (connection layer,
+//!   migrations, executions, schedules, SQLite / PostgreSQL).
+//! - [`runner`]: workers, supervisor and wake-ups; [`cron`]'s schedule
+//!   management and ticker thread sit beside it, on the store.
 
-pub mod backend;
-pub mod cron;
-pub mod dag;
-pub mod error;
-pub mod registry;
-pub mod retry;
-pub mod runner;
-pub mod scheduler;
-pub mod store;
-pub mod tenants;
-pub mod time;
-pub mod url;
+mod backend;
+mod cron;
+mod error;
+mod model;
+mod runner;
+mod settings;
+mod store;
+mod sync;
+mod time;
+mod url;
+mod workflow;
 
 #[cfg(test)]
 mod tests;
 
-/// The state a workflow's tasks share: a JSON object.
-pub type Context = serde_json::Map<String, serde_json::Value>;
+pub(crate) use backend::Backend;
+pub(crate) use error::{Error, ErrorKind, Result};
+pub(crate) use model::{Context, ExecutionRecord, ExecutionStatus};
+pub(crate) use runner::Runner;
+pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
+#[cfg(feature = "postgres")]
+pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
+pub(crate) use store::{CronRun, CronStats, ScheduleRecord, Store};
+pub(crate) use sync::lock;
+pub(crate) use time::{now_ms, rfc3339};
+pub(crate) use url::{redact, DatabaseUrl};
+pub(crate) use workflow::{Backoff, Dag, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};

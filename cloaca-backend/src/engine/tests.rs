@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::dag::{Dag, TaskSpec, WorkflowSpec};
-use super::registry::{Registry, TaskBody, Workflow};
-use super::retry::{Backoff, RetryPolicy, TaskFailure};
-use super::runner::{Runner, RunnerConfig};
-use super::store::{AttemptOutcome, ExecutionStatus, Store, WorkflowRef};
+use super::model::{Context, ExecutionStatus, WorkflowRef};
+use super::runner::Runner;
+use super::settings::RunnerConfig;
+use super::store::{AttemptOutcome, Store};
 use super::time::now_ms;
-use super::Context;
+use super::url::DatabaseUrl;
+use super::workflow::{Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
 
 type Behaviour = dyn Fn(usize, Context) -> Result<Context, TaskFailure> + Send + Sync;
 
@@ -48,7 +48,7 @@ fn marks(key: &'static str) -> Box<Behaviour> {
 struct Fixture {
     registry: &'static Registry,
     url: String,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     bodies: HashMap<String, Arc<Scripted>>,
     workflow: Arc<Workflow>,
 }
@@ -84,17 +84,8 @@ fn test_database_url() -> String {
 }
 
 /// A store on `url`, as a separate runner process would open it.
-fn open_store_at(url: &str) -> Arc<dyn Store> {
-    match super::url::DatabaseUrl::parse(url).unwrap() {
-        #[cfg(feature = "sqlite")]
-        super::url::DatabaseUrl::Sqlite(u) => Arc::new(super::store::sqlite::SqliteStore::open(&u, now_ms()).expect("sqlite store opens")),
-        #[cfg(feature = "postgres")]
-        super::url::DatabaseUrl::Postgres(u) => {
-            Arc::new(super::store::postgres::PostgresStore::open(&u, None, 4, now_ms()).expect("postgres store opens"))
-        }
-        #[allow(unreachable_patterns)]
-        other => panic!("{other:?}"),
-    }
+fn open_store_at(url: &str) -> Arc<Store> {
+    Arc::new(Store::open(&DatabaseUrl::parse(url).unwrap(), None, 4, now_ms()).expect("store opens"))
 }
 
 /// A registered workflow named uniquely for this test, with scripted bodies.
@@ -321,7 +312,7 @@ fn recovery_is_off_when_disabled() {
     let runner = f.runner(RunnerConfig { enable_recovery: false, ..quick() });
     let waited = runner.wait(&id, Some(Duration::from_millis(300)));
     runner.shutdown();
-    assert!(matches!(waited, Err(super::error::EngineError::WaitTimedOut { .. })), "{waited:?}");
+    assert!(matches!(waited, Err(super::error::Error::WaitTimedOut { .. })), "{waited:?}");
     assert_eq!(f.runs("only"), 0);
 }
 
@@ -374,7 +365,7 @@ fn listing_is_newest_first_and_filters() {
     let f = fixture(vec![(task("a", &[]), marks("a"))]);
     let runner = f.runner(quick());
     let ids: Vec<String> = (0..3).map(|_| runner.execute(f.workflow.dag.name(), &Context::new()).unwrap().id).collect();
-    let listed = runner.store().list_executions(Some(f.workflow.dag.name()), Some(ExecutionStatus::Completed), 10).unwrap();
+    let listed = runner.list_executions(Some(f.workflow.dag.name()), Some(ExecutionStatus::Completed), 10).unwrap();
     runner.shutdown();
     let listed: Vec<String> = listed.into_iter().map(|r| r.id).collect();
     assert_eq!(listed, ids.into_iter().rev().collect::<Vec<_>>());
@@ -395,8 +386,9 @@ fn recorded_state_is_shared_through_the_store() {
 
 mod cron_ticks {
     use super::*;
-    use crate::engine::scheduler::{self, CronConfig, Planner};
-    use crate::engine::store::cron::{CronRunStatus, ScheduleRecord};
+    use crate::engine::cron::{fire_due, recover_lost};
+    use crate::engine::settings::CronConfig;
+    use crate::engine::store::{CronRunStatus, ScheduleRecord};
 
     const HOUR: i64 = 3_600_000;
 
@@ -423,8 +415,12 @@ mod cron_ticks {
         record
     }
 
-    fn fire(store: &dyn Store, registry: &Registry, max_catchup: usize, now: i64) -> u64 {
-        scheduler::fire_due(store, &Planner::new(registry, max_catchup), now, &mut |what, e| panic!("{what}: {e}")).unwrap()
+    fn fire(store: &Store, registry: &Registry, max_catchup: usize, now: i64) -> u64 {
+        fire_due(store, &registry.snapshot(), max_catchup, now, &mut |what, e| panic!("{what}: {e}")).unwrap()
+    }
+
+    fn cron_config() -> CronConfig {
+        RunnerConfig::default().cron
     }
 
     fn tick_times(f: &Fixture, schedule_id: &str) -> Vec<i64> {
@@ -438,9 +434,9 @@ mod cron_ticks {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
         let t0 = fake_hour(1);
         let schedule = hourly_schedule(&f, t0);
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 - 1), 0, "not due a millisecond early");
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR / 2), 1, "one root readied");
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR / 2), 0, "the same tick never fires twice");
+        assert_eq!(fire(&f.store, f.registry, 100, t0 - 1), 0, "not due a millisecond early");
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + HOUR / 2), 1, "one root readied");
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + HOUR / 2), 0, "the same tick never fires twice");
         let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
         assert_eq!(history.len(), 1);
         let run = &history[0];
@@ -466,7 +462,7 @@ mod cron_ticks {
             let handles: Vec<_> = (0..8)
                 .map(|i| {
                     let store = stores[i % 2].clone();
-                    scope.spawn(move || fire(&*store, registry, 100, now))
+                    scope.spawn(move || fire(&store, registry, 100, now))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).sum()
@@ -481,12 +477,12 @@ mod cron_ticks {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
         let t0 = fake_hour(8);
         let schedule = hourly_schedule(&f, t0);
-        assert_eq!(fire(&*f.store, f.registry, 100, t0), 1);
+        assert_eq!(fire(&f.store, f.registry, 100, t0), 1);
         // A change based on a read from before the tick fired is refused...
         assert!(!f.store.update_schedule(&schedule, t0, t0).unwrap());
         // ...and even a schedule moved back to an old tick does not start it twice.
         assert!(f.store.update_schedule(&schedule, t0 + HOUR, t0).unwrap());
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + 1), 0);
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + 1), 0);
         assert_eq!(tick_times(&f, &schedule.id), vec![t0]);
         assert_eq!(f.store.get_schedule(&schedule.id).unwrap().unwrap().next_run_at, t0 + HOUR, "moved on past it");
     }
@@ -497,7 +493,7 @@ mod cron_ticks {
         let t0 = fake_hour(3);
         let schedule = hourly_schedule(&f, t0);
         // Down from 00:00 to 09:30: ten ticks were missed.
-        assert_eq!(fire(&*f.store, f.registry, 3, t0 + 9 * HOUR + HOUR / 2), 3);
+        assert_eq!(fire(&f.store, f.registry, 3, t0 + 9 * HOUR + HOUR / 2), 3);
         assert_eq!(tick_times(&f, &schedule.id), vec![t0 + 7 * HOUR, t0 + 8 * HOUR, t0 + 9 * HOUR], "the most recent three");
         let stored = f.store.get_schedule(&schedule.id).unwrap().unwrap();
         assert_eq!((stored.skipped_ticks, stored.next_run_at, stored.last_run_at), (7, t0 + 10 * HOUR, Some(t0 + 9 * HOUR)));
@@ -510,12 +506,12 @@ mod cron_ticks {
         let mut schedule = hourly_schedule(&f, t0);
         schedule.enabled = false;
         assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 0);
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + HOUR), 0);
         schedule.enabled = true;
         assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
         let empty: &'static Registry = Box::leak(Box::default());
-        assert_eq!(fire(&*f.store, empty, 100, t0 + HOUR), 0, "a process without the workflow leaves the tick to others");
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + HOUR), 2);
+        assert_eq!(fire(&f.store, empty, 100, t0 + HOUR), 0, "a process without the workflow leaves the tick to others");
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + HOUR), 2);
     }
 
     #[test]
@@ -526,8 +522,8 @@ mod cron_ticks {
         schedule.cron_expression = "not a cron expression".into();
         assert!(f.store.update_schedule(&schedule, t0, t0).unwrap());
         let mut reports = Vec::new();
-        let planner = Planner::new(f.registry, 100);
-        let roots = scheduler::fire_due(&*f.store, &planner, t0 + HOUR, &mut |what, e| reports.push(format!("{what}: {e}"))).unwrap();
+        let workflows = f.registry.snapshot();
+        let roots = fire_due(&f.store, &workflows, 100, t0 + HOUR, &mut |what, e| reports.push(format!("{what}: {e}"))).unwrap();
         assert_eq!(roots, 0);
         assert_eq!(reports.len(), 1, "{reports:?}");
         assert!(reports[0].contains("not a cron expression"), "{reports:?}");
@@ -539,12 +535,12 @@ mod cron_ticks {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
         let t0 = fake_hour(6);
         let schedule = hourly_schedule(&f, t0);
-        let config = CronConfig { lost_threshold: Duration::from_secs(600), max_recovery_attempts: 1, ..CronConfig::default() };
-        let planner = Planner::new(f.registry, 100);
-        assert_eq!(fire(&*f.store, f.registry, 100, t0), 1);
+        let config = CronConfig { lost_threshold: Duration::from_secs(600), max_recovery_attempts: 1, ..cron_config() };
+        let workflows = f.registry.snapshot();
+        assert_eq!(fire(&f.store, f.registry, 100, t0), 1);
         // Nobody claims its ready task (no runner is up in this test).
-        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_000).unwrap(), 0, "not before the threshold");
-        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 600_001).unwrap(), 1, "restarted: one root readied");
+        assert_eq!(recover_lost(&f.store, &workflows, &config, t0 + 600_000).unwrap(), 0, "not before the threshold");
+        assert_eq!(recover_lost(&f.store, &workflows, &config, t0 + 600_001).unwrap(), 1, "restarted: one root readied");
         let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
         assert_eq!(
             history.iter().map(|r| (r.attempt, r.status)).collect::<Vec<_>>(),
@@ -557,7 +553,7 @@ mod cron_ticks {
         assert!(message.starts_with("execution lost") && message.contains("started again as attempt 2"), "{message}");
         // The restart stalls too: out of attempts, it is only marked lost.
         let later = t0 + 2 * 600_001;
-        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, later).unwrap(), 0);
+        assert_eq!(recover_lost(&f.store, &workflows, &config, later).unwrap(), 0);
         let history = f.store.cron_history(&schedule.id, 10, 0).unwrap();
         assert_eq!(history.iter().map(|r| r.status).collect::<Vec<_>>(), vec![CronRunStatus::Lost, CronRunStatus::Lost]);
         let newest = f.store.get_execution(&history[0].execution_id).unwrap().unwrap();
@@ -569,12 +565,12 @@ mod cron_ticks {
         let f = fixture(vec![(task("a", &[]), marks("a"))]);
         let t0 = fake_hour(7);
         hourly_schedule(&f, t0);
-        let config = CronConfig { lost_threshold: Duration::from_secs(600), ..CronConfig::default() };
-        let planner = Planner::new(f.registry, 100);
-        fire(&*f.store, f.registry, 100, t0);
+        let config = CronConfig { lost_threshold: Duration::from_secs(600), ..cron_config() };
+        let workflows = f.registry.snapshot();
+        fire(&f.store, f.registry, 100, t0);
         // A runner claims the task and keeps its lease alive far into the future.
         let claim = f.store.claim("live-runner", &[f.workflow.reference()], t0 + 1, 10 * 600_000, false).unwrap().unwrap();
-        assert_eq!(scheduler::recover_lost(&*f.store, &planner, &config, t0 + 2 * 600_000).unwrap(), 0);
+        assert_eq!(recover_lost(&f.store, &workflows, &config, t0 + 2 * 600_000).unwrap(), 0);
         let history = f
             .store
             .cron_history(
@@ -599,7 +595,7 @@ mod cron_ticks {
         };
         let (before, before_later) = (counts(t0), counts(t0 + 2 * HOUR));
         let schedule = hourly_schedule(&f, t0);
-        assert_eq!(fire(&*f.store, f.registry, 100, t0 + 3 * HOUR), 4);
+        assert_eq!(fire(&f.store, f.registry, 100, t0 + 3 * HOUR), 4);
         // One tick's execution completes, one fails.
         let dag = &f.workflow.dag;
         let finish = |ok: bool| {
@@ -613,10 +609,10 @@ mod cron_ticks {
         };
         finish(true);
         finish(false);
-        let config = CronConfig { lost_threshold: Duration::from_secs(60), max_recovery_attempts: 0, ..CronConfig::default() };
+        let config = CronConfig { lost_threshold: Duration::from_secs(60), max_recovery_attempts: 0, ..cron_config() };
         // Of the two left, both stall: lost (no restart allowed).
         let stalled = t0 + 4 * HOUR + 61_000;
-        assert_eq!(scheduler::recover_lost(&*f.store, &Planner::new(f.registry, 100), &config, stalled).unwrap(), 0);
+        assert_eq!(recover_lost(&f.store, &f.registry.snapshot(), &config, stalled).unwrap(), 0);
         let added: Vec<i64> = counts(t0).iter().zip(before).map(|(a, b)| a - b).collect();
         assert_eq!(added, vec![4, 1, 1, 0, 2], "total, completed, failed, unfinished, lost");
         assert_eq!(counts(t0 + 2 * HOUR)[0] - before_later[0], 2, "since filters by scheduled time");
@@ -627,12 +623,14 @@ mod cron_ticks {
 #[cfg(feature = "postgres")]
 #[test]
 fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
-    use super::store::postgres::PostgresStore;
+    use super::store::postgres::listen::channel_name;
+    use super::store::Channel;
     let f = fixture(vec![(task("a", &[]), marks("a"))]);
+    let open = |schema: &str| Store::open(&DatabaseUrl::parse(&f.url).unwrap(), Some(schema), 2, now_ms()).unwrap();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (one, two) = (format!("tenant_one_{suffix}"), format!("tenant_two_{suffix}"));
-    let first = PostgresStore::open(&f.url, Some(&one), 2, now_ms()).unwrap();
-    let second = PostgresStore::open(&f.url, Some(&two), 2, now_ms()).unwrap();
+    let first = open(&one);
+    let second = open(&two);
     first.create_execution("e-1", &f.workflow.dag, &Context::new(), now_ms()).unwrap();
     assert!(first.get_execution("e-1").unwrap().is_some());
     assert!(second.get_execution("e-1").unwrap().is_none());
@@ -640,8 +638,8 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     assert!(second.claim("r", &[f.workflow.reference()], now_ms(), 1000, true).unwrap().is_none());
     assert!(first.claim("r", &[f.workflow.reference()], now_ms(), 1000, true).unwrap().is_some());
     // Opening again finds the schema and its tables as they are.
-    let again = PostgresStore::open(&f.url, Some(&one), 2, now_ms()).unwrap();
+    let again = open(&one);
     assert!(again.get_execution("e-1").unwrap().is_some());
-    assert_ne!(super::store::Channel::Work.name_in(Some(&one)), super::store::Channel::Work.name_in(Some(&two)));
-    assert!(super::store::Channel::Done.name_in(Some(&"a".repeat(63))).len() <= 63);
+    assert_ne!(channel_name(Channel::Work, Some(&one)), channel_name(Channel::Work, Some(&two)));
+    assert!(channel_name(Channel::Done, Some(&"a".repeat(63))).len() <= 63);
 }

@@ -7,38 +7,42 @@
 //! Backend-only symbols are registered under `#[cfg(feature = ...)]` and must
 //! be declared in `[tool.cloaca.backend-only]` of the top-level pyproject.toml.
 
-mod config;
+//!
+//! The layer mirrors the engine: [`errors`] (the exception hierarchy),
+//! [`context`] and [`json`] (values), [`workflow`] (tasks and workflows),
+//! [`runner`] (runners, results, settings, schedules) and, on PostgreSQL,
+//! [`tenants`]. It uses only the engine's face (`crate::engine::*`).
+
 mod context;
-mod cron;
 mod errors;
 mod json;
 mod runner;
 mod smoke;
-mod task;
 #[cfg(feature = "postgres")]
 mod tenants;
 mod workflow;
 
 use pyo3::prelude::*;
 
-use crate::engine::backend::Backend;
+use crate::engine::Backend;
 
 /// Registers every public symbol of the API on the extension module `m`.
-pub fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
+pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("__backend__", Backend::CURRENT.name())?;
     m.add_function(wrap_pyfunction!(get_backend, m)?)?;
     m.add_function(wrap_pyfunction!(smoke::hello_world, m)?)?;
     m.add_class::<smoke::HelloClass>()?;
     m.add_class::<context::PyContext>()?;
-    m.add_function(wrap_pyfunction!(task::task, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::decorator::task, m)?)?;
     m.add_class::<workflow::PyWorkflowBuilder>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     m.add_function(wrap_pyfunction!(workflow::register_workflow_constructor, m)?)?;
-    m.add_class::<config::PyDefaultRunnerConfig>()?;
+    m.add_class::<runner::PyDefaultRunnerConfig>()?;
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
+    errors::register(m)?;
     // Multi-tenancy is a Postgres feature (schemas and roles).
     #[cfg(feature = "postgres")]
     m.add_class::<tenants::PyDatabaseAdmin>()?;

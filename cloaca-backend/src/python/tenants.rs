@@ -1,12 +1,11 @@
 //! `DatabaseAdmin`, `TenantConfig` and `TenantCredentials` (postgres only):
-//! thin wrappers over `engine::tenants`.
+//! thin wrappers over the engine's tenant administration.
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::errors::to_py;
-use crate::engine::tenants::{self, DatabaseAdmin, TenantCredentials};
-use crate::engine::url::DatabaseUrl;
+use crate::engine::{validate_name, validate_password, DatabaseAdmin, DatabaseUrl, TenantCredentials};
+use crate::python::errors::to_py;
 
 /// What `DatabaseAdmin.create_tenant` makes: a schema and the login role
 /// that owns it. The names are checked here, before any SQL is sent.
@@ -26,15 +25,15 @@ impl PyTenantConfig {
     #[new]
     #[pyo3(signature = (schema_name, username, password=None))]
     fn new(schema_name: &str, username: &str, password: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        tenants::validate_name("schema name", schema_name).map_err(to_py)?;
-        tenants::validate_name("username", username).map_err(to_py)?;
+        validate_name("schema name", schema_name).map_err(to_py)?;
+        validate_name("username", username).map_err(to_py)?;
         let password = match password {
             Some(p) if !p.is_none() => {
                 let text: String = p.extract().map_err(|_| {
                     let type_name = p.get_type().name().map(|n| n.to_string()).unwrap_or_default();
                     PyTypeError::new_err(format!("password has type {type_name}; give a str, or None to generate one"))
                 })?;
-                tenants::validate_password(&text).map_err(to_py)?;
+                validate_password(&text).map_err(to_py)?;
                 Some(text)
             }
             _ => None,

@@ -7,17 +7,20 @@
 //! missing ones in order inside one transaction, and refuses a database whose
 //! schema is newer than this build.
 
+use super::conn::{Conn, Param};
+use crate::engine::error::{Error, Result};
+
 /// One schema change.
-pub struct Migration {
-    pub version: i64,
-    pub name: &'static str,
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) name: &'static str,
     /// SQLite's spelling; see [`Migration::sql_for`].
-    pub sql: &'static str,
+    pub(crate) sql: &'static str,
 }
 
 impl Migration {
     /// The statements for one backend.
-    pub fn sql_for(&self, postgres: bool) -> String {
+    pub(crate) fn sql_for(&self, postgres: bool) -> String {
         if postgres {
             postgres_schema(self.sql)
         } else {
@@ -27,12 +30,12 @@ impl Migration {
 }
 
 /// Rewrites SQLite DDL into PostgreSQL's.
-pub fn postgres_schema(sql: &str) -> String {
+pub(crate) fn postgres_schema(sql: &str) -> String {
     sql.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY").replace("INTEGER", "BIGINT")
 }
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[Migration] = &[
+pub(crate) const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
         name: "executions and task executions",
@@ -121,17 +124,35 @@ pub const MIGRATIONS: &[Migration] = &[
 ];
 
 /// The schema version this build writes.
-pub const MIGRATIONS_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
+pub(crate) const MIGRATIONS_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// The bookkeeping table; the same text works on both backends.
-pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS cloaca_schema_migrations (
+pub(crate) const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS cloaca_schema_migrations (
     version BIGINT PRIMARY KEY,
     name TEXT NOT NULL,
     applied_at BIGINT NOT NULL
 )";
 
+const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM cloaca_schema_migrations";
+const RECORD_MIGRATION: &str = "INSERT INTO cloaca_schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)";
+
+/// Applies the missing migrations; run inside one transaction.
+pub(crate) fn migrate(conn: &mut dyn Conn, postgres: bool, now: i64) -> Result<()> {
+    conn.lock_for_migration()?;
+    conn.batch(CREATE_MIGRATIONS_TABLE)?;
+    let current = conn.query_one(CURRENT_VERSION, &[], |row| row.int(0))?;
+    if current > MIGRATIONS_VERSION {
+        return Err(Error::SchemaTooNew { found: current, supported: MIGRATIONS_VERSION });
+    }
+    for migration in pending(current) {
+        conn.batch(&migration.sql_for(postgres))?;
+        conn.execute(RECORD_MIGRATION, &[Param::Int(migration.version), Param::Text(migration.name), Param::Int(now)])?;
+    }
+    Ok(())
+}
+
 /// The migrations a database at `current` still needs.
-pub fn pending(current: i64) -> impl Iterator<Item = &'static Migration> {
+pub(crate) fn pending(current: i64) -> impl Iterator<Item = &'static Migration> {
     MIGRATIONS.iter().filter(move |m| m.version > current)
 }
 

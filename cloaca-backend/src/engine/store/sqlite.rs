@@ -10,24 +10,38 @@ use std::sync::Mutex;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
-use super::sql::{self, Conn, Param, Row, SqlBackend};
-use super::Channel;
-use crate::engine::error::{EngineError, Result};
-use crate::engine::url::{SqliteLocation, SqliteMode, SqliteUrl};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
-/// Executions and task attempts in one SQLite database.
-pub struct SqliteStore {
+use super::conn::{Conn, Param, Row};
+use super::{migrations, Channel, EventHandler};
+use crate::engine::error::{Error, Result};
+use crate::engine::sync::lock;
+use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
+
+/// One SQLite database, behind one connection.
+pub(crate) struct SqliteDb {
     conn: Mutex<Connection>,
 }
 
 /// `rusqlite::Connection` / `Transaction` as the shared SQL layer's [`Conn`].
 struct SqliteConn<'a>(&'a Connection);
 
-impl SqliteStore {
+impl SqliteDb {
     /// Opens (creating when allowed) and migrates the database of `url`.
     /// Nothing is written to a file that turns out not to be a usable
-    /// cloaca database.
-    pub fn open(url: &SqliteUrl, now: i64) -> Result<Self> {
+    /// cloaca database. SQLite has no schemas and one connection: `schema`
+    /// and `pool_size` do not apply (the caller refuses a schema first).
+    pub(crate) fn open(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize, now: i64) -> Result<Self> {
+        let _ = (schema, pool_size);
+        let DatabaseUrl::Sqlite(url) = url else {
+            return Err(Error::InvalidUrl { url: format!("{url:?}"), reason: "the sqlite backend opens sqlite:// URLs only".into() });
+        };
+        Self::open_sqlite(url, now)
+    }
+
+    fn open_sqlite(url: &SqliteUrl, now: i64) -> Result<Self> {
         let conn = match &url.location {
             SqliteLocation::Memory => Connection::open_in_memory().map_err(|e| unavailable(":memory:", e))?,
             SqliteLocation::File(path) => open_file(path, url)?,
@@ -37,7 +51,7 @@ impl SqliteStore {
         // A read before any write: a file that is not a database fails here, untouched.
         conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0)).map_err(|e| unavailable(&target, e))?;
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
-            return Err(EngineError::Unavailable {
+            return Err(Error::Unavailable {
                 target,
                 reason: "it is read-only (mode=ro or no write permission), and a runner must write its state; \
                          open a writable file"
@@ -50,29 +64,33 @@ impl SqliteStore {
                 .map_err(|e| unavailable(&target, e))?;
         }
         conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
-        let store = SqliteStore { conn: Mutex::new(conn) };
-        store.write("applying schema migrations", |c| sql::migrate(c, false, now)).map_err(|e| match e {
-            EngineError::Database { reason, .. } => EngineError::Unavailable { target: target.clone(), reason },
+        let db = SqliteDb { conn: Mutex::new(conn) };
+        db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
+            Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
         })?;
-        Ok(store)
+        Ok(db)
     }
-}
 
-impl SqlBackend for SqliteStore {
     /// One `BEGIN IMMEDIATE` transaction: it takes the write lock at once
     /// (waiting up to busy_timeout), so it cannot deadlock on a lock upgrade.
-    fn write<T>(&self, action: &'static str, mut f: impl FnMut(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| EngineError::database(action, e))?;
+    pub(crate) fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        let mut guard = lock(&self.conn);
+        let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| Error::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
-        tx.commit().map_err(|e| EngineError::database(action, e))?;
+        tx.commit().map_err(|e| Error::database(action, e))?;
         Ok(value)
     }
 
-    fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        let guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut SqliteConn(&guard))
+    pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        f(&mut SqliteConn(&lock(&self.conn)))
+    }
+
+    /// SQLite has no cross-process notifications: runners in other
+    /// processes find new work at their next poll.
+    pub(crate) fn listen(&self, on_event: EventHandler, stop: Arc<AtomicBool>) -> Result<Option<JoinHandle<()>>> {
+        let _ = (on_event, stop);
+        Ok(None)
     }
 }
 
@@ -102,19 +120,19 @@ fn describe(location: &SqliteLocation) -> String {
     }
 }
 
-fn unavailable(target: &str, e: rusqlite::Error) -> EngineError {
+fn unavailable(target: &str, e: rusqlite::Error) -> Error {
     let reason = match e.sqlite_error_code() {
         Some(ErrorCode::NotADatabase) => "the file is not a SQLite database (cloaca left it untouched)".into(),
         Some(ErrorCode::ReadOnly) => "it is read-only, and a runner must write its state".into(),
         Some(ErrorCode::CannotOpen) => format!("SQLite cannot open it ({e})"),
         _ => e.to_string(),
     };
-    EngineError::Unavailable { target: target.to_string(), reason }
+    Error::Unavailable { target: target.to_string(), reason }
 }
 
 fn open_file(path: &Path, url: &SqliteUrl) -> Result<Connection> {
     let shown = format!("{:?}", path.display().to_string());
-    let fail = |reason: String| EngineError::Unavailable { target: shown.clone(), reason };
+    let fail = |reason: String| Error::Unavailable { target: shown.clone(), reason };
     if path.is_dir() {
         return Err(fail("it is a directory; give the path of a database file inside it".into()));
     }
@@ -137,28 +155,27 @@ fn open_file(path: &Path, url: &SqliteUrl) -> Result<Connection> {
 
 impl Conn for SqliteConn<'_> {
     fn execute(&mut self, sql: &'static str, params: &[Param]) -> Result<u64> {
-        let mut stmt = self.0.prepare_cached(sql).map_err(|e| EngineError::database("preparing a statement", e))?;
+        let mut stmt = self.0.prepare_cached(sql).map_err(|e| Error::database("preparing a statement", e))?;
         let values = bind(params);
-        stmt.execute(rusqlite::params_from_iter(values.iter())).map(|n| n as u64).map_err(|e| EngineError::database("writing state", e))
+        stmt.execute(rusqlite::params_from_iter(values.iter())).map(|n| n as u64).map_err(|e| Error::database("writing state", e))
     }
 
     fn query(&mut self, sql: &'static str, params: &[Param], each: &mut dyn FnMut(&dyn Row) -> Result<()>) -> Result<()> {
-        let mut stmt = self.0.prepare_cached(sql).map_err(|e| EngineError::database("preparing a statement", e))?;
+        let mut stmt = self.0.prepare_cached(sql).map_err(|e| Error::database("preparing a statement", e))?;
         let values = bind(params);
-        let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| EngineError::database("reading state", e))?;
-        while let Some(row) = rows.next().map_err(|e| EngineError::database("reading state", e))? {
+        let mut rows = stmt.query(rusqlite::params_from_iter(values.iter())).map_err(|e| Error::database("reading state", e))?;
+        while let Some(row) = rows.next().map_err(|e| Error::database("reading state", e))? {
             each(&SqliteRow(row))?;
         }
         Ok(())
     }
 
     fn batch(&mut self, sql: &str) -> Result<()> {
-        self.0.execute_batch(sql).map_err(|e| EngineError::database("applying schema migrations", e))
+        self.0.execute_batch(sql).map_err(|e| Error::database("applying schema migrations", e))
     }
 
     fn notify(&mut self, _channel: Channel, _payload: &str) -> Result<()> {
-        // SQLite has no cross-process notifications; runners in other processes
-        // find new work at their next poll.
+        // Nobody can listen (see `SqliteDb::listen`).
         Ok(())
     }
 
@@ -183,7 +200,7 @@ fn bind(params: &[Param]) -> Vec<SqlValue> {
 struct SqliteRow<'r, 's>(&'r rusqlite::Row<'s>);
 
 fn column<T: rusqlite::types::FromSql>(row: &rusqlite::Row<'_>, i: usize) -> Result<T> {
-    row.get(i).map_err(|e| EngineError::database("reading a column", e))
+    row.get(i).map_err(|e| Error::database("reading a column", e))
 }
 
 impl Row for SqliteRow<'_, '_> {
@@ -206,14 +223,10 @@ mod tests {
     use super::*;
     use crate::engine::store::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_VERSION};
     use crate::engine::store::Store;
-    use crate::engine::url::DatabaseUrl;
 
-    fn temp_url() -> (PathBuf, SqliteUrl) {
+    fn temp_url() -> (PathBuf, DatabaseUrl) {
         let path = std::env::temp_dir().join(format!("cloaca-migration-test-{}.db", uuid::Uuid::new_v4()));
-        match DatabaseUrl::parse_for(&format!("sqlite://{}", path.display()), crate::engine::backend::Backend::Sqlite).unwrap() {
-            DatabaseUrl::Sqlite(url) => (path, url),
-            other => panic!("{other:?}"),
-        }
+        (path.clone(), DatabaseUrl::parse(&format!("sqlite://{}", path.display())).unwrap())
     }
 
     fn versions(path: &Path) -> Vec<i64> {
@@ -238,13 +251,13 @@ mod tests {
             )
             .unwrap();
         }
-        let store = SqliteStore::open(&url, 10).unwrap();
+        let store = Store::open(&url, None, 1, 10).unwrap();
         assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         let kept = store.get_execution("kept").unwrap().expect("the old row survives the migration");
         assert_eq!(kept.input["a"], serde_json::json!(1));
         drop(store);
         // Opening again applies nothing twice.
-        SqliteStore::open(&url, 20).unwrap();
+        Store::open(&url, None, 1, 20).unwrap();
         assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         let _ = std::fs::remove_file(&path);
     }
@@ -252,10 +265,10 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused_and_left_alone() {
         let (path, url) = temp_url();
-        SqliteStore::open(&url, 0).unwrap();
+        Store::open(&url, None, 1, 0).unwrap();
         Connection::open(&path).unwrap().execute("INSERT INTO cloaca_schema_migrations VALUES (999, 'future', 0)", []).unwrap();
         let before = std::fs::read(&path).unwrap();
-        let error = SqliteStore::open(&url, 0).err().expect("a newer schema is refused");
+        let error = Store::open(&url, None, 1, 0).err().expect("a newer schema is refused");
         assert!(error.to_string().contains("999"), "{error}");
         assert_eq!(versions(&path).last(), Some(&999));
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -266,7 +279,7 @@ mod tests {
     fn a_file_that_is_not_a_database_is_refused_untouched() {
         let (path, url) = temp_url();
         std::fs::write(&path, b"these are not the pages you are looking for").unwrap();
-        let error = SqliteStore::open(&url, 0).err().expect("not a database");
+        let error = Store::open(&url, None, 1, 0).err().expect("not a database");
         assert!(error.to_string().contains("not a SQLite database"), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), b"these are not the pages you are looking for");
         let _ = std::fs::remove_file(&path);

@@ -1,23 +1,18 @@
-//! `DefaultRunner`, `ExecutionHandle` and `PipelineResult`.
+//! `DefaultRunner`: a runner over one database, and the registry of open
+//! runners that interpreter exit shuts down.
 
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::config::PyDefaultRunnerConfig;
-use super::context::PyContext;
 use super::cron;
-use super::errors::to_py;
-use crate::engine::backend::Backend;
-use crate::engine::error::{EngineError, Result as EngineResult};
-use crate::engine::registry::Registry;
-use crate::engine::runner::Runner;
-use crate::engine::store::{ExecutionRecord, ExecutionStatus, Store};
-use crate::engine::time::{now_ms, rfc3339};
-use crate::engine::url::DatabaseUrl;
+use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
+use crate::engine::{lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, Registry, Result as EngineResult, Runner, Store};
+use crate::python::context::PyContext;
+use crate::python::errors::to_py;
 
 /// Runners not yet shut down, so that interpreter exit can stop them
 /// before Python is torn down under their worker threads.
@@ -28,30 +23,14 @@ fn live_runners() -> &'static Mutex<Vec<Weak<Runner>>> {
 
 /// Shuts down every runner still open; registered with `atexit`.
 #[pyfunction]
-pub fn shutdown_all_runners(py: Python<'_>) {
+pub(crate) fn shutdown_all_runners(py: Python<'_>) {
     let runners: Vec<Arc<Runner>> = {
-        let mut live = live_runners().lock().unwrap_or_else(|p| p.into_inner());
+        let mut live = lock(live_runners());
         let found = live.iter().filter_map(Weak::upgrade).collect();
         live.clear();
         found
     };
     py.detach(|| runners.iter().for_each(|r| r.shutdown()));
-}
-
-/// Opens the store of `url`; `schema` (checked by the caller to be
-/// supported) confines a Postgres store to one schema.
-fn open_store(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize) -> EngineResult<Arc<dyn Store>> {
-    match url {
-        #[cfg(feature = "sqlite")]
-        DatabaseUrl::Sqlite(sqlite) => Ok(Arc::new(crate::engine::store::sqlite::SqliteStore::open(sqlite, now_ms())?)),
-        #[cfg(feature = "postgres")]
-        DatabaseUrl::Postgres(pg) => Ok(Arc::new(crate::engine::store::postgres::PostgresStore::open(pg, schema, pool_size, now_ms())?)),
-        #[allow(unreachable_patterns)]
-        other => {
-            let _ = (schema, pool_size);
-            Err(EngineError::InvalidUrl { url: format!("{other:?}"), reason: "this backend cannot open it".into() })
-        }
-    }
 }
 
 /// Runs registered workflows durably against one database.
@@ -65,20 +44,19 @@ impl PyDefaultRunner {
     fn open(py: Python<'_>, database_url: &str, schema: Option<&str>, config: &PyDefaultRunnerConfig) -> PyResult<Self> {
         let url = DatabaseUrl::parse(database_url).map_err(to_py)?;
         let engine_config = config.to_engine(py)?;
-        let pool_size = config.pool_size(py)?;
         let runner = py
             .detach(|| -> EngineResult<Runner> {
-                let store = open_store(&url, schema, pool_size)?;
+                let store = Arc::new(Store::open(&url, schema, engine_config.pool_size, now_ms())?);
                 Runner::start(store, Registry::global(), engine_config)
             })
             .map_err(to_py)?;
         let runner = Arc::new(runner);
-        live_runners().lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(&runner));
+        lock(live_runners()).push(Arc::downgrade(&runner));
         Ok(PyDefaultRunner { runner: Mutex::new(Some(runner)), database_url: database_url.to_string() })
     }
 
     fn runner(&self) -> PyResult<Arc<Runner>> {
-        self.runner.lock().unwrap_or_else(|p| p.into_inner()).clone().ok_or_else(|| to_py(EngineError::ShutDown))
+        lock(&self.runner).clone().ok_or_else(|| to_py(Error::ShutDown))
     }
 }
 
@@ -112,7 +90,8 @@ impl PyDefaultRunner {
             )));
         }
         // Before the URL or any connection: a bad name is the caller's first problem.
-        crate::engine::tenants::validate_name("schema name", schema).map_err(to_py)?;
+        #[cfg(feature = "postgres")]
+        crate::engine::validate_name("schema name", schema).map_err(to_py)?;
         match config {
             Some(config) => Self::open(py, database_url, Some(schema), &runner_config(config, "with_schema")?.borrow()),
             None => Self::open(py, database_url, Some(schema), &PyDefaultRunnerConfig::default_config(py)?),
@@ -136,7 +115,7 @@ impl PyDefaultRunner {
         let input = PyContext::from_argument(context)?;
         let runner = self.runner()?;
         let execution_id = py.detach(|| runner.start_execution(workflow_name, &input)).map_err(to_py)?;
-        Ok(PyExecutionHandle { runner, execution_id })
+        Ok(PyExecutionHandle::new(runner, execution_id))
     }
 
     /// The current state of any execution in this database.
@@ -163,7 +142,7 @@ impl PyDefaultRunner {
         };
         cron::check_page(limit, 0)?;
         let runner = self.runner()?;
-        let records = py.detach(|| runner.store().list_executions(workflow_name.as_deref(), status, limit)).map_err(to_py)?;
+        let records = py.detach(|| runner.list_executions(workflow_name.as_deref(), status, limit)).map_err(to_py)?;
         Ok(records.into_iter().map(PyPipelineResult::from).collect())
     }
 
@@ -173,7 +152,7 @@ impl PyDefaultRunner {
     #[pyo3(signature = (workflow_name, cron_expression, timezone="UTC"))]
     fn register_cron_workflow(&self, py: Python<'_>, workflow_name: &str, cron_expression: &str, timezone: &str) -> PyResult<String> {
         let runner = self.runner()?;
-        let record = py.detach(|| runner.register_schedule(workflow_name, cron_expression, timezone)).map_err(to_py)?;
+        let record = py.detach(|| runner.schedules().register(workflow_name, cron_expression, timezone)).map_err(to_py)?;
         Ok(record.id)
     }
 
@@ -182,14 +161,14 @@ impl PyDefaultRunner {
     fn list_cron_schedules<'py>(&self, py: Python<'py>, enabled_only: bool, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
         cron::check_page(limit, offset)?;
         let runner = self.runner()?;
-        let records = py.detach(|| runner.store().list_schedules(enabled_only, limit, offset)).map_err(to_py)?;
+        let records = py.detach(|| runner.schedules().list(enabled_only, limit, offset)).map_err(to_py)?;
         records.iter().map(|r| cron::schedule_dict(py, r)).collect()
     }
 
     /// One schedule as a dict; KeyError when there is none with this id.
     fn get_cron_schedule<'py>(&self, py: Python<'py>, schedule_id: &str) -> PyResult<Bound<'py, PyDict>> {
         let runner = self.runner()?;
-        let record = py.detach(|| runner.schedule(schedule_id)).map_err(to_py)?;
+        let record = py.detach(|| runner.schedules().get(schedule_id)).map_err(to_py)?;
         cron::schedule_dict(py, &record)
     }
 
@@ -198,20 +177,20 @@ impl PyDefaultRunner {
     #[pyo3(signature = (schedule_id, cron_expression, timezone=None))]
     fn update_cron_schedule(&self, py: Python<'_>, schedule_id: &str, cron_expression: &str, timezone: Option<&str>) -> PyResult<()> {
         let runner = self.runner()?;
-        py.detach(|| runner.update_schedule(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+        py.detach(|| runner.schedules().update(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
     }
 
     /// Enables or disables a schedule; re-enabled, it starts from the next
     /// tick after now (ticks missed while disabled are not caught up).
     fn set_cron_schedule_enabled(&self, py: Python<'_>, schedule_id: &str, enabled: bool) -> PyResult<()> {
         let runner = self.runner()?;
-        py.detach(|| runner.set_schedule_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+        py.detach(|| runner.schedules().set_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
     }
 
     /// Deletes a schedule and its history; executions it started go on.
     fn delete_cron_schedule(&self, py: Python<'_>, schedule_id: &str) -> PyResult<()> {
         let runner = self.runner()?;
-        py.detach(|| runner.delete_schedule(schedule_id)).map_err(to_py)
+        py.detach(|| runner.schedules().delete(schedule_id)).map_err(to_py)
     }
 
     /// The executions a schedule's ticks started, newest tick first, as dicts.
@@ -225,12 +204,7 @@ impl PyDefaultRunner {
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
         cron::check_page(limit, offset)?;
         let runner = self.runner()?;
-        let runs = py
-            .detach(|| {
-                runner.schedule(schedule_id)?;
-                runner.store().cron_history(schedule_id, limit, offset)
-            })
-            .map_err(to_py)?;
+        let runs = py.detach(|| runner.schedules().history(schedule_id, limit, offset)).map_err(to_py)?;
         runs.iter().map(|r| cron::run_dict(py, r)).collect()
     }
 
@@ -239,13 +213,13 @@ impl PyDefaultRunner {
     fn get_cron_execution_stats<'py>(&self, py: Python<'py>, since: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
         let since = cron::since_ms(py, since)?;
         let runner = self.runner()?;
-        let stats = py.detach(|| runner.store().cron_stats(since)).map_err(to_py)?;
+        let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
         cron::stats_dict(py, &stats)
     }
 
     /// Stops the workers after their running tasks end. Idempotent.
     fn shutdown(&self, py: Python<'_>) {
-        let taken = self.runner.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let taken = lock(&self.runner).take();
         if let Some(runner) = taken {
             py.detach(|| runner.shutdown());
         }
@@ -278,148 +252,4 @@ fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResu
         let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         PyTypeError::new_err(format!("{method} needs a cloaca.DefaultRunnerConfig, not {type_name}"))
     })
-}
-
-/// Lets a blocking wait end on Ctrl-C: while the GIL is released, Python
-/// cannot raise KeyboardInterrupt, so the wait asks here between slices.
-#[derive(Default)]
-struct SignalCheck {
-    raised: Option<PyErr>,
-}
-
-impl SignalCheck {
-    fn keep_waiting(&mut self) -> bool {
-        match Python::attach(|py| py.check_signals()) {
-            Ok(()) => true,
-            Err(e) => {
-                self.raised = Some(e);
-                false
-            }
-        }
-    }
-
-    /// The wait's result, or the exception a signal handler raised.
-    fn result(self, record: EngineResult<ExecutionRecord>) -> PyResult<PyPipelineResult> {
-        if let Some(raised) = self.raised {
-            return Err(raised);
-        }
-        record.map(PyPipelineResult::from).map_err(to_py)
-    }
-}
-
-/// The URL without its password, for display.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let credentials = &url[scheme + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// A running (or finished) execution started by `execute_async`.
-#[pyclass(name = "ExecutionHandle", module = "cloaca", frozen)]
-pub struct PyExecutionHandle {
-    runner: Arc<Runner>,
-    execution_id: String,
-}
-
-#[pymethods]
-impl PyExecutionHandle {
-    #[getter]
-    fn execution_id(&self) -> &str {
-        &self.execution_id
-    }
-
-    /// "Pending", "Running", "Completed" or "Failed".
-    fn status(&self, py: Python<'_>) -> PyResult<&'static str> {
-        let record = py.detach(|| self.runner.record(&self.execution_id)).map_err(to_py)?;
-        Ok(record.status.display_name())
-    }
-
-    /// Waits for the execution to finish; raises TimeoutError after
-    /// `timeout` seconds (the execution goes on).
-    #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<PyPipelineResult> {
-        let timeout = match timeout {
-            None => None,
-            Some(t) if t.is_finite() && t >= 0.0 => Some(Duration::from_secs_f64(t)),
-            Some(t) => return Err(PyValueError::new_err(format!("timeout={t} is not accepted: use seconds >= 0, or None"))),
-        };
-        let mut signal = SignalCheck::default();
-        let record = py.detach(|| self.runner.wait_with(&self.execution_id, timeout, &mut || signal.keep_waiting()));
-        signal.result(record)
-    }
-
-    fn __repr__(&self) -> String {
-        format!("ExecutionHandle(execution_id={:?})", self.execution_id)
-    }
-}
-
-/// The outcome (or current state) of an execution.
-#[pyclass(name = "PipelineResult", module = "cloaca", frozen)]
-pub struct PyPipelineResult {
-    record: ExecutionRecord,
-}
-
-impl From<ExecutionRecord> for PyPipelineResult {
-    fn from(record: ExecutionRecord) -> Self {
-        PyPipelineResult { record }
-    }
-}
-
-#[pymethods]
-impl PyPipelineResult {
-    /// "Completed" or "Failed" once finished; "Pending" or "Running" before.
-    #[getter]
-    fn status(&self) -> &'static str {
-        self.record.status.display_name()
-    }
-
-    /// The context the execution ended with (its input while unfinished).
-    #[getter]
-    fn final_context(&self) -> PyContext {
-        PyContext::from_map(self.record.final_context.clone().unwrap_or_else(|| self.record.input.clone()))
-    }
-
-    /// None on success; on failure the failed task, its exception and traceback.
-    #[getter]
-    fn error_message(&self) -> Option<&str> {
-        self.record.error_message.as_deref()
-    }
-
-    /// When the execution was started (RFC 3339, UTC).
-    #[getter]
-    fn start_time(&self) -> String {
-        rfc3339(self.record.created_at)
-    }
-
-    /// When it finished (RFC 3339, UTC), or None.
-    #[getter]
-    fn end_time(&self) -> Option<String> {
-        self.record.finished_at.map(rfc3339)
-    }
-
-    #[getter]
-    fn execution_id(&self) -> &str {
-        &self.record.id
-    }
-
-    #[getter]
-    fn workflow_name(&self) -> &str {
-        &self.record.workflow_name
-    }
-
-    fn __repr__(&self) -> String {
-        format!(
-            "PipelineResult(workflow_name={:?}, status={:?}, execution_id={:?})",
-            self.record.workflow_name,
-            self.record.status.display_name(),
-            self.record.id
-        )
-    }
 }

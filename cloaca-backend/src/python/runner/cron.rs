@@ -5,10 +5,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::engine::store::cron::{CronRun, CronStats, ScheduleRecord};
-use crate::engine::time::rfc3339;
+use crate::engine::{rfc3339, CronRun, CronStats, ScheduleRecord};
 
-pub fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("id", &s.id)?;
     d.set_item("workflow_name", &s.workflow_name)?;
@@ -23,7 +22,7 @@ pub fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResult<Bound
     Ok(d)
 }
 
-pub fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("id", r.id)?;
     d.set_item("schedule_id", &r.schedule_id)?;
@@ -40,7 +39,7 @@ pub fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict
     Ok(d)
 }
 
-pub fn stats_dict<'py>(py: Python<'py>, s: &CronStats) -> PyResult<Bound<'py, PyDict>> {
+pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &CronStats) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("total_executions", s.total)?;
     d.set_item("successful_executions", s.completed)?;
@@ -55,7 +54,7 @@ pub fn stats_dict<'py>(py: Python<'py>, s: &CronStats) -> PyResult<Bound<'py, Py
 
 /// `since` as unix ms: an RFC 3339 string with an offset, or a datetime
 /// (a naive one is taken as UTC).
-pub fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
+pub(crate) fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
     let accepted = "give an RFC 3339 time with an offset such as \"2026-01-01T00:00:00Z\", or a datetime.datetime";
     if let Ok(text) = since.cast::<PyString>() {
         let text = text.to_cow()?;
@@ -80,7 +79,7 @@ pub fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
 }
 
 /// Checks the paging arguments of the listing methods (executions, schedules, history).
-pub fn check_page(limit: i64, offset: i64) -> PyResult<()> {
+pub(crate) fn check_page(limit: i64, offset: i64) -> PyResult<()> {
     if limit <= 0 {
         return Err(PyValueError::new_err(format!("limit={limit} is not accepted: it must be an int above 0")));
     }

@@ -12,51 +12,51 @@ use chrono_tz::Tz;
 use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 
-use super::error::{EngineError, Result};
+use crate::engine::error::{Error, Result};
 
 /// What expressions are accepted, for error messages.
-pub const ACCEPTED_EXPRESSIONS: &str = "5 fields (minute hour day-of-month month day-of-week, e.g. \"0 3 * * MON-FRI\"), \
+pub(crate) const ACCEPTED_EXPRESSIONS: &str = "5 fields (minute hour day-of-month month day-of-week, e.g. \"0 3 * * MON-FRI\"), \
      6 fields with seconds first (e.g. \"*/10 * * * * *\"), or @hourly, @daily, @weekly, @monthly, @yearly";
 
 /// Missed ticks counted one by one at most; a schedule idle for longer is
 /// moved straight to its next tick after now (see [`CronSchedule::catch_up`]).
-pub const MAX_COUNTED_TICKS: u64 = 100_000;
+pub(crate) const MAX_COUNTED_TICKS: u64 = 100_000;
 
 /// A validated cron expression in an IANA time zone.
 #[derive(Clone, Debug)]
-pub struct CronSchedule {
+pub(crate) struct CronSchedule {
     cron: Cron,
     timezone: Tz,
 }
 
 /// The ticks a schedule fires now, and where it goes next.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Catchup {
+pub(crate) struct Catchup {
     /// Scheduled times (unix ms) to start an execution for, oldest first.
-    pub ticks: Vec<i64>,
+    pub(crate) ticks: Vec<i64>,
     /// Due ticks not run because of the catch-up limit.
-    pub skipped: i64,
+    pub(crate) skipped: i64,
     /// The first tick after `now`.
-    pub next_run_at: i64,
+    pub(crate) next_run_at: i64,
 }
 
 impl CronSchedule {
     /// Parses `expression` in `timezone`, refusing expressions that never fire.
-    pub fn parse(expression: &str, timezone: &str) -> Result<Self> {
+    pub(crate) fn parse(expression: &str, timezone: &str) -> Result<Self> {
         let timezone: Tz = timezone.parse().map_err(|_| {
-            EngineError::InvalidSchedule(format!(
+            Error::InvalidSchedule(format!(
                 "timezone {timezone:?} is not an IANA time zone name; use one such as \"UTC\", \"Europe/Berlin\" or \"America/New_York\""
             ))
         })?;
         let parser = CronParser::builder().seconds(Seconds::Optional).year(Year::Disallowed).build();
         let cron = parser.parse(expression).map_err(|e| {
-            EngineError::InvalidSchedule(format!("cron expression {expression:?} is not valid ({e}); use {ACCEPTED_EXPRESSIONS}"))
+            Error::InvalidSchedule(format!("cron expression {expression:?} is not valid ({e}); use {ACCEPTED_EXPRESSIONS}"))
         })?;
         let schedule = CronSchedule { cron, timezone };
         // An expression such as "0 0 30 2 *" parses but has no tick at all.
         schedule
             .next_after(0)
-            .map_err(|_| EngineError::InvalidSchedule(format!("cron expression {expression:?} never fires (no date matches it)")))?;
+            .map_err(|_| Error::InvalidSchedule(format!("cron expression {expression:?} never fires (no date matches it)")))?;
         Ok(schedule)
     }
 
@@ -64,16 +64,16 @@ impl CronSchedule {
         Ok(Utc
             .timestamp_millis_opt(ms)
             .single()
-            .ok_or_else(|| EngineError::InvalidSchedule(format!("time {ms} ms is out of range")))?
+            .ok_or_else(|| Error::InvalidSchedule(format!("time {ms} ms is out of range")))?
             .with_timezone(&self.timezone))
     }
 
-    fn no_tick(&self, e: croner::errors::CronError) -> EngineError {
-        EngineError::InvalidSchedule(format!("no tick of {:?} in range: {e}", self.cron.pattern.to_string()))
+    fn no_tick(&self, e: croner::errors::CronError) -> Error {
+        Error::InvalidSchedule(format!("no tick of {:?} in range: {e}", self.cron.pattern.to_string()))
     }
 
     /// The first tick strictly after `after_ms` (unix ms), in whole seconds.
-    pub fn next_after(&self, after_ms: i64) -> Result<i64> {
+    pub(crate) fn next_after(&self, after_ms: i64) -> Result<i64> {
         let next = self.cron.find_next_occurrence(&self.local(after_ms)?, false).map_err(|e| self.no_tick(e))?;
         Ok(next.timestamp_millis())
     }
@@ -88,7 +88,7 @@ impl CronSchedule {
     /// The ticks from `first_due` (itself a tick) up to `now` inclusive: all
     /// of them when at most `keep`, otherwise the most recent `keep`, the
     /// rest counted as skipped.
-    pub fn catch_up(&self, first_due: i64, now: i64, keep: usize) -> Result<Catchup> {
+    pub(crate) fn catch_up(&self, first_due: i64, now: i64, keep: usize) -> Result<Catchup> {
         let mut ticks = VecDeque::with_capacity(keep.min(1024));
         let mut due = 0u64;
         let mut tick = first_due;
@@ -177,7 +177,7 @@ mod tests {
     fn invalid_expressions_and_time_zones_are_refused_with_the_value() {
         for bad in ["", "* * * *", "* * * * * * *", "61 * * * *", "a b c d e", "0 0 30 2 *"] {
             let error = CronSchedule::parse(bad, "UTC").unwrap_err();
-            assert!(matches!(error, EngineError::InvalidSchedule(_)), "{bad:?}: {error:?}");
+            assert!(matches!(error, Error::InvalidSchedule(_)), "{bad:?}: {error:?}");
             assert!(error.to_string().contains(&format!("{bad:?}")), "{error}");
         }
         for bad in ["Mars/Olympus", "", "utc+1"] {

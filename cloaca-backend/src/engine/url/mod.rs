@@ -2,14 +2,23 @@
 //!
 //! A URL for the other backend is recognised and refused with a message that
 //! says which backend is installed, rather than failing somewhere deeper.
+//! [`sqlite`] parses SQLite's options; [`postgres`] turns a PostgreSQL URL
+//! into the driver's settings and back (tenant credentials); [`redact`]
+//! hides a password wherever a URL is shown.
 
-use std::path::PathBuf;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
+mod sqlite;
+
+pub(crate) use sqlite::SqliteUrl;
+#[cfg(any(feature = "sqlite", test))]
+pub(crate) use sqlite::{SqliteLocation, SqliteMode};
 
 use super::backend::Backend;
-use super::error::{EngineError, Result};
+use super::error::{Error, Result};
 
 /// The forms the installed backend accepts, for error messages.
-pub fn accepted_forms(backend: Backend) -> &'static str {
+pub(crate) fn accepted_forms(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
             "sqlite:///absolute/path.db, sqlite://relative/path.db or sqlite://:memory:, optionally with \
@@ -19,34 +28,9 @@ pub fn accepted_forms(backend: Backend) -> &'static str {
     }
 }
 
-/// Where a SQLite database lives.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SqliteLocation {
-    Memory,
-    File(PathBuf),
-}
-
-/// How a SQLite file is opened (`mode=`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SqliteMode {
-    ReadOnly,
-    ReadWrite,
-    ReadWriteCreate,
-}
-
-/// A parsed `sqlite://` URL.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SqliteUrl {
-    pub location: SqliteLocation,
-    pub mode: SqliteMode,
-    pub journal_mode: String,
-    pub busy_timeout_ms: u32,
-    pub synchronous: String,
-}
-
 /// The database a runner should open.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DatabaseUrl {
+pub(crate) enum DatabaseUrl {
     Sqlite(SqliteUrl),
     /// A PostgreSQL URL, checked for shape here; the driver parses the rest.
     Postgres(String),
@@ -54,13 +38,13 @@ pub enum DatabaseUrl {
 
 impl DatabaseUrl {
     /// Parses `url` for the backend this build has.
-    pub fn parse(url: &str) -> Result<Self> {
+    pub(crate) fn parse(url: &str) -> Result<Self> {
         Self::parse_for(url, Backend::CURRENT)
     }
 
     /// Parses `url` for `backend` (separate so both are unit-tested in one build).
-    pub fn parse_for(url: &str, backend: Backend) -> Result<Self> {
-        let invalid = |reason: String| EngineError::InvalidUrl { url: url.to_string(), reason };
+    pub(crate) fn parse_for(url: &str, backend: Backend) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
         let scheme_end = url.find("://").ok_or_else(|| {
             invalid(format!("it has no scheme; the {backend} backend is installed and accepts {}", accepted_forms(backend)))
         })?;
@@ -87,7 +71,7 @@ impl DatabaseUrl {
         let with_forms =
             |reason: String| invalid(format!("{reason}; the {backend} backend is installed and accepts {}", accepted_forms(backend)));
         match backend {
-            Backend::Sqlite => parse_sqlite(rest).map(DatabaseUrl::Sqlite).map_err(with_forms),
+            Backend::Sqlite => sqlite::parse(rest).map(DatabaseUrl::Sqlite).map_err(with_forms),
             Backend::Postgres => {
                 if rest.is_empty() || rest == "/" {
                     return Err(with_forms("it names no host or database".into()));
@@ -98,65 +82,23 @@ impl DatabaseUrl {
     }
 }
 
-fn parse_sqlite(rest: &str) -> std::result::Result<SqliteUrl, String> {
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
-    };
-    let location = match path {
-        "" | "/" => return Err("it names no database file".into()),
-        ":memory:" | "/:memory:" => SqliteLocation::Memory,
-        p => SqliteLocation::File(PathBuf::from(p)),
-    };
-    let mut parsed = SqliteUrl {
-        location,
-        mode: SqliteMode::ReadWriteCreate,
-        journal_mode: "WAL".into(),
-        busy_timeout_ms: 5000,
-        synchronous: "NORMAL".into(),
-    };
-    for pair in query.into_iter().flat_map(|q| q.split('&')).filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| format!("the query option {pair:?} has no value (write key=value)"))?;
-        match key {
-            "mode" => {
-                parsed.mode = match value {
-                    "ro" => SqliteMode::ReadOnly,
-                    "rw" => SqliteMode::ReadWrite,
-                    "rwc" => SqliteMode::ReadWriteCreate,
-                    _ => return Err(format!("mode={value:?} is not accepted: use ro, rw or rwc")),
-                }
-            }
-            "_journal_mode" => {
-                let upper = value.to_ascii_uppercase();
-                if !["WAL", "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF"].contains(&upper.as_str()) {
-                    return Err(format!("_journal_mode={value:?} is not accepted: use WAL, DELETE, TRUNCATE, PERSIST, MEMORY or OFF"));
-                }
-                parsed.journal_mode = upper;
-            }
-            "_busy_timeout" => {
-                parsed.busy_timeout_ms =
-                    value.parse().map_err(|_| format!("_busy_timeout={value:?} is not accepted: use milliseconds, e.g. 5000"))?
-            }
-            "_synchronous" => {
-                let upper = value.to_ascii_uppercase();
-                if !["OFF", "NORMAL", "FULL", "EXTRA"].contains(&upper.as_str()) {
-                    return Err(format!("_synchronous={value:?} is not accepted: use OFF, NORMAL, FULL or EXTRA"));
-                }
-                parsed.synchronous = upper;
-            }
-            other => {
-                return Err(format!(
-                    "the query option {other:?} is unknown: accepted options are mode, _journal_mode, \
-                     _busy_timeout and _synchronous"
-                ))
+/// The URL without its password, for display.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
             }
         }
+        _ => url.to_string(),
     }
-    Ok(parsed)
 }
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     fn sqlite(url: &str) -> SqliteUrl {
@@ -196,5 +138,12 @@ mod tests {
             assert!(message.contains(&format!("{url:?}")), "{message}");
             assert!(message.contains(needle), "{url}: {message}");
         }
+    }
+
+    #[test]
+    fn passwords_are_hidden_when_a_url_is_shown() {
+        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
+        assert_eq!(redact("postgresql://u@h/db"), "postgresql://u@h/db");
+        assert_eq!(redact("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
     }
 }

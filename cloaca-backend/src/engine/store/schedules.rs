@@ -1,5 +1,5 @@
 //! Cron schedules and the executions their ticks start, in the same SQL
-//! dialect as the rest of the store (see `sql.rs`).
+//! dialect as the rest of the store (see `conn.rs`).
 //!
 //! Firing a tick is one transaction: the schedule row is locked (skipped by
 //! other processes on Postgres), its `next_run_at` advanced, and each due
@@ -7,34 +7,34 @@
 //! or none of it, so a tick starts exactly one execution however many
 //! runners look at the schedule and whenever one of them dies.
 
-use super::sql::{create_execution, json_list, Conn, Param, Row, SqlTx};
-use super::ExecutionStatus;
-use crate::engine::cron::Catchup;
-use crate::engine::dag::Dag;
-use crate::engine::error::{EngineError, Result};
+use super::conn::{json_list, Conn, Param, Row};
+use super::executions::{abort_execution, create_execution};
+use crate::engine::cron::CronSchedule;
+use crate::engine::error::{Error, Result};
+use crate::engine::model::{Context, ExecutionStatus};
 use crate::engine::time::rfc3339;
-use crate::engine::Context;
+use crate::engine::workflow::{Dag, Workflows};
 
 /// A stored schedule.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ScheduleRecord {
-    pub id: String,
-    pub workflow_name: String,
-    pub cron_expression: String,
-    pub timezone: String,
-    pub enabled: bool,
-    pub next_run_at: i64,
+pub(crate) struct ScheduleRecord {
+    pub(crate) id: String,
+    pub(crate) workflow_name: String,
+    pub(crate) cron_expression: String,
+    pub(crate) timezone: String,
+    pub(crate) enabled: bool,
+    pub(crate) next_run_at: i64,
     /// The scheduled time of the last tick fired.
-    pub last_run_at: Option<i64>,
+    pub(crate) last_run_at: Option<i64>,
     /// Due ticks not run because of the catch-up limit.
-    pub skipped_ticks: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub(crate) skipped_ticks: i64,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
 }
 
 /// What a tick's execution became.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CronRunStatus {
+pub(crate) enum CronRunStatus {
     /// The execution as it stands.
     Execution(ExecutionStatus),
     /// It made no progress for the lost threshold and was failed.
@@ -42,7 +42,7 @@ pub enum CronRunStatus {
 }
 
 impl CronRunStatus {
-    pub fn display_name(self) -> &'static str {
+    pub(crate) fn display_name(self) -> &'static str {
         match self {
             CronRunStatus::Execution(status) => status.display_name(),
             CronRunStatus::Lost => "Lost",
@@ -52,79 +52,66 @@ impl CronRunStatus {
 
 /// One execution started by a tick (a history row).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CronRun {
-    pub id: i64,
-    pub schedule_id: String,
-    pub workflow_name: String,
-    pub scheduled_time: i64,
+pub(crate) struct CronRun {
+    pub(crate) id: i64,
+    pub(crate) schedule_id: String,
+    pub(crate) workflow_name: String,
+    pub(crate) scheduled_time: i64,
     /// 1 for the tick itself, 2.. for recoveries of a lost execution.
-    pub attempt: i64,
-    pub execution_id: String,
-    pub claimed_at: i64,
-    pub updated_at: i64,
-    pub status: CronRunStatus,
+    pub(crate) attempt: i64,
+    pub(crate) execution_id: String,
+    pub(crate) claimed_at: i64,
+    pub(crate) updated_at: i64,
+    pub(crate) status: CronRunStatus,
 }
 
 /// Counts over the executions of ticks scheduled since some time.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct CronStats {
-    pub total: i64,
-    pub completed: i64,
-    pub failed: i64,
-    pub unfinished: i64,
-    pub lost: i64,
+pub(crate) struct CronStats {
+    pub(crate) total: i64,
+    pub(crate) completed: i64,
+    pub(crate) failed: i64,
+    pub(crate) unfinished: i64,
+    pub(crate) lost: i64,
 }
 
 /// A schedule whose next tick has come.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DueSchedule {
-    pub id: String,
-    pub workflow_name: String,
-    pub cron_expression: String,
-    pub timezone: String,
-    pub next_run_at: i64,
-}
-
-/// What the store needs from the runner to start executions for ticks:
-/// the workflows this process can run, and the tick arithmetic.
-pub trait TickPlanner {
-    /// Names of the workflows this process can start.
-    fn workflow_names(&self) -> Vec<&str>;
-    /// The definition a new execution of `workflow_name` uses.
-    fn dag(&self, workflow_name: &str) -> Option<&Dag>;
-    /// The definition of `workflow_name` at exactly `version`, if this process has it.
-    fn exact_dag(&self, workflow_name: &str, version: &str) -> Option<&Dag>;
-    /// The ticks to fire for `due` at `now`.
-    fn plan(&self, due: &DueSchedule, now: i64) -> Result<Catchup>;
+pub(crate) struct DueSchedule {
+    pub(crate) id: String,
+    pub(crate) workflow_name: String,
+    pub(crate) cron_expression: String,
+    pub(crate) timezone: String,
+    pub(crate) next_run_at: i64,
 }
 
 /// What one firing transaction did.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Fired {
+#[derive(Debug)]
+pub(crate) enum Fired {
     /// No schedule of these workflows is due.
     Nothing,
     /// The schedule's due ticks started executions with this many root tasks.
     Ticks { roots: u64 },
     /// The schedule's stored expression cannot be planned (written by a
     /// newer cloaca, or edited by hand); it is left as it is.
-    Unplannable { schedule_id: String, error: EngineError },
+    Unplannable { schedule_id: String, error: Error },
 }
 
 /// An execution of a tick that may be lost (found outside a transaction,
 /// checked again inside the one that recovers it).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LostCandidate {
-    pub cron_run_id: i64,
-    pub schedule_id: String,
-    pub workflow_name: String,
-    pub workflow_version: String,
-    pub scheduled_time: i64,
-    pub attempt: i64,
-    pub execution_id: String,
+pub(crate) struct LostCandidate {
+    pub(crate) cron_run_id: i64,
+    pub(crate) schedule_id: String,
+    pub(crate) workflow_name: String,
+    pub(crate) workflow_version: String,
+    pub(crate) scheduled_time: i64,
+    pub(crate) attempt: i64,
+    pub(crate) execution_id: String,
 }
 
 /// The input every tick's execution starts with.
-pub fn tick_input(schedule_id: &str, scheduled_time: i64) -> Context {
+pub(crate) fn tick_input(schedule_id: &str, scheduled_time: i64) -> Context {
     let mut input = Context::new();
     input.insert("cron_schedule_id".into(), schedule_id.into());
     input.insert("cron_scheduled_time".into(), rfc3339(scheduled_time).into());
@@ -133,18 +120,21 @@ pub fn tick_input(schedule_id: &str, scheduled_time: i64) -> Context {
 
 // ---- schedules ----------------------------------------------------------------
 
-const SCHEDULE_COLUMNS: &str =
-    "id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at";
-const INSERT_SCHEDULE: &str = "INSERT INTO cloaca_cron_schedules
-    (id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7)";
-const GET_SCHEDULE: &str =
-    "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
-    FROM cloaca_cron_schedules WHERE id = ?1";
-const LIST_SCHEDULES: &str =
-    "SELECT id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at
-    FROM cloaca_cron_schedules WHERE (CAST(?1 AS BIGINT) = 0 OR enabled = 1)
-    ORDER BY created_at, id LIMIT ?2 OFFSET ?3";
+/// The columns [`schedule_record`] reads, in its order.
+macro_rules! schedule_columns {
+    () => {
+        "id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at"
+    };
+}
+const INSERT_SCHEDULE: &str =
+    concat!("INSERT INTO cloaca_cron_schedules (", schedule_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7)");
+const GET_SCHEDULE: &str = concat!("SELECT ", schedule_columns!(), " FROM cloaca_cron_schedules WHERE id = ?1");
+const LIST_SCHEDULES: &str = concat!(
+    "SELECT ",
+    schedule_columns!(),
+    " FROM cloaca_cron_schedules WHERE (CAST(?1 AS BIGINT) = 0 OR enabled = 1)
+    ORDER BY created_at, id LIMIT ?2 OFFSET ?3"
+);
 const UPDATE_SCHEDULE: &str = "UPDATE cloaca_cron_schedules
     SET cron_expression = ?2, timezone = ?3, enabled = ?4, next_run_at = ?5, updated_at = ?6 WHERE id = ?1 AND next_run_at = ?7";
 const DELETE_HISTORY: &str = "DELETE FROM cloaca_cron_executions WHERE schedule_id = ?1";
@@ -167,7 +157,7 @@ fn schedule_record(row: &dyn Row) -> Result<ScheduleRecord> {
     })
 }
 
-pub fn insert_schedule(conn: &mut dyn Conn, s: &ScheduleRecord) -> Result<()> {
+pub(crate) fn insert_schedule(conn: &mut dyn Conn, s: &ScheduleRecord) -> Result<()> {
     conn.execute(
         INSERT_SCHEDULE,
         &[
@@ -183,29 +173,17 @@ pub fn insert_schedule(conn: &mut dyn Conn, s: &ScheduleRecord) -> Result<()> {
     .map(|_| ())
 }
 
-pub fn get_schedule(conn: &mut dyn Conn, id: &str) -> Result<Option<ScheduleRecord>> {
-    debug_assert!(GET_SCHEDULE.contains(SCHEDULE_COLUMNS));
-    let mut found = None;
-    conn.query(GET_SCHEDULE, &[Param::Text(id)], &mut |row| {
-        found = Some(schedule_record(row)?);
-        Ok(())
-    })?;
-    Ok(found)
+pub(crate) fn get_schedule(conn: &mut dyn Conn, id: &str) -> Result<Option<ScheduleRecord>> {
+    conn.query_opt(GET_SCHEDULE, &[Param::Text(id)], schedule_record)
 }
 
-pub fn list_schedules(conn: &mut dyn Conn, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<ScheduleRecord>> {
-    debug_assert!(LIST_SCHEDULES.contains(SCHEDULE_COLUMNS));
-    let mut found = Vec::new();
-    conn.query(LIST_SCHEDULES, &[Param::Int(i64::from(enabled_only)), Param::Int(limit), Param::Int(offset)], &mut |row| {
-        found.push(schedule_record(row)?);
-        Ok(())
-    })?;
-    Ok(found)
+pub(crate) fn list_schedules(conn: &mut dyn Conn, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<ScheduleRecord>> {
+    conn.query_all(LIST_SCHEDULES, &[Param::Int(i64::from(enabled_only)), Param::Int(limit), Param::Int(offset)], schedule_record)
 }
 
 /// Replaces the expression, time zone, enabled flag and next tick of a
 /// schedule whose next tick is still `read_next_run_at`; false otherwise.
-pub fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool> {
+pub(crate) fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool> {
     let changed = conn.execute(
         UPDATE_SCHEDULE,
         &[
@@ -222,19 +200,14 @@ pub fn update_schedule(conn: &mut dyn Conn, s: &ScheduleRecord, read_next_run_at
 }
 
 /// Deletes a schedule and its history (not the executions); run in one transaction.
-pub fn delete_schedule(conn: &mut dyn Conn, id: &str) -> Result<bool> {
+pub(crate) fn delete_schedule(conn: &mut dyn Conn, id: &str) -> Result<bool> {
     conn.execute(DELETE_HISTORY, &[Param::Text(id)])?;
     Ok(conn.execute(DELETE_SCHEDULE, &[Param::Text(id)])? == 1)
 }
 
 /// The earliest next tick of the enabled schedules of these workflows.
-pub fn next_due(conn: &mut dyn Conn, workflow_names: &[&str]) -> Result<Option<i64>> {
-    let mut due = None;
-    conn.query(NEXT_DUE, &[Param::Text(&json_list(workflow_names.iter().copied()))], &mut |row| {
-        due = row.opt_int(0)?;
-        Ok(())
-    })?;
-    Ok(due)
+pub(crate) fn next_due(conn: &mut dyn Conn, workflow_names: &[&str]) -> Result<Option<i64>> {
+    conn.query_one(NEXT_DUE, &[Param::Text(&json_list(workflow_names))], |row| row.opt_int(0))
 }
 
 // ---- firing ticks ----------------------------------------------------------------
@@ -255,28 +228,33 @@ const INSERT_RUN: &str = "INSERT INTO cloaca_cron_executions
     (schedule_id, workflow_name, scheduled_time, attempt, execution_id, claimed_at, updated_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT DO NOTHING";
 
-/// Fires the due ticks of one schedule (the earliest due, not in
-/// `exclude`); run inside one transaction.
-pub fn fire_due_schedule(conn: &mut dyn Conn, planner: &dyn TickPlanner, exclude: &[String], now: i64) -> Result<Fired> {
-    let names = planner.workflow_names();
-    if names.is_empty() {
+/// Fires the due ticks of one schedule of `workflows` (the earliest due,
+/// not in `exclude`), at most `max_catchup` of them; run inside one transaction.
+pub(crate) fn fire_due_schedule(
+    conn: &mut dyn Conn,
+    workflows: &Workflows,
+    max_catchup: usize,
+    exclude: &[String],
+    now: i64,
+) -> Result<Fired> {
+    if workflows.is_empty() {
         return Ok(Fired::Nothing);
     }
-    let excluded = json_list(exclude.iter().map(String::as_str));
-    let mut due = None;
-    conn.query(DUE_SCHEDULE, &[Param::Int(now), Param::Text(&json_list(names.iter().copied())), Param::Text(&excluded)], &mut |row| {
-        due = Some(DueSchedule {
+    let names = json_list(workflows.keys());
+    let excluded = json_list(exclude);
+    let due = conn.query_opt(DUE_SCHEDULE, &[Param::Int(now), Param::Text(&names), Param::Text(&excluded)], |row| {
+        Ok(DueSchedule {
             id: row.text(0)?,
             workflow_name: row.text(1)?,
             cron_expression: row.text(2)?,
             timezone: row.text(3)?,
             next_run_at: row.int(4)?,
-        });
-        Ok(())
+        })
     })?;
     let Some(due) = due else { return Ok(Fired::Nothing) };
-    let (plan, dag) = match (planner.plan(&due, now), planner.dag(&due.workflow_name)) {
-        (Ok(plan), Some(dag)) => (plan, dag),
+    let plan = CronSchedule::parse(&due.cron_expression, &due.timezone).and_then(|s| s.catch_up(due.next_run_at, now, max_catchup));
+    let (plan, dag) = match (plan, workflows.get(&due.workflow_name)) {
+        (Ok(plan), Some(workflow)) => (plan, &workflow.dag),
         (Err(error), _) => return Ok(Fired::Unplannable { schedule_id: due.id, error }),
         (Ok(_), None) => return Ok(Fired::Nothing),
     };
@@ -337,14 +315,13 @@ const STATS: &str = "SELECT COUNT(*),
     FROM cloaca_cron_executions c JOIN cloaca_executions e ON e.id = c.execution_id
     WHERE c.scheduled_time >= ?1";
 
-pub fn history(conn: &mut dyn Conn, schedule_id: &str, limit: i64, offset: i64) -> Result<Vec<CronRun>> {
-    let mut runs = Vec::new();
-    conn.query(HISTORY, &[Param::Text(schedule_id), Param::Int(limit), Param::Int(offset)], &mut |row| {
+pub(crate) fn history(conn: &mut dyn Conn, schedule_id: &str, limit: i64, offset: i64) -> Result<Vec<CronRun>> {
+    conn.query_all(HISTORY, &[Param::Text(schedule_id), Param::Int(limit), Param::Int(offset)], |row| {
         let status = match row.opt_int(8)? {
             Some(_) => CronRunStatus::Lost,
             None => CronRunStatus::Execution(ExecutionStatus::from_db(&row.text(9)?)?),
         };
-        runs.push(CronRun {
+        Ok(CronRun {
             id: row.int(0)?,
             schedule_id: row.text(1)?,
             workflow_name: row.text(2)?,
@@ -354,19 +331,14 @@ pub fn history(conn: &mut dyn Conn, schedule_id: &str, limit: i64, offset: i64) 
             claimed_at: row.int(6)?,
             updated_at: row.int(7)?,
             status,
-        });
-        Ok(())
-    })?;
-    Ok(runs)
+        })
+    })
 }
 
-pub fn stats(conn: &mut dyn Conn, since: i64) -> Result<CronStats> {
-    let mut stats = CronStats::default();
-    conn.query(STATS, &[Param::Int(since)], &mut |row| {
-        stats = CronStats { total: row.int(0)?, completed: row.int(1)?, failed: row.int(2)?, unfinished: row.int(3)?, lost: row.int(4)? };
-        Ok(())
-    })?;
-    Ok(stats)
+pub(crate) fn stats(conn: &mut dyn Conn, since: i64) -> Result<CronStats> {
+    conn.query_one(STATS, &[Param::Int(since)], |row| {
+        Ok(CronStats { total: row.int(0)?, completed: row.int(1)?, failed: row.int(2)?, unfinished: row.int(3)?, lost: row.int(4)? })
+    })
 }
 
 // ---- lost executions ------------------------------------------------------------------
@@ -387,11 +359,10 @@ const LOST_CANDIDATES: &str = "SELECT c.id, c.schedule_id, c.workflow_name, e.wo
 const MARK_LOST: &str = "UPDATE cloaca_cron_executions SET lost_at = ?2, updated_at = ?2 WHERE id = ?1 AND lost_at IS NULL";
 
 /// Executions of ticks of these workflows that made no progress since `stalled_since`.
-pub fn lost_candidates(conn: &mut dyn Conn, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<LostCandidate>> {
-    let mut found = Vec::new();
-    let params = [Param::Int(stalled_since), Param::Int(now), Param::Text(&json_list(workflow_names.iter().copied()))];
-    conn.query(LOST_CANDIDATES, &params, &mut |row| {
-        found.push(LostCandidate {
+pub(crate) fn lost_candidates(conn: &mut dyn Conn, workflow_names: &[&str], stalled_since: i64, now: i64) -> Result<Vec<LostCandidate>> {
+    let params = [Param::Int(stalled_since), Param::Int(now), Param::Text(&json_list(workflow_names))];
+    conn.query_all(LOST_CANDIDATES, &params, |row| {
+        Ok(LostCandidate {
             cron_run_id: row.int(0)?,
             schedule_id: row.text(1)?,
             workflow_name: row.text(2)?,
@@ -399,15 +370,13 @@ pub fn lost_candidates(conn: &mut dyn Conn, workflow_names: &[&str], stalled_sin
             scheduled_time: row.int(4)?,
             attempt: row.int(5)?,
             execution_id: row.text(6)?,
-        });
-        Ok(())
-    })?;
-    Ok(found)
+        })
+    })
 }
 
 /// What recovering a lost execution did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Recovered {
+pub(crate) enum Recovered {
     /// It had finished meanwhile: nothing changed.
     NotLost,
     /// Marked lost and failed; no new execution (too old, or out of attempts).
@@ -418,22 +387,23 @@ pub enum Recovered {
 
 /// Marks a lost execution, fails it, and (when `restart`) starts the tick
 /// again as the next attempt; run inside one transaction.
-pub fn recover_lost(
+pub(crate) fn recover_lost(
     conn: &mut dyn Conn,
     lost: &LostCandidate,
-    planner: &dyn TickPlanner,
+    workflows: &Workflows,
     message: &str,
     restart: bool,
     now: i64,
 ) -> Result<Recovered> {
-    let old_dag = planner.exact_dag(&lost.workflow_name, &lost.workflow_version);
-    if !super::abort_execution(&mut SqlTx(&mut *conn), &lost.execution_id, old_dag, message, now)? {
+    let current = workflows.get(&lost.workflow_name).map(|w| &w.dag);
+    let old_dag = current.filter(|dag| dag.version() == lost.workflow_version);
+    if !abort_execution(conn, &lost.execution_id, old_dag, message, now)? {
         return Ok(Recovered::NotLost);
     }
     if conn.execute(MARK_LOST, &[Param::Int(lost.cron_run_id), Param::Int(now)])? != 1 {
-        return Err(EngineError::database("recovering a lost cron execution", "its history row changed meanwhile"));
+        return Err(Error::corrupt("recovering a lost cron execution", "its history row changed meanwhile"));
     }
-    let dag = match planner.dag(&lost.workflow_name) {
+    let dag = match current {
         Some(dag) if restart => dag,
         _ => return Ok(Recovered::GivenUp),
     };

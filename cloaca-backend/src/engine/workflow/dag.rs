@@ -6,33 +6,33 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::error::{EngineError, Result};
 use super::retry::RetryPolicy;
-use super::Context;
+use crate::engine::error::{Error, Result};
+use crate::engine::model::Context;
 
 /// One task as declared by `@task`.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TaskSpec {
-    pub id: String,
-    pub dependencies: Vec<String>,
-    pub retry: RetryPolicy,
+pub(crate) struct TaskSpec {
+    pub(crate) id: String,
+    pub(crate) dependencies: Vec<String>,
+    pub(crate) retry: RetryPolicy,
     /// The task's own timeout; `None` falls back to the runner's default.
-    pub timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
 /// A workflow as declared: name, description, tags and tasks in declaration order.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct WorkflowSpec {
-    pub name: String,
-    pub description: String,
-    pub tags: BTreeMap<String, String>,
-    pub tasks: Vec<TaskSpec>,
+pub(crate) struct WorkflowSpec {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) tasks: Vec<TaskSpec>,
 }
 
 /// A validated workflow DAG. Tasks are indexed by their position in
 /// topological order, so "earlier index" always means "runs no later".
 #[derive(Clone, Debug)]
-pub struct Dag {
+pub(crate) struct Dag {
     spec: WorkflowSpec,
     version: String,
     /// Task specs in topological order.
@@ -44,10 +44,10 @@ pub struct Dag {
 
 impl Dag {
     /// Validates `spec` (non-empty, unique ids, known dependencies, no cycle).
-    pub fn new(spec: WorkflowSpec) -> Result<Self> {
+    pub(crate) fn new(spec: WorkflowSpec) -> Result<Self> {
         let name = &spec.name;
         if spec.tasks.is_empty() {
-            return Err(EngineError::InvalidWorkflow(format!(
+            return Err(Error::InvalidWorkflow(format!(
                 "workflow {name:?} cannot be empty: add at least one task (decorate a function with \
                  @cloaca.task inside the `with WorkflowBuilder(...)` block, or call add_task)"
             )));
@@ -55,7 +55,7 @@ impl Dag {
         let mut declared: HashMap<&str, usize> = HashMap::new();
         for (i, task) in spec.tasks.iter().enumerate() {
             if declared.insert(task.id.as_str(), i).is_some() {
-                return Err(EngineError::InvalidWorkflow(format!(
+                return Err(Error::InvalidWorkflow(format!(
                     "workflow {name:?} has two tasks with the id {:?}; task ids must be unique",
                     task.id
                 )));
@@ -65,7 +65,7 @@ impl Dag {
         for task in &spec.tasks {
             for dep in &task.dependencies {
                 if !declared.contains_key(dep.as_str()) {
-                    return Err(EngineError::InvalidWorkflow(format!(
+                    return Err(Error::InvalidWorkflow(format!(
                         "task {:?} of workflow {name:?} depends on {dep:?}, which is not a task of \
                          this workflow (its tasks: {})",
                         task.id,
@@ -73,9 +73,7 @@ impl Dag {
                     )));
                 }
                 if dep == &task.id {
-                    return Err(EngineError::InvalidWorkflow(format!(
-                        "dependency cycle in workflow {name:?}: task {dep:?} depends on itself"
-                    )));
+                    return Err(Error::InvalidWorkflow(format!("dependency cycle in workflow {name:?}: task {dep:?} depends on itself")));
                 }
             }
         }
@@ -97,58 +95,54 @@ impl Dag {
         Ok(Dag { spec, version, ordered, index, dependencies, dependents })
     }
 
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.spec.name
     }
 
-    pub fn description(&self) -> &str {
+    pub(crate) fn description(&self) -> &str {
         &self.spec.description
     }
 
-    pub fn tags(&self) -> &BTreeMap<String, String> {
+    pub(crate) fn tags(&self) -> &BTreeMap<String, String> {
         &self.spec.tags
     }
 
     /// The content hash: equal for identical definitions, different after any
     /// change to a task, a dependency, the description or a tag.
-    pub fn version(&self) -> &str {
+    pub(crate) fn version(&self) -> &str {
         &self.version
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ordered.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.ordered.is_empty()
-    }
-
     /// The task at topological position `i`.
-    pub fn task(&self, i: usize) -> &TaskSpec {
+    pub(crate) fn task(&self, i: usize) -> &TaskSpec {
         &self.ordered[i]
     }
 
     /// Tasks in topological order.
-    pub fn tasks(&self) -> &[TaskSpec] {
+    pub(crate) fn tasks(&self) -> &[TaskSpec] {
         &self.ordered
     }
 
-    pub fn position(&self, task_id: &str) -> Option<usize> {
+    pub(crate) fn position(&self, task_id: &str) -> Option<usize> {
         self.index.get(task_id).copied()
     }
 
     /// Positions of the direct dependencies of task `i`, ascending.
-    pub fn dependencies_of(&self, i: usize) -> &[usize] {
+    pub(crate) fn dependencies_of(&self, i: usize) -> &[usize] {
         &self.dependencies[i]
     }
 
     /// Positions of the tasks that depend directly on task `i`, ascending.
-    pub fn dependents_of(&self, i: usize) -> &[usize] {
+    pub(crate) fn dependents_of(&self, i: usize) -> &[usize] {
         &self.dependents[i]
     }
 
     /// Every task reachable from task `i` through dependents, ascending.
-    pub fn descendants_of(&self, i: usize) -> Vec<usize> {
+    pub(crate) fn descendants_of(&self, i: usize) -> Vec<usize> {
         let mut seen = BTreeSet::new();
         let mut stack = vec![i];
         while let Some(t) = stack.pop() {
@@ -162,13 +156,13 @@ impl Dag {
     }
 
     /// Task ids in topological order.
-    pub fn topological_sort(&self) -> Vec<String> {
+    pub(crate) fn topological_sort(&self) -> Vec<String> {
         self.ordered.iter().map(|t| t.id.clone()).collect()
     }
 
     /// Tasks grouped by depth: level 0 has no dependencies, level n depends
     /// only on earlier levels. Each level is sorted by task id.
-    pub fn execution_levels(&self) -> Vec<Vec<String>> {
+    pub(crate) fn execution_levels(&self) -> Vec<Vec<String>> {
         let mut depth = vec![0usize; self.len()];
         for i in 0..self.len() {
             depth[i] = self.dependencies[i].iter().map(|&d| depth[d] + 1).max().unwrap_or(0);
@@ -185,18 +179,19 @@ impl Dag {
     }
 
     /// Tasks with no dependencies, in topological order.
-    pub fn roots(&self) -> Vec<String> {
+    pub(crate) fn roots(&self) -> Vec<String> {
         (0..self.len()).filter(|&i| self.dependencies[i].is_empty()).map(|i| self.ordered[i].id.clone()).collect()
     }
 
     /// Tasks nothing depends on, in topological order.
-    pub fn leaves(&self) -> Vec<String> {
+    pub(crate) fn leaves(&self) -> Vec<String> {
         (0..self.len()).filter(|&i| self.dependents[i].is_empty()).map(|i| self.ordered[i].id.clone()).collect()
     }
 
     /// The input of task `i`: the execution input for a root, otherwise the
     /// outputs of its dependencies merged in topological order (later keys win).
-    pub fn task_input(&self, i: usize, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
+    #[cfg(test)]
+    pub(crate) fn task_input(&self, i: usize, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
         if self.dependencies[i].is_empty() {
             return execution_input.clone();
         }
@@ -207,7 +202,7 @@ impl Dag {
     /// of whose dependents completed, merged in topological order; the input
     /// when no task completed. Keeping only these "frontier" outputs means a
     /// key a later task removed stays removed.
-    pub fn final_context(&self, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
+    pub(crate) fn final_context(&self, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
         if outputs.is_empty() {
             return execution_input.clone();
         }
@@ -217,7 +212,7 @@ impl Dag {
 }
 
 /// Merges contexts left to right; later keys win.
-pub fn merge<'a>(contexts: impl Iterator<Item = &'a Context>) -> Context {
+pub(crate) fn merge<'a>(contexts: impl Iterator<Item = &'a Context>) -> Context {
     let mut merged = Context::new();
     for ctx in contexts {
         for (k, v) in ctx {
@@ -255,7 +250,7 @@ fn topological_order(spec: &WorkflowSpec) -> Result<Vec<usize>> {
     }
     if order.len() < n {
         let stuck: Vec<usize> = (0..n).filter(|&i| indegree[i] > 0).collect();
-        return Err(EngineError::InvalidWorkflow(format!(
+        return Err(Error::InvalidWorkflow(format!(
             "dependency cycle in workflow {:?}: {}",
             spec.name,
             describe_cycle(spec, &stuck, &position)

@@ -13,10 +13,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::errors::to_py;
-use super::task::{TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
-use crate::engine::dag::{Dag, WorkflowSpec};
-use crate::engine::registry::{Registry, TaskBody, Workflow};
+use super::body::{TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
+use crate::engine::{lock, Dag, Registry, TaskBody, Workflow, WorkflowSpec};
+use crate::python::errors::to_py;
 
 thread_local! {
     /// Builders whose `with` block is open on this thread, innermost last.
@@ -32,7 +31,7 @@ fn declared_tasks() -> &'static Mutex<TaskTable> {
 }
 
 fn lock_tasks() -> std::sync::MutexGuard<'static, TaskTable> {
-    declared_tasks().lock().unwrap_or_else(|p| p.into_inner())
+    lock(declared_tasks())
 }
 
 /// Adds a task to the innermost open builder; returns that workflow's name.
@@ -194,7 +193,7 @@ impl PyWorkflowBuilder {
 /// A validated workflow: a DAG of tasks with a content-hash version.
 #[pyclass(name = "Workflow", module = "cloaca", frozen)]
 pub struct PyWorkflow {
-    pub inner: Arc<Workflow>,
+    pub(crate) inner: Arc<Workflow>,
 }
 
 #[pymethods]

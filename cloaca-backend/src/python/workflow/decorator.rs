@@ -1,30 +1,15 @@
 //! `@cloaca.task`: declares a Python function as a task of the workflow
-//! whose `with WorkflowBuilder(...)` block is open, and runs it for the engine.
+//! whose `with WorkflowBuilder(...)` block is open.
 
-use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::context::PyContext;
-use super::workflow;
-use crate::engine::dag::TaskSpec;
-use crate::engine::registry::TaskBody;
-use crate::engine::retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};
-use crate::engine::Context;
-
-/// Attribute set on a decorated function: its task id.
-pub const TASK_ID_ATTR: &str = "__cloaca_task_id__";
-/// Attribute set on a decorated function: the workflow it was declared in.
-pub const WORKFLOW_ATTR: &str = "__cloaca_workflow__";
-
-/// A declared task: its spec and the Python function that implements it.
-pub struct TaskDef {
-    pub spec: TaskSpec,
-    pub body: Arc<PythonTask>,
-}
+use super::body::{PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
+use super::builder::declare_task;
+use crate::engine::{Backoff, RetryCondition, RetryPolicy, TaskSpec};
 
 /// Declares a task; use as `@cloaca.task(...)` inside a
 /// `with cloaca.WorkflowBuilder(name):` block. Returns the function itself.
@@ -126,8 +111,8 @@ impl TaskDecorator {
         }
         let is_async = py.import("inspect")?.call_method1("iscoroutinefunction", (&function,))?.is_truthy()?;
         let spec = TaskSpec { id: id.clone(), dependencies: self.dependencies.clone(), retry: self.retry.clone(), timeout: self.timeout };
-        let body = Arc::new(PythonTask { task_id: id.clone(), function: function.clone().unbind(), is_async });
-        let workflow_name = workflow::declare_task(py, TaskDef { spec, body })?;
+        let body = Arc::new(PythonTask::new(id.clone(), function.clone().unbind(), is_async));
+        let workflow_name = declare_task(py, TaskDef { spec, body })?;
         // Plain functions take attributes; a callable that refuses them
         // (a builtin, a bound method) is still registered under its id.
         let _ = function.setattr(TASK_ID_ATTR, &id);
@@ -140,83 +125,5 @@ impl TaskDecorator {
 impl TaskDecorator {
     fn __call__(&self, py: Python<'_>, function: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.decorate(py, function)
-    }
-}
-
-/// A task implemented by a Python callable.
-pub struct PythonTask {
-    task_id: String,
-    function: Py<PyAny>,
-    is_async: bool,
-}
-
-thread_local! {
-    /// One event loop per worker thread runs its async tasks.
-    static EVENT_LOOP: RefCell<Option<Py<PyAny>>> = const { RefCell::new(None) };
-}
-
-impl PythonTask {
-    fn call<'py>(&self, py: Python<'py>, ctx: &Bound<'py, PyContext>, timeout: Duration) -> PyResult<Bound<'py, PyAny>> {
-        let returned = self.function.bind(py).call1((ctx,))?;
-        let inspect = py.import("inspect")?;
-        if !inspect.call_method1("isawaitable", (&returned,))?.is_truthy()? {
-            return Ok(returned);
-        }
-        let asyncio = py.import("asyncio")?;
-        let event_loop = EVENT_LOOP.with(|cell| -> PyResult<Py<PyAny>> {
-            let mut slot = cell.borrow_mut();
-            if let Some(l) = slot.as_ref() {
-                return Ok(l.clone_ref(py));
-            }
-            let l = asyncio.call_method0("new_event_loop")?.unbind();
-            *slot = Some(l.clone_ref(py));
-            Ok(l)
-        })?;
-        let limited = asyncio.call_method1("wait_for", (returned, timeout.as_secs_f64()))?;
-        event_loop.bind(py).call_method1("run_until_complete", (limited,))
-    }
-
-    fn failure(&self, py: Python<'_>, error: &PyErr, started: Instant, timeout: Duration) -> TaskFailure {
-        let value = error.value(py);
-        let error_type = value.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "Exception".into());
-        let is_timeout = py.import("asyncio").and_then(|a| a.getattr("TimeoutError")).is_ok_and(|t| value.is_instance(&t).unwrap_or(false));
-        if self.is_async && is_timeout && started.elapsed() >= timeout {
-            return TaskFailure::timed_out(&self.task_id, timeout.as_secs_f64());
-        }
-        let transient = is_timeout || value.is_instance_of::<pyo3::exceptions::PyOSError>();
-        let traceback = py
-            .import("traceback")
-            .and_then(|tb| tb.call_method1("format_exception", (value.get_type(), value, error.traceback(py))))
-            .and_then(|lines| lines.extract::<Vec<String>>())
-            .map(|lines| lines.concat())
-            .ok();
-        TaskFailure { error_type, message: value.to_string(), traceback, transient }
-    }
-}
-
-impl TaskBody for PythonTask {
-    fn run(&self, input: Context, timeout: Duration) -> Result<Context, TaskFailure> {
-        Python::attach(|py| {
-            let started = Instant::now();
-            let ctx = Bound::new(py, PyContext::from_map(input)).map_err(|e| self.failure(py, &e, started, timeout))?;
-            let returned = self.call(py, &ctx, timeout).map_err(|e| self.failure(py, &e, started, timeout))?;
-            if returned.is_none() {
-                return Ok(std::mem::take(&mut ctx.borrow_mut().data));
-            }
-            if let Ok(out) = returned.cast::<PyContext>() {
-                return Ok(out.borrow().data.clone());
-            }
-            let type_name = returned.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            Err(TaskFailure {
-                error_type: "TypeError".into(),
-                message: format!("task {:?} returned {type_name}; a task must return its Context or None", self.task_id),
-                traceback: None,
-                transient: false,
-            })
-        })
-    }
-
-    fn enforces_timeout(&self) -> bool {
-        self.is_async
     }
 }

@@ -6,15 +6,17 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::engine::sync::{read, write};
 use std::time::Duration;
 
 use super::dag::Dag;
 use super::retry::TaskFailure;
-use super::store::WorkflowRef;
-use super::Context;
+use crate::engine::model::Context;
+use crate::engine::model::WorkflowRef;
 
 /// The code of one task.
-pub trait TaskBody: Send + Sync {
+pub(crate) trait TaskBody: Send + Sync {
     /// Runs one attempt on `input` and returns the output context. `timeout`
     /// is the attempt's time limit.
     fn run(&self, input: Context, timeout: Duration) -> Result<Context, TaskFailure>;
@@ -27,59 +29,62 @@ pub trait TaskBody: Send + Sync {
 }
 
 /// A runnable workflow: its DAG and one body per task, in topological order.
-pub struct Workflow {
-    pub dag: Dag,
-    pub bodies: Vec<Arc<dyn TaskBody>>,
+pub(crate) struct Workflow {
+    pub(crate) dag: Dag,
+    pub(crate) bodies: Vec<Arc<dyn TaskBody>>,
 }
 
 impl Workflow {
-    pub fn new(dag: Dag, bodies: Vec<Arc<dyn TaskBody>>) -> Self {
+    pub(crate) fn new(dag: Dag, bodies: Vec<Arc<dyn TaskBody>>) -> Self {
         assert_eq!(dag.len(), bodies.len(), "one body per task");
         Workflow { dag, bodies }
     }
 
-    pub fn reference(&self) -> WorkflowRef {
+    pub(crate) fn reference(&self) -> WorkflowRef {
         WorkflowRef { name: self.dag.name().to_string(), version: self.dag.version().to_string() }
     }
 }
 
+/// Workflows by name, as a registry held them at one moment.
+pub(crate) type Workflows = BTreeMap<String, Arc<Workflow>>;
+
 /// Registered workflows by name; registering a name again replaces it.
 #[derive(Default)]
-pub struct Registry {
-    workflows: RwLock<BTreeMap<String, Arc<Workflow>>>,
+pub(crate) struct Registry {
+    workflows: RwLock<Workflows>,
 }
 
 impl Registry {
     /// The process-wide registry that `with WorkflowBuilder(...)` fills.
-    pub fn global() -> &'static Registry {
+    pub(crate) fn global() -> &'static Registry {
         static GLOBAL: OnceLock<Registry> = OnceLock::new();
         GLOBAL.get_or_init(Registry::default)
     }
 
-    pub fn register(&self, workflow: Arc<Workflow>) {
-        let mut map = self.workflows.write().unwrap_or_else(|p| p.into_inner());
+    pub(crate) fn register(&self, workflow: Arc<Workflow>) {
+        let mut map = write(&self.workflows);
         map.insert(workflow.dag.name().to_string(), workflow);
     }
 
-    pub fn get(&self, name: &str) -> Option<Arc<Workflow>> {
-        self.workflows.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Workflow>> {
+        read(&self.workflows).get(name).cloned()
     }
 
     /// The workflow registered under `reference.name`, if it has that version.
-    pub fn get_exact(&self, reference: &WorkflowRef) -> Option<Arc<Workflow>> {
+    pub(crate) fn get_exact(&self, reference: &WorkflowRef) -> Option<Arc<Workflow>> {
         self.get(&reference.name).filter(|w| w.dag.version() == reference.version)
     }
 
     /// Every registered workflow, by name, as of now.
-    pub fn snapshot(&self) -> BTreeMap<String, Arc<Workflow>> {
-        self.workflows.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub(crate) fn snapshot(&self) -> Workflows {
+        read(&self.workflows).clone()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.workflows.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
+    pub(crate) fn names(&self) -> Vec<String> {
+        read(&self.workflows).keys().cloned().collect()
     }
 
-    pub fn references(&self) -> Vec<WorkflowRef> {
-        self.workflows.read().unwrap_or_else(|p| p.into_inner()).values().map(|w| w.reference()).collect()
+    pub(crate) fn references(&self) -> Vec<WorkflowRef> {
+        read(&self.workflows).values().map(|w| w.reference()).collect()
     }
 }

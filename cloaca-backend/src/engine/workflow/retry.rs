@@ -3,11 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::error::EngineError;
+use crate::engine::error::Error;
 
 /// How the delay grows from one retry to the next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backoff {
+pub(crate) enum Backoff {
     /// The same delay every time.
     Fixed,
     /// `delay * n` for the n-th failure.
@@ -18,10 +18,10 @@ pub enum Backoff {
 
 impl Backoff {
     /// The accepted spellings, for error messages.
-    pub const ACCEPTED: &'static str = "\"fixed\", \"linear\" or \"exponential\"";
+    pub(crate) const ACCEPTED: &'static str = "\"fixed\", \"linear\" or \"exponential\"";
 
     /// The name used in the API and in the workflow version.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backoff::Fixed => "fixed",
             Backoff::Linear => "linear",
@@ -31,21 +31,21 @@ impl Backoff {
 }
 
 impl FromStr for Backoff {
-    type Err = EngineError;
+    type Err = Error;
 
-    fn from_str(value: &str) -> Result<Self, EngineError> {
+    fn from_str(value: &str) -> Result<Self, Error> {
         match value {
             "fixed" => Ok(Backoff::Fixed),
             "linear" => Ok(Backoff::Linear),
             "exponential" => Ok(Backoff::Exponential),
-            other => Err(EngineError::InvalidWorkflow(format!("retry_backoff={other:?} is not accepted: use {}", Backoff::ACCEPTED))),
+            other => Err(Error::InvalidWorkflow(format!("retry_backoff={other:?} is not accepted: use {}", Backoff::ACCEPTED))),
         }
     }
 }
 
 /// Which failures are retried.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RetryCondition {
+pub(crate) enum RetryCondition {
     /// Every exception.
     AllErrors,
     /// No exception: one attempt only.
@@ -59,12 +59,12 @@ pub enum RetryCondition {
 impl RetryCondition {
     /// Parses the `retry_condition` argument of `@task`; anything that is not
     /// a keyword is a substring pattern, which must not be empty.
-    pub fn parse(value: &str) -> Result<Self, EngineError> {
+    pub(crate) fn parse(value: &str) -> Result<Self, Error> {
         match value {
             "all_errors" => Ok(RetryCondition::AllErrors),
             "never" => Ok(RetryCondition::Never),
             "transient_only" => Ok(RetryCondition::TransientOnly),
-            "" => Err(EngineError::InvalidWorkflow(
+            "" => Err(Error::InvalidWorkflow(
                 "retry_condition=\"\" is not accepted: use \"all_errors\", \"never\", \"transient_only\" \
                  or a non-empty substring of the error text"
                     .into(),
@@ -74,7 +74,7 @@ impl RetryCondition {
     }
 
     /// Whether a failure of this kind may be retried.
-    pub fn allows(&self, failure: &TaskFailure) -> bool {
+    pub(crate) fn allows(&self, failure: &TaskFailure) -> bool {
         match self {
             RetryCondition::AllErrors => true,
             RetryCondition::Never => false,
@@ -97,20 +97,20 @@ impl fmt::Display for RetryCondition {
 
 /// A failed attempt of a task: what the task raised.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TaskFailure {
+pub(crate) struct TaskFailure {
     /// The exception's type name, e.g. `ValueError`.
-    pub error_type: String,
+    pub(crate) error_type: String,
     /// `str()` of the exception.
-    pub message: String,
+    pub(crate) message: String,
     /// The formatted traceback, when there is one.
-    pub traceback: Option<String>,
+    pub(crate) traceback: Option<String>,
     /// A timeout or connection/OS error (retried by `transient_only`).
-    pub transient: bool,
+    pub(crate) transient: bool,
 }
 
 impl TaskFailure {
     /// `"Type: message"`, the text retry patterns match against.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         if self.message.is_empty() {
             self.error_type.clone()
         } else {
@@ -120,7 +120,7 @@ impl TaskFailure {
 
     /// The failure recorded, without running it again, for a task whose
     /// runner died in it `interruptions` times in a row.
-    pub fn interrupted(task_id: &str, interruptions: i64) -> Self {
+    pub(crate) fn interrupted(task_id: &str, interruptions: i64) -> Self {
         TaskFailure {
             error_type: "RunnerLost".into(),
             message: format!(
@@ -133,7 +133,7 @@ impl TaskFailure {
     }
 
     /// The failure of an attempt that ran past its timeout.
-    pub fn timed_out(task_id: &str, seconds: f64) -> Self {
+    pub(crate) fn timed_out(task_id: &str, seconds: f64) -> Self {
         TaskFailure {
             error_type: "TimeoutError".into(),
             message: format!("task '{task_id}' timed out after {seconds} s"),
@@ -145,14 +145,14 @@ impl TaskFailure {
 
 /// The complete retry policy of one task.
 #[derive(Clone, Debug, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Retries after the first attempt (total runs = retries + 1).
-    pub retries: u32,
-    pub backoff: Backoff,
-    pub delay_ms: u64,
-    pub max_delay_ms: u64,
-    pub jitter: bool,
-    pub condition: RetryCondition,
+    pub(crate) retries: u32,
+    pub(crate) backoff: Backoff,
+    pub(crate) delay_ms: u64,
+    pub(crate) max_delay_ms: u64,
+    pub(crate) jitter: bool,
+    pub(crate) condition: RetryCondition,
 }
 
 impl Default for RetryPolicy {
@@ -170,13 +170,13 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Whether the task should run again after its `failures`-th failure.
-    pub fn should_retry(&self, failures: u32, failure: &TaskFailure) -> bool {
+    pub(crate) fn should_retry(&self, failures: u32, failure: &TaskFailure) -> bool {
         failures <= self.retries && self.condition.allows(failure)
     }
 
     /// The delay before the next attempt after the `failure_number`-th failure
     /// (1-based), before jitter, capped at `max_delay_ms`.
-    pub fn base_delay_ms(&self, failure_number: u32) -> u64 {
+    pub(crate) fn base_delay_ms(&self, failure_number: u32) -> u64 {
         let n = u64::from(failure_number.max(1));
         let raw = match self.backoff {
             Backoff::Fixed => self.delay_ms,
@@ -188,7 +188,7 @@ impl RetryPolicy {
 
     /// The delay with jitter applied: a random factor in [0.5, 1.0] so that
     /// many tasks failing together do not retry in lock-step.
-    pub fn delay_ms(&self, failure_number: u32) -> u64 {
+    pub(crate) fn delay_ms(&self, failure_number: u32) -> u64 {
         let base = self.base_delay_ms(failure_number);
         if self.jitter {
             (base as f64 * (0.5 + fastrand::f64() * 0.5)) as u64
@@ -198,7 +198,7 @@ impl RetryPolicy {
     }
 
     /// A stable text of the policy, part of the workflow version.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         format!(
             "retries={};backoff={};delay={};max={};jitter={};condition={}",
             self.retries,

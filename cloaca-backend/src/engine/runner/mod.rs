@@ -1,0 +1,256 @@
+//! A runner: worker threads that claim task attempts from the store, run
+//! them and record the outcome ([`workers`]), one supervisor thread for
+//! leases and timeouts ([`supervisor`]), a cron thread
+//! ([`crate::engine::cron`]) and, on PostgreSQL, a listener for other
+//! processes' news. What they share, and how they wake each other instead
+//! of polling, is in [`shared`].
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::cron::{self, Schedules};
+use super::error::{Error, Result};
+use super::model::{Context, ExecutionRecord, ExecutionStatus};
+use super::settings::RunnerConfig;
+use super::store::{Channel, EventHandler, Store};
+use super::sync::{lock, wait, wait_timeout};
+use super::time::now_ms;
+use super::workflow::{Registry, Workflow};
+
+mod shared;
+mod supervisor;
+mod workers;
+
+pub(crate) use shared::Shared;
+#[cfg(test)]
+pub(crate) use workers::MAX_INTERRUPTIONS;
+
+/// How often a waiting caller is asked whether to go on waiting.
+const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
+
+/// Runs workflows registered in a [`Registry`] against one [`Store`].
+pub(crate) struct Runner {
+    shared: Arc<Shared>,
+    threads: std::sync::Mutex<Threads>,
+}
+
+/// Threads joined at shutdown. Workers are not among them: shutdown waits
+/// for the live-worker count instead, so that a worker abandoned to a stuck
+/// task is never waited for.
+#[derive(Default)]
+struct Threads {
+    supervisor: Option<JoinHandle<()>>,
+    listener: Option<JoinHandle<()>>,
+    cron: Option<JoinHandle<()>>,
+}
+
+impl Runner {
+    /// Starts a runner: its workers begin claiming at once (recovering
+    /// interrupted work when `enable_recovery` is on).
+    pub(crate) fn start(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig) -> Result<Runner> {
+        let shared = Arc::new(Shared::new(store, registry, config));
+        let runner = Runner { shared: shared.clone(), threads: std::sync::Mutex::new(Threads::default()) };
+        let weak = Arc::downgrade(&shared);
+        let on_event: EventHandler = Arc::new(move |channel, payload| {
+            if let Some(shared) = weak.upgrade() {
+                match channel {
+                    Channel::Work => shared.wake_workers(payload.parse().unwrap_or(1)),
+                    Channel::Done => shared.execution_finished(payload),
+                }
+            }
+        });
+        let listener = shared.store.listen(on_event, shared.stop_listening.clone())?;
+        let mut threads = lock(&runner.threads);
+        threads.listener = listener;
+        for _ in 0..shared.config.max_concurrent_tasks {
+            workers::spawn_worker(&shared);
+        }
+        let supervisor_shared = shared.clone();
+        threads.supervisor = Some(
+            std::thread::Builder::new()
+                .name("cloaca-supervisor".into())
+                .spawn(move || supervisor::supervise(supervisor_shared))
+                .map_err(|source| Error::Thread { what: "the runner's supervisor thread", source })?,
+        );
+        if shared.config.cron.enabled {
+            let cron_shared = shared.clone();
+            threads.cron = Some(
+                std::thread::Builder::new()
+                    .name("cloaca-cron".into())
+                    .spawn(move || cron::run_ticker(cron_shared))
+                    .map_err(|source| Error::Thread { what: "the runner's cron thread", source })?,
+            );
+        }
+        drop(threads);
+        Ok(runner)
+    }
+
+    /// Stores a new execution of the registered workflow `name` and wakes
+    /// the workers; returns its id.
+    pub(crate) fn start_execution(&self, name: &str, input: &Context) -> Result<String> {
+        self.store_execution(name, input).map(|(id, _)| id)
+    }
+
+    /// [`Runner::start_execution`], also returning the definition it used.
+    fn store_execution(&self, name: &str, input: &Context) -> Result<(String, Arc<Workflow>)> {
+        self.ensure_running()?;
+        let workflow = self
+            .shared
+            .registry
+            .get(name)
+            .ok_or_else(|| Error::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() })?;
+        let id = uuid::Uuid::new_v4().to_string();
+        self.shared.store.create_execution(&id, &workflow.dag, input, now_ms())?;
+        self.shared.wake_workers(workflow.dag.roots().len() as u64);
+        Ok((id, workflow))
+    }
+
+    /// Runs `name` to the end: stores it, waits (woken, not polling) and
+    /// returns the finished record. Past `pipeline_timeout` the execution
+    /// is failed and its unfinished tasks skipped.
+    #[cfg(test)]
+    pub(crate) fn execute(&self, name: &str, input: &Context) -> Result<ExecutionRecord> {
+        self.execute_with(name, input, &mut || true)
+    }
+
+    /// [`Runner::execute`], giving up with [`Error::Interrupted`] (the
+    /// execution goes on) as soon as `keep_waiting` says no; it is asked at
+    /// least every [`INTERRUPT_CHECK`].
+    pub(crate) fn execute_with(&self, name: &str, input: &Context, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
+        // The DAG the execution was created with, even if the name is
+        // registered anew meanwhile.
+        let (id, workflow) = self.store_execution(name, input)?;
+        match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
+            Err(Error::WaitTimedOut { .. }) => {
+                let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
+                let message =
+                    format!("execution exceeded pipeline_timeout_seconds={seconds} and was stopped; its unfinished tasks were skipped");
+                self.shared.store.abort_execution(&id, &workflow.dag, &message, now_ms())?;
+                self.record(&id)
+            }
+            other => other,
+        }
+    }
+
+    /// The stored record of an execution.
+    pub(crate) fn record(&self, execution_id: &str) -> Result<ExecutionRecord> {
+        self.shared.store.get_execution(execution_id)?.ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))
+    }
+
+    /// Waits until the execution has finished, at most `timeout`.
+    #[cfg(test)]
+    pub(crate) fn wait(&self, execution_id: &str, timeout: Option<Duration>) -> Result<ExecutionRecord> {
+        self.wait_with(execution_id, timeout, &mut || true)
+    }
+
+    /// [`Runner::wait`], giving up with [`Error::Interrupted`] as soon
+    /// as `keep_waiting` says no (the caller's Ctrl-C, for instance).
+    pub(crate) fn wait_with(
+        &self,
+        execution_id: &str,
+        timeout: Option<Duration>,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<ExecutionRecord> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = &self.shared;
+        {
+            let mut waiting = lock(&shared.waiting);
+            waiting.entry(execution_id.to_string()).or_insert((0, false)).0 += 1;
+        }
+        let result = (|| loop {
+            {
+                let mut waiting = lock(&shared.waiting);
+                if let Some(entry) = waiting.get_mut(execution_id) {
+                    entry.1 = false;
+                }
+            }
+            let record = self.record(execution_id)?;
+            if record.status.is_finished() {
+                return Ok(record);
+            }
+            let mut waiting = lock(&shared.waiting);
+            loop {
+                if waiting.get(execution_id).is_some_and(|e| e.1) {
+                    break;
+                }
+                let now = Instant::now();
+                if deadline.is_some_and(|d| now >= d) {
+                    return Err(Error::WaitTimedOut {
+                        execution_id: execution_id.to_string(),
+                        seconds: timeout.unwrap_or_default().as_secs_f64(),
+                    });
+                }
+                // The fallback re-check covers finishes nobody can signal
+                // (another process on the same SQLite file); the caller is
+                // asked whether to go on at least every INTERRUPT_CHECK.
+                let mut wait = shared.config.poll_interval.min(INTERRUPT_CHECK);
+                if let Some(d) = deadline {
+                    wait = wait.min(d - now);
+                }
+                let (guard, timed_out) = wait_timeout(&shared.waiting_cv, waiting, wait);
+                waiting = guard;
+                if timed_out {
+                    drop(waiting);
+                    if !keep_waiting() {
+                        return Err(Error::Interrupted);
+                    }
+                    break;
+                }
+            }
+        })();
+        let mut waiting = lock(&shared.waiting);
+        if let Some(entry) = waiting.get_mut(execution_id) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                waiting.remove(execution_id);
+            }
+        }
+        result
+    }
+
+    /// Stops claiming, lets running attempts finish (each within its own
+    /// time limit) and stops every thread. Idempotent. A thread abandoned to
+    /// a task past its deadline is not waited for.
+    pub(crate) fn shutdown(&self) {
+        self.shared.stop();
+        {
+            let mut inflight = lock(&self.shared.inflight);
+            while inflight.live_workers > 0 || inflight.spawn_requests > 0 {
+                inflight = wait(&self.shared.inflight_cv, inflight);
+            }
+        }
+        self.shared.inflight_cv.notify_all();
+        let threads = std::mem::take(&mut *lock(&self.threads));
+        for handle in [threads.supervisor, threads.listener, threads.cron].into_iter().flatten() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The cron schedules of this runner's database.
+    pub(crate) fn schedules(&self) -> Schedules<'_> {
+        Schedules::new(&self.shared)
+    }
+
+    /// Executions in the database, newest first.
+    pub(crate) fn list_executions(
+        &self,
+        workflow_name: Option<&str>,
+        status: Option<ExecutionStatus>,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRecord>> {
+        self.shared.store.list_executions(workflow_name, status, limit)
+    }
+
+    fn ensure_running(&self) -> Result<()> {
+        self.shared.ensure_running()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        // Never join here: the owner may hold locks (the GIL) that running
+        // tasks need. Threads see the flag and end on their own.
+        self.shared.stop();
+    }
+}

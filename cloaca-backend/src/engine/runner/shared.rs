@@ -1,0 +1,210 @@
+//! What a runner's threads share: the store, the registry, the settings,
+//! the attempts in flight, and the wake-ups that replace polling.
+//!
+//! A worker that finds no work waits on a condition variable that is
+//! signalled when this process creates work or finishes a task, and (on
+//! Postgres) when another process notifies. The poll interval is only the
+//! fallback for news that cannot signal (another process on the same SQLite
+//! file); a retry coming due is computed exactly.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::engine::error::Error;
+use crate::engine::model::WorkflowRef;
+use crate::engine::settings::RunnerConfig;
+use crate::engine::store::{Claim, Store};
+use crate::engine::sync::{lock, wait_timeout_while};
+use crate::engine::workflow::{Registry, Workflow};
+
+/// The shortest gap between two printed reports of one kind of background error.
+const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<Store>,
+    pub(crate) registry: &'static Registry,
+    pub(crate) config: RunnerConfig,
+    /// Owner name written into leases.
+    pub(crate) owner: String,
+    /// Bumped on every piece of news; workers wait for it to change.
+    pub(crate) signal: Mutex<Signal>,
+    signal_cv: Condvar,
+    /// The cron thread waits on `signal` with this (for `cron_epoch` or stopping).
+    pub(crate) cron_cv: Condvar,
+    /// Executions someone waits for: (waiters, finished-news arrived).
+    pub(crate) waiting: Mutex<HashMap<String, (usize, bool)>>,
+    pub(crate) waiting_cv: Condvar,
+    /// Attempts being run, by worker slot; the supervisor watches their deadlines.
+    pub(crate) inflight: Mutex<Inflight>,
+    pub(crate) inflight_cv: Condvar,
+    pub(crate) stop_listening: Arc<AtomicBool>,
+    reported: Mutex<ReportLimiter>,
+}
+
+#[derive(Default)]
+pub(crate) struct Signal {
+    pub(crate) epoch: u64,
+    /// Bumped when this process changes a schedule.
+    pub(crate) cron_epoch: u64,
+    pub(crate) stopping: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Inflight {
+    pub(crate) attempts: HashMap<usize, Attempt>,
+    pub(crate) next_slot: usize,
+    /// Worker threads that are running their loop (not abandoned).
+    pub(crate) live_workers: usize,
+    /// Replacement workers the supervisor is about to start.
+    pub(crate) spawn_requests: usize,
+}
+
+pub(crate) struct Attempt {
+    pub(crate) claim: Claim,
+    pub(crate) workflow: Arc<Workflow>,
+    /// `None` when the task body enforces its own limit.
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) timeout: Duration,
+    pub(crate) timed_out: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig) -> Self {
+        Shared {
+            store,
+            registry,
+            config,
+            owner: format!("runner-{}", uuid::Uuid::new_v4()),
+            signal: Mutex::new(Signal::default()),
+            signal_cv: Condvar::new(),
+            cron_cv: Condvar::new(),
+            waiting: Mutex::new(HashMap::new()),
+            waiting_cv: Condvar::new(),
+            inflight: Mutex::new(Inflight::default()),
+            inflight_cv: Condvar::new(),
+            stop_listening: Arc::new(AtomicBool::new(false)),
+            reported: Mutex::new(ReportLimiter::default()),
+        }
+    }
+
+    pub(crate) fn stop(&self) {
+        lock(&self.signal).stopping = true;
+        self.signal_cv.notify_all();
+        self.cron_cv.notify_all();
+        self.inflight_cv.notify_all();
+        self.stop_listening.store(true, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        lock(&self.signal).stopping
+    }
+
+    /// Refuses work once the runner is shut down.
+    pub(crate) fn ensure_running(&self) -> crate::engine::error::Result<()> {
+        if self.is_stopping() {
+            Err(Error::ShutDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Wakes up to `tasks` idle workers: as many as there are new tasks, so
+    /// that one ready task does not send every thread to the database.
+    pub(crate) fn wake_workers(&self, tasks: u64) {
+        if tasks == 0 {
+            return;
+        }
+        lock(&self.signal).epoch += 1;
+        if tasks >= self.config.max_concurrent_tasks as u64 {
+            self.signal_cv.notify_all();
+        } else {
+            (0..tasks).for_each(|_| self.signal_cv.notify_one());
+        }
+    }
+
+    /// Makes the cron thread look at the schedules now.
+    pub(crate) fn wake_scheduler(&self) {
+        lock(&self.signal).cron_epoch += 1;
+        self.cron_cv.notify_all();
+    }
+
+    pub(crate) fn execution_finished(&self, execution_id: &str) {
+        let mut waiting = lock(&self.waiting);
+        if let Some(entry) = waiting.get_mut(execution_id) {
+            entry.1 = true;
+            drop(waiting);
+            self.waiting_cv.notify_all();
+        }
+    }
+
+    pub(crate) fn references(&self) -> Vec<WorkflowRef> {
+        self.registry.references()
+    }
+
+    /// Waits until the epoch moves past `seen`, the runner stops, or `wait` passes.
+    pub(crate) fn wait_for_news(&self, seen: u64, wait: Duration) {
+        let signal = lock(&self.signal);
+        if signal.epoch != seen || signal.stopping {
+            return;
+        }
+        drop(wait_timeout_while(&self.signal_cv, signal, wait, |s| s.epoch == seen && !s.stopping));
+    }
+
+    /// Prints a background error on stderr (nobody waits for it to raise it),
+    /// at most once per [`REPORT_EVERY`] for each kind, so that a database
+    /// that is down does not flood the log from every worker.
+    pub(crate) fn report(&self, what: &'static str, error: &Error) {
+        let Some(suppressed) = lock(&self.reported).admit(what, Instant::now()) else {
+            return;
+        };
+        let more = if suppressed > 0 { format!(" ({suppressed} more like it since the last report)") } else { String::new() };
+        eprintln!("cloaca: {what} ({}): {error}{more}", self.owner);
+    }
+}
+
+/// When each kind of background error was last printed, and how many were
+/// held back since.
+#[derive(Default)]
+struct ReportLimiter {
+    kinds: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl ReportLimiter {
+    /// `Some(held back since the last print)` when a report of `what` may be
+    /// printed at `now`; `None` (and one more held back) otherwise.
+    fn admit(&mut self, what: &'static str, now: Instant) -> Option<u64> {
+        match self.kinds.get_mut(what) {
+            Some((last, held)) if now.duration_since(*last) < REPORT_EVERY => {
+                *held += 1;
+                None
+            }
+            Some((last, held)) => {
+                *last = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.kinds.insert(what, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn background_errors_are_printed_once_per_interval_with_a_count_of_the_rest() {
+        let mut limiter = ReportLimiter::default();
+        let start = Instant::now();
+        assert_eq!(limiter.admit("claiming a task", start), Some(0));
+        assert_eq!(limiter.admit("claiming a task", start + Duration::from_millis(10)), None);
+        assert_eq!(limiter.admit("claiming a task", start + Duration::from_secs(1)), None);
+        assert_eq!(limiter.admit("renewing leases", start), Some(0), "kinds are limited separately");
+        assert_eq!(limiter.admit("claiming a task", start + REPORT_EVERY), Some(2));
+        assert_eq!(limiter.admit("claiming a task", start + REPORT_EVERY * 2), Some(0));
+    }
+}

@@ -1,0 +1,442 @@
+//! Executions and task attempts: their SQL and the rules that make a state
+//! change correct, written once for both backends over [`Conn`].
+//!
+//! [`record_attempt`] fences an attempt by its number, readies dependents,
+//! skips the descendants of a failed task and finishes the execution, all
+//! inside the caller's one transaction: a completed task, its stored output
+//! and its readied dependents commit together or not at all.
+
+use std::collections::HashMap;
+
+use super::conn::{json_list, Conn, Param, Row};
+use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, FailedTask, LoadedContexts};
+use crate::engine::error::{Error, Result};
+use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
+use crate::engine::workflow::{Dag, TaskFailure};
+
+// ---- creating and claiming ------------------------------------------------
+
+const INSERT_EXECUTION: &str = "INSERT INTO cloaca_executions
+    (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at)
+    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)";
+const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
+    (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// Inserts an execution with one row per task; roots start ready.
+pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
+    let input = to_json(input, "storing an execution input")?;
+    conn.execute(
+        INSERT_EXECUTION,
+        &[
+            Param::Text(execution_id),
+            Param::Text(dag.name()),
+            Param::Text(dag.version()),
+            Param::Text(&input),
+            Param::Int(dag.len() as i64),
+            Param::Int(now),
+        ],
+    )?;
+    for (i, task) in dag.tasks().iter().enumerate() {
+        let deps = dag.dependencies_of(i).len() as i64;
+        conn.execute(
+            INSERT_TASK,
+            &[
+                Param::Text(execution_id),
+                Param::Text(&task.id),
+                Param::Text(dag.name()),
+                Param::Text(dag.version()),
+                Param::Text(if deps == 0 { "ready" } else { "pending" }),
+                Param::Int(deps),
+                Param::Int(i64::from(task.retry.retries) + 1),
+                Param::Int(now),
+            ],
+        )?;
+    }
+    let roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count();
+    conn.notify(Channel::Work, &roots.to_string())
+}
+
+const CLAIM_READY: &str = "UPDATE cloaca_task_executions
+    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
+    WHERE id = (SELECT id FROM cloaca_task_executions
+                WHERE status = 'ready' AND next_attempt_at <= ?3
+                  AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
+                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
+const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
+    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
+    WHERE id = (SELECT id FROM cloaca_task_executions
+                WHERE status = 'running' AND lease_expires_at < ?3
+                  AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
+                ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
+
+/// Claims one ready task, or with `recover` one whose lease expired. Each
+/// claim is a single statement, so it needs no explicit transaction.
+pub(crate) fn claim(
+    conn: &mut dyn Conn,
+    owner: &str,
+    workflows: &[WorkflowRef],
+    now: i64,
+    lease_ms: i64,
+    recover: bool,
+) -> Result<Option<Claim>> {
+    let list = workflow_list(workflows);
+    let params = [Param::Text(owner), Param::Int(now + lease_ms), Param::Int(now), Param::Text(&list)];
+    let statements: &[&'static str] = if recover { &[CLAIM_READY, CLAIM_EXPIRED] } else { &[CLAIM_READY] };
+    for sql in statements {
+        let claimed = conn.query_opt(sql, &params, |row| {
+            Ok(Claim {
+                row_id: row.int(0)?,
+                execution_id: row.text(1)?,
+                task_id: row.text(2)?,
+                workflow: WorkflowRef { name: row.text(3)?, version: row.text(4)? },
+                attempt: row.int(5)?,
+                failures: row.int(6)?,
+            })
+        })?;
+        if claimed.is_some() {
+            return Ok(claimed);
+        }
+    }
+    Ok(None)
+}
+
+const LOAD_INPUT: &str = "SELECT input_context FROM cloaca_executions WHERE id = ?1";
+const START_EXECUTION: &str = "UPDATE cloaca_executions
+    SET status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, started_at = COALESCE(started_at, ?2)
+    WHERE id = ?1 RETURNING input_context";
+const LOAD_OUTPUTS: &str = "SELECT task_id, output_context FROM cloaca_task_executions
+    WHERE execution_id = ?1 AND status = 'completed' AND task_id IN (SELECT value FROM json_each(?2))";
+
+/// The outputs of `dependencies`; for a root task (no dependencies) the
+/// execution input, marking the execution running in the same statement
+/// (only a root can be the first task of an execution to start).
+pub(crate) fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
+    let mut loaded = LoadedContexts::default();
+    if dependencies.is_empty() {
+        let text = conn
+            .query_opt(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], |row| row.text(0))?
+            .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+        loaded.input = Some(parse_context(&text, "an execution input")?);
+        return Ok(loaded);
+    }
+    let list = json_list(dependencies);
+    for (task_id, text) in conn.query_all(LOAD_OUTPUTS, &[Param::Text(execution_id), Param::Text(&list)], output_text)? {
+        loaded.outputs.insert(task_id, parse_context(&text, "a task output")?);
+    }
+    Ok(loaded)
+}
+
+// ---- leases and wake-up times ----------------------------------------------
+
+// Row ids travel as JSON strings: compared as text, the same on both backends.
+const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2
+    WHERE lease_owner = ?1 AND status = 'running' AND CAST(id AS TEXT) IN (SELECT value FROM json_each(?3))";
+const NEXT_DUE: &str = "SELECT MIN(CASE WHEN status = 'ready' THEN next_attempt_at ELSE lease_expires_at END)
+    FROM cloaca_task_executions
+    WHERE (status = 'ready' OR (CAST(?2 AS BIGINT) = 1 AND status = 'running'))
+      AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
+
+pub(crate) fn renew_leases(conn: &mut dyn Conn, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()> {
+    let list = json_list(row_ids.iter().map(i64::to_string));
+    conn.execute(RENEW_LEASES, &[Param::Text(owner), Param::Int(expires_at), Param::Text(&list)]).map(|_| ())
+}
+
+pub(crate) fn next_due(conn: &mut dyn Conn, workflows: &[WorkflowRef], recover: bool) -> Result<Option<i64>> {
+    let list = workflow_list(workflows);
+    conn.query_one(NEXT_DUE, &[Param::Text(&list), Param::Int(i64::from(recover))], |row| row.opt_int(0))
+}
+
+// ---- reading executions ------------------------------------------------------
+
+/// The columns [`execution_record`] reads, in its order.
+macro_rules! execution_columns {
+    () => {
+        "id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at"
+    };
+}
+const GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE id = ?1");
+const LIST_EXECUTIONS: &str = concat!(
+    "SELECT ",
+    execution_columns!(),
+    " FROM cloaca_executions
+    WHERE (CAST(?1 AS TEXT) IS NULL OR workflow_name = ?1) AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)
+    ORDER BY created_at DESC, seq DESC LIMIT ?3"
+);
+
+fn execution_record(row: &dyn Row) -> Result<ExecutionRecord> {
+    let final_context = match row.opt_text(5)? {
+        Some(text) => Some(parse_context(&text, "a final context")?),
+        None => None,
+    };
+    Ok(ExecutionRecord {
+        id: row.text(0)?,
+        workflow_name: row.text(1)?,
+        workflow_version: row.text(2)?,
+        status: ExecutionStatus::from_db(&row.text(3)?)?,
+        input: parse_context(&row.text(4)?, "an execution input")?,
+        final_context,
+        error_message: row.opt_text(6)?,
+        created_at: row.int(7)?,
+        started_at: row.opt_int(8)?,
+        finished_at: row.opt_int(9)?,
+    })
+}
+
+pub(crate) fn get_execution(conn: &mut dyn Conn, execution_id: &str) -> Result<Option<ExecutionRecord>> {
+    conn.query_opt(GET_EXECUTION, &[Param::Text(execution_id)], execution_record)
+}
+
+pub(crate) fn list_executions(
+    conn: &mut dyn Conn,
+    workflow_name: Option<&str>,
+    status: Option<ExecutionStatus>,
+    limit: i64,
+) -> Result<Vec<ExecutionRecord>> {
+    let params = [Param::NullableText(workflow_name), Param::NullableText(status.map(ExecutionStatus::as_db)), Param::Int(limit)];
+    conn.query_all(LIST_EXECUTIONS, &params, execution_record)
+}
+
+const COMPLETED_OUTPUTS: &str =
+    "SELECT task_id, output_context FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'completed'";
+
+/// (task_id, output JSON) of every completed task of an execution.
+pub(crate) fn completed_output_texts(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<(String, String)>> {
+    conn.query_all(COMPLETED_OUTPUTS, &[Param::Text(execution_id)], output_text)
+}
+
+fn output_text(row: &dyn Row) -> Result<(String, String)> {
+    Ok((row.text(0)?, row.opt_text(1)?.unwrap_or_else(|| "{}".into())))
+}
+
+// ---- recording an attempt's end ------------------------------------------------
+
+const COMPLETE_ATTEMPT: &str = "UPDATE cloaca_task_executions
+    SET status = 'completed', output_context = ?3, lease_owner = NULL, lease_expires_at = NULL, finished_at = ?4
+    WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
+const FAIL_ATTEMPT: &str = "UPDATE cloaca_task_executions
+    SET status = 'failed', failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
+        lease_owner = NULL, lease_expires_at = NULL, finished_at = ?6
+    WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
+const RESCHEDULE_ATTEMPT: &str = "UPDATE cloaca_task_executions
+    SET status = 'ready', failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
+        lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ?6
+    WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
+// SET expressions read the row as it was, so `deps_remaining = 1` means
+// "this was the last dependency".
+const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
+    SET deps_remaining = deps_remaining - 1,
+        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
+        next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END
+    WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))
+    RETURNING status";
+const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
+    WHERE execution_id = ?1 AND status IN ('pending', 'ready') AND task_id IN (SELECT value FROM json_each(?2))";
+const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
+    SET status = 'skipped', finished_at = ?2, lease_owner = NULL, lease_expires_at = NULL
+    WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'running')";
+const DECREMENT_REMAINING: &str =
+    "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining";
+const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
+    FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'failed'";
+const FINISH_EXECUTION: &str = "UPDATE cloaca_executions
+    SET status = ?2, final_context = ?3, error_message = ?4, finished_at = ?5, tasks_remaining = 0 WHERE id = ?1";
+const EXECUTION_STATUS: &str = "SELECT status FROM cloaca_executions WHERE id = ?1";
+
+/// Records the end of an attempt and everything that follows from it; run
+/// inside one transaction.
+pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
+    let position = dag
+        .position(&claim.task_id)
+        .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))?;
+    let execution = claim.execution_id.as_str();
+    let fence = [Param::Int(claim.row_id), Param::Int(claim.attempt)];
+    let mut recorded = AttemptRecorded { accepted: true, ..Default::default() };
+    match outcome {
+        AttemptOutcome::Completed(output) => {
+            let text = to_json(output, "storing a task output")?;
+            if conn.execute(COMPLETE_ATTEMPT, &[fence[0], fence[1], Param::Text(&text), Param::Int(now)])? != 1 {
+                return Ok(AttemptRecorded::default());
+            }
+            let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+            if !dependents.is_empty() {
+                recorded.readied = release_dependents(conn, execution, &dependents, now)?;
+                if recorded.readied > 0 {
+                    conn.notify(Channel::Work, &recorded.readied.to_string())?;
+                }
+            }
+            recorded.finished = settle(conn, execution, 1, dag, now)?;
+        }
+        AttemptOutcome::Failed { failure, retry_at: Some(at) } => {
+            let [error_type, message, traceback] = failure_params(failure);
+            if conn.execute(RESCHEDULE_ATTEMPT, &[fence[0], fence[1], error_type, message, traceback, Param::Int(*at)])? != 1 {
+                return Ok(AttemptRecorded::default());
+            }
+            // Other processes learn of the retry time at their next idle check.
+            conn.notify(Channel::Work, "1")?;
+        }
+        AttemptOutcome::Failed { failure, retry_at: None } => {
+            let [error_type, message, traceback] = failure_params(failure);
+            if conn.execute(FAIL_ATTEMPT, &[fence[0], fence[1], error_type, message, traceback, Param::Int(now)])? != 1 {
+                return Ok(AttemptRecorded::default());
+            }
+            let descendants: Vec<&str> = dag.descendants_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+            let skipped = if descendants.is_empty() {
+                0
+            } else {
+                let list = json_list(&descendants);
+                conn.execute(SKIP_TASKS, &[Param::Text(execution), Param::Text(&list), Param::Int(now)])?
+            };
+            recorded.finished = settle(conn, execution, 1 + skipped as i64, dag, now)?;
+        }
+    }
+    Ok(recorded)
+}
+
+fn failure_params(failure: &TaskFailure) -> [Param<'_>; 3] {
+    [Param::Text(&failure.error_type), Param::Text(&failure.message), Param::NullableText(failure.traceback.as_deref())]
+}
+
+/// Decrements the pending-dependency count of `dependents`; those reaching
+/// zero become ready. Returns how many became ready.
+fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&str], now: i64) -> Result<u64> {
+    let list = json_list(dependents);
+    let statuses =
+        conn.query_all(RELEASE_DEPENDENTS, &[Param::Text(execution_id), Param::Text(&list), Param::Int(now)], |row| row.text(0))?;
+    Ok(statuses.iter().filter(|s| *s == "ready").count() as u64)
+}
+
+/// Counts `finished` tasks off the execution and, when none is left,
+/// finishes it with its final context and error message.
+fn settle(conn: &mut dyn Conn, execution_id: &str, finished: i64, dag: &Dag, now: i64) -> Result<Option<ExecutionStatus>> {
+    let remaining = conn
+        .query_opt(DECREMENT_REMAINING, &[Param::Text(execution_id), Param::Int(finished)], |row| row.int(0))?
+        .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+    if remaining > 0 {
+        return Ok(None);
+    }
+    let input = execution_input(conn, execution_id)?;
+    let outputs = outputs_by_position(dag, completed_output_texts(conn, execution_id)?)?;
+    let failed = conn.query_all(FAILED_TASKS, &[Param::Text(execution_id)], |row| {
+        Ok(FailedTask {
+            task_id: row.text(0)?,
+            attempts: row.int(1)?,
+            error_type: row.opt_text(2)?.unwrap_or_default(),
+            error_message: row.opt_text(3)?.unwrap_or_default(),
+            traceback: row.opt_text(4)?,
+        })
+    })?;
+    let error = describe_failures(dag, &failed);
+    let status = if error.is_some() { ExecutionStatus::Failed } else { ExecutionStatus::Completed };
+    finish_execution(conn, execution_id, status, &dag.final_context(&input, &outputs), error.as_deref(), now)?;
+    Ok(Some(status))
+}
+
+fn execution_input(conn: &mut dyn Conn, execution_id: &str) -> Result<Context> {
+    let text = conn
+        .query_opt(LOAD_INPUT, &[Param::Text(execution_id)], |row| row.text(0))?
+        .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+    parse_context(&text, "an execution input")
+}
+
+fn finish_execution(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    status: ExecutionStatus,
+    final_context: &Context,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let final_context = to_json(final_context, "storing a final context")?;
+    conn.execute(
+        FINISH_EXECUTION,
+        &[Param::Text(execution_id), Param::Text(status.as_db()), Param::Text(&final_context), Param::NullableText(error), Param::Int(now)],
+    )?;
+    conn.notify(Channel::Done, execution_id)
+}
+
+/// Fails an unfinished execution: every unfinished task is skipped. Without
+/// its definition (a version this process does not have) the final context
+/// is the execution's input. Returns false when it had already finished.
+pub(crate) fn abort_execution(conn: &mut dyn Conn, execution_id: &str, dag: Option<&Dag>, message: &str, now: i64) -> Result<bool> {
+    let status = conn
+        .query_opt(EXECUTION_STATUS, &[Param::Text(execution_id)], |row| ExecutionStatus::from_db(&row.text(0)?))?
+        .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+    if status.is_finished() {
+        return Ok(false);
+    }
+    conn.execute(SKIP_UNFINISHED, &[Param::Text(execution_id), Param::Int(now)])?;
+    let input = execution_input(conn, execution_id)?;
+    let final_context = match dag {
+        Some(dag) => dag.final_context(&input, &outputs_by_position(dag, completed_output_texts(conn, execution_id)?)?),
+        None => input,
+    };
+    finish_execution(conn, execution_id, ExecutionStatus::Failed, &final_context, Some(message), now)?;
+    Ok(true)
+}
+
+/// Parses stored outputs and keys them by the task's topological position.
+fn outputs_by_position(dag: &Dag, texts: Vec<(String, String)>) -> Result<HashMap<usize, Context>> {
+    let mut outputs = HashMap::new();
+    for (task_id, text) in texts {
+        if let Some(position) = dag.position(&task_id) {
+            outputs.insert(position, parse_context(&text, "a task output")?);
+        }
+    }
+    Ok(outputs)
+}
+
+/// Parses a stored JSON object.
+pub(crate) fn parse_context(text: &str, what: &'static str) -> Result<Context> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(Error::corrupt("reading stored JSON", format!("{what} is not a JSON object"))),
+        Err(e) => Err(Error::corrupt("reading stored JSON", format!("{what}: {e}"))),
+    }
+}
+
+fn to_json(context: &Context, action: &'static str) -> Result<String> {
+    serde_json::to_string(context).map_err(|e| Error::database(action, e))
+}
+
+/// The claim filter value: `name@version` of each workflow (versions are hex, so `@` is unambiguous).
+fn workflow_list(workflows: &[WorkflowRef]) -> String {
+    json_list(workflows.iter().map(|w| format!("{}@{}", w.name, w.version)))
+}
+
+/// The error message of a failed execution: the first failed task (in
+/// topological order) with its exception and traceback, then any others.
+pub(crate) fn describe_failures(dag: &Dag, failed: &[FailedTask]) -> Option<String> {
+    let mut ordered: Vec<&FailedTask> = failed.iter().collect();
+    ordered.sort_by_key(|f| dag.position(&f.task_id).unwrap_or(usize::MAX));
+    let first = ordered.first()?;
+    let mut message = format!("Task '{}' failed after {} attempt(s): {}", first.task_id, first.attempts, first.error_type);
+    if !first.error_message.is_empty() {
+        message.push_str(": ");
+        message.push_str(&first.error_message);
+    }
+    if ordered.len() > 1 {
+        let others: Vec<&str> = ordered[1..].iter().map(|f| f.task_id.as_str()).collect();
+        message.push_str(&format!(" (other failed tasks: {})", others.join(", ")));
+    }
+    if let Some(traceback) = &first.traceback {
+        message.push('\n');
+        message.push_str(traceback.trim_end());
+    }
+    Some(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::conn::postgres_dialect;
+    use super::*;
+
+    #[test]
+    fn claims_lock_their_row_on_postgres() {
+        assert!(postgres_dialect(CLAIM_READY).contains("LIMIT 1 FOR UPDATE SKIP LOCKED)"));
+        assert!(!postgres_dialect(CLAIM_READY).contains('?'));
+        assert!(GET_EXECUTION.contains("error_message, created_at, started_at, finished_at FROM cloaca_executions"));
+    }
+}

@@ -1,0 +1,10 @@
+//! Workflows: their structure ([`dag`]), their retry rules ([`retry`]) and
+//! the workflows this process can run ([`registry`]).
+
+mod dag;
+mod registry;
+mod retry;
+
+pub(crate) use dag::{merge, Dag, TaskSpec, WorkflowSpec};
+pub(crate) use registry::{Registry, TaskBody, Workflow, Workflows};
+pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};

@@ -1,0 +1,62 @@
+"""The exceptions cloaca raises, defined once and registered on the extension module.
+
+Every class derives from CloacaError and from the builtin exception the API
+raised for the same failure before the hierarchy existed, so programs that
+catch ``ValueError``, ``KeyError`` and the like keep working.
+"""
+
+
+class CloacaError(Exception):
+    """Root of every error cloaca raises; catch it to handle any of them."""
+
+
+class InvalidUrlError(CloacaError, ValueError):
+    """A database URL the installed backend cannot use: malformed, for the other backend, or with an unknown option."""
+
+
+class DatabaseUnavailableError(CloacaError, ConnectionError, ValueError):
+    """The database cannot be opened or reached: a missing directory, a read-only or non-database file, a server that refuses."""
+
+
+class SchemaVersionError(CloacaError, ValueError):
+    """The database holds a schema written by a newer cloaca; upgrade cloaca to use it."""
+
+
+class DatabaseError(CloacaError, RuntimeError):
+    """A statement failed on an open database in mid-operation (not the caller's input)."""
+
+
+class InvalidWorkflowError(CloacaError, ValueError):
+    """A workflow definition that cannot run: a cycle, an unknown dependency, an empty workflow."""
+
+
+class ConfigurationError(CloacaError, ValueError):
+    """A runner setting outside its accepted range (a value of the wrong type raises TypeError)."""
+
+
+class WorkflowNotFoundError(CloacaError, ValueError):
+    """A call named a workflow that is not registered in this process."""
+
+
+class ExecutionNotFoundError(CloacaError, KeyError):
+    """No execution with the given id exists in the database."""
+
+
+class WaitTimeoutError(CloacaError, TimeoutError):
+    """Waiting for an execution passed its timeout; the execution goes on and can be waited for again."""
+
+
+class InvalidScheduleError(CloacaError, ValueError):
+    """A cron expression or time zone that cannot be scheduled."""
+
+
+class ScheduleNotFoundError(CloacaError, KeyError):
+    """No cron schedule with the given id exists in the database."""
+
+
+class TenantError(CloacaError, ValueError):
+    """A tenant's schema name, role name, password or request that is refused; nothing was changed."""
+
+
+class RunnerShutDownError(CloacaError, RuntimeError, ValueError):
+    """The DefaultRunner was shut down; open a new one."""

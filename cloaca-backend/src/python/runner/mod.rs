@@ -1,0 +1,13 @@
+//! Running workflows from Python: `DefaultRunner` ([`default_runner`]), its
+//! results (`ExecutionHandle`, `PipelineResult`, in [`results`]), its
+//! settings (`DefaultRunnerConfig`, in [`config`]) and the dicts its cron
+//! methods return ([`cron`]).
+
+mod config;
+mod cron;
+mod default_runner;
+mod results;
+
+pub(crate) use config::PyDefaultRunnerConfig;
+pub(crate) use default_runner::{shutdown_all_runners, PyDefaultRunner};
+pub(crate) use results::{PyExecutionHandle, PyPipelineResult};
