@@ -863,7 +863,8 @@ class TestDurability:
         done = run_scenario("show_execution.py", fresh_database_url, unknown)
         assert done.returncode == 0, done.stderr
         shown = json.loads(done.stdout)
-        assert shown.get("error_type") == "KeyError", shown
+        assert shown.get("error_type") == "ExecutionNotFoundError", shown
+        assert shown["is_key_error"], "still a KeyError, as before the hierarchy"
         assert unknown in shown["message"]
 
     def test_the_tables_hold_the_state(self, fresh_database_url, db_query, workflow_name):

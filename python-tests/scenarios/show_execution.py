@@ -3,7 +3,7 @@
 usage: show_execution.py DATABASE_URL EXECUTION_ID
 
 No workflow is registered here: reading an execution must not need one.
-Prints {"result": {...}} or {"error_type": ..., "message": ...} (exit 0 either way).
+Prints {"result": {...}} or {"error_type": ..., "is_key_error": ..., "message": ...} (exit 0 either way).
 """
 
 import json
@@ -19,7 +19,7 @@ def main() -> None:
         try:
             out = {"result": result_dict(runner.get_execution(execution_id))}
         except Exception as exc:  # reported to the test, which asserts on it
-            out = {"error_type": type(exc).__name__, "message": str(exc)}
+            out = {"error_type": type(exc).__name__, "is_key_error": isinstance(exc, KeyError), "message": str(exc)}
     print(json.dumps(out))
 
 
