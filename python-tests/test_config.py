@@ -298,3 +298,57 @@ class TestSqliteUrlForms:
         define_greeting_workflow(workflow_name)
         with cloaca.DefaultRunner(f"sqlite://{tmp_path}/sync.db?_synchronous={synchronous}") as runner:
             assert_greeting_runs(runner, workflow_name)
+
+
+# --------------------------------------------------------------------------- DefaultRunnerConfig.settings()
+
+SETTING_KEYS = {"name", "type", "default", "accepted", "doc"}
+
+
+class TestSettings:
+    """settings() describes every setting: its name, type, default, accepted values and meaning."""
+
+    def test_one_entry_per_setting_in_to_dict_order(self):
+        settings = cloaca.DefaultRunnerConfig.settings()
+        assert isinstance(settings, list)
+        assert [s["name"] for s in settings] == list(cloaca.DefaultRunnerConfig().to_dict()) == list(DEFAULTS)
+
+    def test_each_entry_has_exactly_the_keys(self):
+        for setting in cloaca.DefaultRunnerConfig.settings():
+            assert isinstance(setting, dict), setting
+            assert set(setting) == SETTING_KEYS, setting
+
+    def test_the_defaults_are_those_of_a_new_config(self):
+        for setting in cloaca.DefaultRunnerConfig.settings():
+            default = DEFAULTS[setting["name"]]
+            assert setting["default"] == default and type(setting["default"]) is type(default), setting
+
+    def test_the_texts_are_non_empty_strings(self):
+        for setting in cloaca.DefaultRunnerConfig.settings():
+            for key in ("name", "type", "accepted", "doc"):
+                assert isinstance(setting[key], str) and setting[key].strip(), (key, setting)
+
+    def test_the_type_says_flag_or_number_as_the_default_is(self):
+        for setting in cloaca.DefaultRunnerConfig.settings():
+            if isinstance(DEFAULTS[setting["name"]], bool):
+                assert "bool" in setting["type"], setting
+            else:
+                assert "int" in setting["type"] or "float" in setting["type"], setting
+
+    def test_the_docs_differ(self):
+        docs = [s["doc"] for s in cloaca.DefaultRunnerConfig.settings()]
+        assert len(set(docs)) == len(docs), "two settings share one doc"
+
+    @pytest.mark.parametrize("field", NUMBER_FIELDS)
+    def test_a_refusal_says_what_settings_accepts(self, field):
+        (setting,) = [s for s in cloaca.DefaultRunnerConfig.settings() if s["name"] == field]
+        with pytest.raises(ValueError) as error:
+            cloaca.DefaultRunnerConfig(**{field: 0})
+        assert_message_names(error, field, setting["accepted"])
+
+    def test_a_staticmethod_returning_a_new_list_each_time(self):
+        first = cloaca.DefaultRunnerConfig.settings()
+        assert cloaca.DefaultRunnerConfig().settings() == first
+        first[0]["default"] = "changed"
+        first.clear()
+        assert [s["default"] for s in cloaca.DefaultRunnerConfig.settings()] == list(DEFAULTS.values())
