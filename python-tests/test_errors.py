@@ -441,6 +441,12 @@ class TestInvalidWorkflow:
             with cloaca.WorkflowBuilder(workflow_name) as builder:
                 builder.description("nothing inside")
 
+    @pytest.mark.parametrize(("keyword", "value"), [("retry_backoff", "sideways"), ("retry_condition", "")])
+    def test_a_retry_setting_that_is_not_accepted(self, keyword, value):
+        # Refused when the decorator is made, before it meets a function or a workflow.
+        with raises("InvalidWorkflowError", f"{keyword}={value!r}".replace("'", '"')):
+            cloaca.task(**{keyword: value})
+
     def test_a_refused_workflow_is_not_registered(self, workflow_name, runner):
         with raises("InvalidWorkflowError", "needy", "ghost_task"):
             with cloaca.WorkflowBuilder(workflow_name):

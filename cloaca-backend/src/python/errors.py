@@ -7,7 +7,10 @@ catch ``ValueError``, ``KeyError`` and the like keep working.
 
 
 class CloacaError(Exception):
-    """Root of every error cloaca raises; catch it to handle any of them."""
+    """Root of the errors cloaca raises about databases, workflows, executions, schedules, settings and tenants.
+
+    Catch it to handle all of them.
+    """
 
 
 class InvalidUrlError(CloacaError, ValueError):
@@ -15,7 +18,10 @@ class InvalidUrlError(CloacaError, ValueError):
 
 
 class DatabaseUnavailableError(CloacaError, ConnectionError, ValueError):
-    """The database cannot be opened or reached: a missing directory, a read-only or non-database file, a server that refuses."""
+    """The database cannot be opened or reached.
+
+    For example a missing directory, a read-only or non-database file, or a server that refuses connections.
+    """
 
 
 class SchemaVersionError(CloacaError, ValueError):

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 use super::body::{PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
 use super::builder::declare_task;
 use crate::engine::{Backoff, RetryCondition, RetryPolicy, TaskSpec};
+use crate::python::errors::to_py;
 
 /// Declares a task; use as `@cloaca.task(...)` inside a
 /// `with cloaca.WorkflowBuilder(name):` block. Returns the function itself.
@@ -36,11 +37,11 @@ pub fn task(
     let retries = non_negative("retry_attempts", retry_attempts)?;
     let retry = RetryPolicy {
         retries: u32::try_from(retries).map_err(|_| PyValueError::new_err(format!("retry_attempts={retries} is too large")))?,
-        backoff: retry_backoff.parse::<Backoff>().map_err(|e| PyValueError::new_err(e.to_string()))?,
+        backoff: retry_backoff.parse::<Backoff>().map_err(to_py)?,
         delay_ms: non_negative("retry_delay_ms", retry_delay_ms)?,
         max_delay_ms: non_negative("retry_max_delay_ms", retry_max_delay_ms)?,
         jitter: retry_jitter,
-        condition: RetryCondition::parse(retry_condition).map_err(|e| PyValueError::new_err(e.to_string()))?,
+        condition: RetryCondition::parse(retry_condition).map_err(to_py)?,
     };
     let timeout = match timeout_seconds {
         Some(t) if !(t.is_finite() && t > 0.0) => {
