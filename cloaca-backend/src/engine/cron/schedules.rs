@@ -3,7 +3,7 @@
 
 use super::expression::CronSchedule;
 use crate::engine::error::{Error, Result};
-use crate::engine::runner::Shared;
+use crate::engine::runner::shared::Shared;
 use crate::engine::store::{CronRun, CronStats, ScheduleRecord};
 use crate::engine::time::now_ms;
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::engine::error::{Error, Result};
-use crate::engine::runner::Shared;
+use crate::engine::runner::shared::Shared;
 use crate::engine::settings::CronConfig;
 use crate::engine::store::{Fired, LostCandidate, Recovered, Store};
 use crate::engine::sync::{lock, wait_timeout_while};

@@ -18,11 +18,11 @@ use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
 use super::workflow::{Registry, Workflow};
 
-mod shared;
+pub(crate) mod shared;
 mod supervisor;
 mod workers;
 
-pub(crate) use shared::Shared;
+use shared::Shared;
 #[cfg(test)]
 pub(crate) use workers::MAX_INTERRUPTIONS;
 

@@ -8,7 +8,7 @@
 //! `dyn Conn` ([`query_opt`](trait.Conn.html#method.query_opt) and friends)
 //! read results the way rusqlite's and rust-postgres' own helpers do.
 
-use super::Channel;
+use super::records::Channel;
 use crate::engine::error::{Error, Result};
 
 /// A statement parameter.

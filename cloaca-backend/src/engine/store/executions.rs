@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::conn::{json_list, Conn, Param, Row};
-use super::{AttemptOutcome, AttemptRecorded, Channel, Claim, FailedTask, LoadedContexts};
+use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, FailedTask, LoadedContexts};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
 use crate::engine::workflow::{Dag, TaskFailure};

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use super::conn::{Conn, Param, Row};
-use super::{migrations, Channel, EventHandler};
+use super::migrations;
+use super::records::{Channel, EventHandler};
 use crate::engine::error::{Error, Result};
 use crate::engine::sync::lock;
 use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};

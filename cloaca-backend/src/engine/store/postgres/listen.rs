@@ -12,7 +12,7 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, Config, NoTls};
 
 use super::identifiers::quote_identifier;
-use crate::engine::store::{Channel, EventHandler};
+use crate::engine::store::records::{Channel, EventHandler};
 use crate::engine::sync::lock;
 
 /// Key of the advisory lock that serialises schema migrations across

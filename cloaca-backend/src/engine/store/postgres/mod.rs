@@ -13,7 +13,8 @@ use postgres::types::ToSql;
 use postgres::{GenericClient, Statement};
 
 use super::conn::{postgres_dialect, Conn, Param, Row};
-use super::{migrations, Channel, EventHandler};
+use super::migrations;
+use super::records::{Channel, EventHandler};
 use crate::engine::error::{Error, Result};
 use crate::engine::url::postgres::{connection_config, describe_target};
 use crate::engine::url::DatabaseUrl;

@@ -1,0 +1,73 @@
+//! What the store and the runner hand each other: claims, attempt
+//! outcomes, loaded inputs, and the notification channels.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::model::{Context, ExecutionStatus, WorkflowRef};
+use crate::engine::workflow::TaskFailure;
+
+/// A task attempt a runner has claimed (and holds the lease of).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Claim {
+    pub(crate) row_id: i64,
+    pub(crate) execution_id: String,
+    pub(crate) task_id: String,
+    pub(crate) workflow: WorkflowRef,
+    /// The attempt number, 1-based; it fences every later write of this attempt.
+    pub(crate) attempt: i64,
+    /// Failed attempts so far.
+    pub(crate) failures: i64,
+}
+
+/// How an attempt ended, as the runner reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum AttemptOutcome {
+    Completed(Context),
+    /// `retry_at` is set when the policy allows another attempt.
+    Failed {
+        failure: TaskFailure,
+        retry_at: Option<i64>,
+    },
+}
+
+/// What recording an attempt did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct AttemptRecorded {
+    /// False when the attempt had lost its claim (lease expired and taken
+    /// over, execution aborted): nothing was written.
+    pub(crate) accepted: bool,
+    /// Dependents this attempt made ready.
+    pub(crate) readied: u64,
+    /// Set when this attempt finished the execution.
+    pub(crate) finished: Option<ExecutionStatus>,
+}
+
+/// A failed task of an execution, for its error message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FailedTask {
+    pub(crate) task_id: String,
+    pub(crate) attempts: i64,
+    pub(crate) error_type: String,
+    pub(crate) error_message: String,
+    pub(crate) traceback: Option<String>,
+}
+
+/// What [`Store::load_contexts`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct LoadedContexts {
+    pub(crate) input: Option<Context>,
+    pub(crate) outputs: HashMap<String, Context>,
+}
+
+/// The notification channels runners wake each other with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Channel {
+    /// Tasks became claimable; the payload is how many.
+    Work,
+    /// An execution finished; the payload is its id.
+    Done,
+}
+
+/// Receives notifications: the channel and its payload.
+pub(crate) type EventHandler = Arc<dyn Fn(Channel, &str) + Send + Sync>;
