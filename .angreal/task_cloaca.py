@@ -96,7 +96,7 @@ def check():
 
 
 @cloaca()
-@angreal.command(name="lint", about="cargo fmt, cargo clippy -D warnings (each backend) and ruff; name what fails")
+@angreal.command(name="lint", about="cargo fmt, cargo clippy -D warnings (each backend) and ruff; each finding names its tool")
 @reported
 def lint():
     """Run every lint, print a summary, and name each failed tool with what fixes it."""
