@@ -5,7 +5,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use postgres::{Client, Config, NoTls, Statement};
 
-use crate::engine::error::{postgres_text, Error, Result};
+use crate::engine::error::{Error, Result};
 use crate::engine::sync::{lock, wait};
 
 /// Connections to one server, at most `max` open at once.
@@ -76,7 +76,7 @@ impl Pool {
 
     /// A new connection outside the pool (failing fast when the server is unreachable).
     pub(super) fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| Error::Unavailable { target: self.target.clone(), reason: postgres_text(&e) })
+        self.config.connect(NoTls).map_err(|e| Error::Connect { target: self.target.clone(), source: e.into() })
     }
 
     /// A pool connection, its server process id remembered as our own.
