@@ -192,17 +192,20 @@ impl DbError {
     fn is_transient(&self) -> bool {
         match self {
             #[cfg(feature = "sqlite")]
-            DbError::Sqlite(e) => {
-                matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
-            }
+            // Another process holds the lock past busy_timeout, or the disk
+            // is full (space can be freed; SQLite keeps the file intact).
+            DbError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull)
+            ),
             #[cfg(feature = "postgres")]
             DbError::Postgres(e) => match e.code() {
                 // Connection exceptions (08...), the server shutting down,
-                // crashing or starting up (57P01-57P03), too many connections
-                // (53300), and lost conflicts (40001, 40P01).
+                // crashing or starting up (57P01-57P03), a full disk (53100),
+                // too many connections (53300), and lost conflicts (40001, 40P01).
                 Some(code) => {
                     let code = code.code();
-                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01")
+                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53100" | "53300" | "40001" | "40P01")
                 }
                 // No SQLSTATE: the client's side. A closed connection or an
                 // I/O error (refused, reset, timed out) may pass; a
@@ -262,6 +265,20 @@ pub(crate) fn postgres_text(e: &postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_lock_or_a_full_disk_may_pass_a_corrupt_file_does_not() {
+        let sqlite = |code| Error::database("writing state", rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED, rusqlite::ffi::SQLITE_FULL] {
+            assert!(sqlite(code).is_transient(), "{}", sqlite(code));
+        }
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_READONLY, rusqlite::ffi::SQLITE_NOTADB] {
+            assert!(!sqlite(code).is_transient(), "{}", sqlite(code));
+        }
+        assert!(!Error::corrupt("reading state", "not JSON").is_transient());
+        assert!(!Error::UnknownExecution("x".into()).is_transient());
+    }
 
     #[test]
     fn errors_read_like_sentences_and_keep_their_source() {

@@ -226,6 +226,9 @@ impl Runner {
         for handle in [threads.supervisor, threads.listener, threads.cron].into_iter().flatten() {
             let _ = handle.join();
         }
+        // Now, not whenever the last reference goes: a worker thread may
+        // still be on its way out, and an ExecutionHandle may outlive this.
+        self.shared.store.close();
     }
 
     /// The cron schedules of this runner's database.

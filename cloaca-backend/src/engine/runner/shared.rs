@@ -104,7 +104,7 @@ impl Shared {
     }
 
     pub(crate) fn stop(&self) {
-        self.store.close();
+        self.store.stop_waiting();
         lock(&self.signal).stopping = true;
         self.signal_cv.notify_all();
         self.cron_cv.notify_all();

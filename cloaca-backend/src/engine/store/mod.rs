@@ -79,8 +79,16 @@ impl Store {
 
     /// Stops waiting out outages: a retried operation gives up at its next
     /// failure, so that a shutdown does not wait for the database.
-    pub(crate) fn close(&self) {
+    pub(crate) fn stop_waiting(&self) {
         self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the database: a later operation fails with `Error::ShutDown`.
+    /// Called once the runner's threads are done, so that the database (a
+    /// SQLite file with its WAL checkpointed) is left as it stays.
+    pub(crate) fn close(&self) {
+        self.stop_waiting();
+        self.db.close();
     }
 
     /// Runs `op` until it succeeds, fails for a reason that will not pass,

@@ -23,7 +23,8 @@ use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
 
 /// One SQLite database, behind one connection.
 pub(crate) struct SqliteDb {
-    conn: Mutex<Connection>,
+    /// None once closed: the runner has shut down.
+    conn: Mutex<Option<Connection>>,
     /// The file (or `sqlite://:memory:`), for messages.
     target: String,
 }
@@ -67,7 +68,7 @@ impl SqliteDb {
                 .map_err(|e| unavailable(&target, e))?;
         }
         conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
-        let db = SqliteDb { conn: Mutex::new(conn), target: target.clone() };
+        let db = SqliteDb { conn: Mutex::new(Some(conn)), target: target.clone() };
         db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
@@ -79,14 +80,25 @@ impl SqliteDb {
     /// (waiting up to busy_timeout), so it cannot deadlock on a lock upgrade.
     pub(crate) fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.conn);
-        let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| Error::database(action, e))?;
+        let tx = guard
+            .as_mut()
+            .ok_or(Error::ShutDown)?
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
         tx.commit().map_err(|e| Error::database(action, e))?;
         Ok(value)
     }
 
     pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        f(&mut SqliteConn(&lock(&self.conn)))
+        let guard = lock(&self.conn);
+        f(&mut SqliteConn(guard.as_ref().ok_or(Error::ShutDown)?))
+    }
+
+    /// Closes the connection now (checkpointing the WAL into the file), so
+    /// that the file is left as it will stay once the runner has shut down.
+    pub(crate) fn close(&self) {
+        drop(lock(&self.conn).take());
     }
 
     /// The file (or `sqlite://:memory:`), for messages.

@@ -122,6 +122,11 @@ impl PostgresDb {
         result
     }
 
+    /// Closes the idle connections now; one still checked out closes when returned.
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+
     /// `host:port/database`, for messages (never the password).
     pub(crate) fn target(&self) -> &str {
         &self.pool.target

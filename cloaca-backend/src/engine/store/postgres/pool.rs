@@ -27,6 +27,8 @@ struct PoolState {
     idle: Vec<PgConn>,
     open: usize,
     max: usize,
+    /// No connection is kept or opened any more.
+    closed: bool,
 }
 
 /// A pooled connection with its prepared statements.
@@ -54,7 +56,7 @@ impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.pool.state);
         match self.conn.take() {
-            Some(conn) if !conn.client.is_closed() => state.idle.push(conn),
+            Some(conn) if !conn.client.is_closed() && !state.closed => state.idle.push(conn),
             _ => state.open -= 1,
         }
         drop(state);
@@ -105,11 +107,26 @@ impl Pool {
         Ok(PgConn { client, statements: HashMap::new(), begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}") })
     }
 
+    /// Closes the idle connections and refuses new checkouts.
+    pub(super) fn close(&self) {
+        let idle = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            state.open -= state.idle.len();
+            std::mem::take(&mut state.idle)
+        };
+        drop(idle);
+        self.returned.notify_all();
+    }
+
     /// An idle connection, a new one while fewer than `max` are open, or
     /// the next one returned.
     pub(super) fn checkout(&self) -> Result<Checkout<'_>> {
         let mut state = lock(&self.state);
         loop {
+            if state.closed {
+                return Err(Error::ShutDown);
+            }
             if let Some(conn) = state.idle.pop() {
                 return Ok(Checkout { pool: self, conn: Some(conn) });
             }
