@@ -20,6 +20,7 @@ DEFAULTS = {
     "scheduler_poll_interval_ms": 100,
     "task_timeout_seconds": 300,
     "pipeline_timeout_seconds": 3600,
+    "database_outage_timeout_seconds": 60,
     "db_pool_size": 10,
     "enable_recovery": True,
     "enable_cron_scheduling": True,
@@ -35,6 +36,9 @@ DEFAULTS = {
 
 BOOL_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, bool)]
 NUMBER_FIELDS = [name for name in DEFAULTS if name not in BOOL_FIELDS]
+# Settings for which 0 means something (no waiting at all): only negatives are refused.
+ZERO_ACCEPTED = ["database_outage_timeout_seconds"]
+POSITIVE_FIELDS = [name for name in NUMBER_FIELDS if name not in ZERO_ACCEPTED]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -124,8 +128,20 @@ def test_all_fields_at_once():
     assert cloaca.DefaultRunnerConfig(**values).to_dict() == values
 
 
+@pytest.mark.parametrize("field", ZERO_ACCEPTED)
+class TestZeroAccepted:
+    def test_zero_is_accepted(self, field):
+        assert cloaca.DefaultRunnerConfig(**{field: 0}).to_dict()[field] == 0
+
+    @pytest.mark.parametrize("value", [-1, -0.5])
+    def test_a_negative_value_is_a_value_error(self, field, value):
+        with pytest.raises(ValueError) as error:
+            cloaca.DefaultRunnerConfig(**{field: value})
+        assert_message_names(error, field, str(value))
+
+
 @pytest.mark.parametrize("value", [0, -1, -7])
-@pytest.mark.parametrize("field", NUMBER_FIELDS)
+@pytest.mark.parametrize("field", POSITIVE_FIELDS)
 class TestNonPositiveNumbers:
     def test_keyword_argument_is_a_value_error(self, field, value):
         with pytest.raises(ValueError) as error:
@@ -343,7 +359,7 @@ class TestSettings:
     def test_a_refusal_says_what_settings_accepts(self, field):
         (setting,) = [s for s in cloaca.DefaultRunnerConfig.settings() if s["name"] == field]
         with pytest.raises(ValueError) as error:
-            cloaca.DefaultRunnerConfig(**{field: 0})
+            cloaca.DefaultRunnerConfig(**{field: -1})
         assert_message_names(error, field, setting["accepted"])
 
     def test_a_staticmethod_returning_a_new_list_each_time(self):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import pwd
 import re
@@ -28,6 +29,8 @@ from cloaca_pipeline.errors import PipelineError
 POSTGRES_URL_ENV = "CLOACA_TEST_POSTGRES_URL"
 #: Unprivileged accounts a root-run cluster may use, in order of preference.
 POSTGRES_SYSTEM_USERS = ("postgres", "nobody")
+#: Set while a throw-away cluster runs: JSON with its pg_ctl command line and start options.
+PG_CTL_ENV = "CLOACA_TEST_PG_CTL"
 
 
 class NoPostgresServer(PipelineError):
@@ -172,7 +175,26 @@ def throwaway_postgres_cluster():
                 f"its log: {log_tail(log)}. Set CLOACA_TEST_POSTGRES_URL to use an existing "
                 "server instead."
             )
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        # Outage tests restart and stop this server: they get the pg_ctl
+        # command line (as the server's user) that controls it.
+        control = [
+            *(["runuser", "-u", user, "--"] if user else []),
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+        ]
+        previous = os.environ.get(PG_CTL_ENV)
+        # `pg_ctl start` needs the server's options again (restart keeps them).
+        os.environ[PG_CTL_ENV] = json.dumps({"command": control, "start_options": options})
+        try:
+            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        finally:
+            if previous is None:
+                os.environ.pop(PG_CTL_ENV, None)
+            else:
+                os.environ[PG_CTL_ENV] = previous
     finally:
         # Also after a failed or timed-out start: the server may be up regardless.
         if (data / "postmaster.pid").exists():

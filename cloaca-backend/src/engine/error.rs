@@ -11,9 +11,22 @@ pub(crate) enum Error {
     /// A database URL the installed backend cannot use.
     #[error("invalid database URL {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    /// The database could not be opened or reached (file, permissions, server).
+    /// The database file could not be opened (missing directory, permissions, not a database).
+    #[cfg(feature = "sqlite")]
     #[error("cannot use the database {target}: {reason}")]
     Unavailable { target: String, reason: String },
+    /// Connecting to the database server failed; `source` says whether it
+    /// may come back ([`Error::is_transient`]).
+    #[cfg(feature = "postgres")]
+    #[error("cannot use the database {target}: {source}")]
+    Connect { target: String, source: DbError },
+    /// The database stayed unreachable for the whole outage allowance.
+    #[error(
+        "the database {target} could not be reached for {:.1} s (database_outage_timeout_seconds={}); the last error: {last}",
+        waited.as_secs_f64(),
+        timeout.as_secs_f64()
+    )]
+    Outage { target: String, waited: std::time::Duration, timeout: std::time::Duration, last: Box<Error> },
     /// The database holds a schema written by a newer cloaca.
     #[error(
         "the database schema is at version {found}, newer than this cloaca understands (up to {supported}); \
@@ -98,7 +111,11 @@ impl Error {
     pub(crate) fn kind(&self) -> ErrorKind {
         match self {
             Error::InvalidUrl { .. } => ErrorKind::InvalidUrl,
+            Error::Outage { .. } => ErrorKind::Unavailable,
+            #[cfg(feature = "sqlite")]
             Error::Unavailable { .. } => ErrorKind::Unavailable,
+            #[cfg(feature = "postgres")]
+            Error::Connect { .. } => ErrorKind::Unavailable,
             Error::SchemaTooNew { .. } => ErrorKind::SchemaTooNew,
             // A thread the runner cannot start is a failure of the runner's
             // machinery in mid-operation, like a failed statement.
@@ -115,6 +132,24 @@ impl Error {
             Error::ShutDown => ErrorKind::ShutDown,
             Error::Interrupted => ErrorKind::Interrupted,
         }
+    }
+
+    /// True when the failure may pass by itself: the server is restarting or
+    /// unreachable, a connection was dropped, another process holds a lock
+    /// past busy_timeout, a transaction lost a conflict. Running the same
+    /// operation again later can succeed; anything else fails at once.
+    pub(crate) fn is_transient(&self) -> bool {
+        match self {
+            Error::Database { source, .. } => source.is_transient(),
+            #[cfg(feature = "postgres")]
+            Error::Connect { source, .. } => source.is_transient(),
+            _ => false,
+        }
+    }
+
+    /// True when the database stayed unreachable past the outage allowance.
+    pub(crate) fn is_outage(&self) -> bool {
+        matches!(self, Error::Outage { .. })
     }
 
     /// True when the database aborted a transaction only because it
@@ -153,6 +188,47 @@ pub(crate) enum DbError {
     Invalid(String),
 }
 
+impl DbError {
+    fn is_transient(&self) -> bool {
+        match self {
+            #[cfg(feature = "sqlite")]
+            // Another process holds the lock past busy_timeout, or the disk
+            // is full (space can be freed; SQLite keeps the file intact).
+            DbError::Sqlite(e) => matches!(
+                e.sqlite_error_code(),
+                Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked | rusqlite::ErrorCode::DiskFull)
+            ),
+            #[cfg(feature = "postgres")]
+            DbError::Postgres(e) => match e.code() {
+                // Connection exceptions (08...), the server shutting down,
+                // crashing or starting up (57P01-57P03), a full disk (53100),
+                // too many connections (53300), and lost conflicts (40001, 40P01).
+                Some(code) => {
+                    let code = code.code();
+                    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53100" | "53300" | "40001" | "40P01")
+                }
+                // No SQLSTATE: the client's side. A closed connection or an
+                // I/O error (refused, reset, timed out) may pass; a
+                // malformed statement or parameter never does.
+                None => e.is_closed() || has_io_source(e),
+            },
+            _ => false,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+fn has_io_source(e: &postgres::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if cause.is::<std::io::Error>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 #[cfg(feature = "postgres")]
 impl DbError {
     fn is_conflict(&self) -> bool {
@@ -189,6 +265,20 @@ pub(crate) fn postgres_text(e: &postgres::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn a_lock_or_a_full_disk_may_pass_a_corrupt_file_does_not() {
+        let sqlite = |code| Error::database("writing state", rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None));
+        for code in [rusqlite::ffi::SQLITE_BUSY, rusqlite::ffi::SQLITE_LOCKED, rusqlite::ffi::SQLITE_FULL] {
+            assert!(sqlite(code).is_transient(), "{}", sqlite(code));
+        }
+        for code in [rusqlite::ffi::SQLITE_CORRUPT, rusqlite::ffi::SQLITE_READONLY, rusqlite::ffi::SQLITE_NOTADB] {
+            assert!(!sqlite(code).is_transient(), "{}", sqlite(code));
+        }
+        assert!(!Error::corrupt("reading state", "not JSON").is_transient());
+        assert!(!Error::UnknownExecution("x".into()).is_transient());
+    }
 
     #[test]
     fn errors_read_like_sentences_and_keep_their_source() {

@@ -33,7 +33,7 @@ mod tests;
 pub(crate) use backend::Backend;
 pub(crate) use error::{Error, ErrorKind, Result};
 pub(crate) use model::{Context, ExecutionRecord, ExecutionStatus};
-pub(crate) use runner::Runner;
+pub(crate) use runner::{Level, Reporter, Runner};
 pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};

@@ -17,6 +17,8 @@ pub(crate) enum Kind {
     PositiveSeconds,
     /// Positive seconds, or None for "no limit".
     OptionalSeconds,
+    /// Seconds, 0 or more.
+    NonNegativeSeconds,
     /// An int or float above 0 (minutes).
     PositiveMinutes,
     Bool,
@@ -29,6 +31,7 @@ impl Kind {
             Kind::PositiveInt => "an int above 0",
             Kind::PositiveSeconds => "a number of seconds above 0",
             Kind::OptionalSeconds => "a number of seconds above 0, or None for no limit",
+            Kind::NonNegativeSeconds => "a number of seconds, 0 or more",
             Kind::PositiveMinutes => "a number of minutes above 0",
             Kind::Bool => "True or False",
         }
@@ -38,7 +41,7 @@ impl Kind {
     pub(crate) fn python_type(self) -> &'static str {
         match self {
             Kind::PositiveInt => "int",
-            Kind::PositiveSeconds | Kind::PositiveMinutes => "float",
+            Kind::PositiveSeconds | Kind::PositiveMinutes | Kind::NonNegativeSeconds => "float",
             Kind::OptionalSeconds => "float | None",
             Kind::Bool => "bool",
         }
@@ -97,14 +100,18 @@ impl Setting {
                     Err(out_of_range())
                 }
             }
-            (Kind::PositiveSeconds | Kind::OptionalSeconds | Kind::PositiveMinutes, Value::Int(_) | Value::Number(_)) => {
+            (
+                Kind::PositiveSeconds | Kind::OptionalSeconds | Kind::PositiveMinutes | Kind::NonNegativeSeconds,
+                Value::Int(_) | Value::Number(_),
+            ) => {
                 let number = match value {
                     Value::Int(i) => i as f64,
                     Value::Number(f) => f,
                     _ => unreachable!("matched above"),
                 };
                 // Durations beyond ~30,000 years overflow arithmetic on instants.
-                if number.is_finite() && number > 0.0 && number < 1e12 {
+                let lowest_accepted = self.kind == Kind::NonNegativeSeconds && number == 0.0;
+                if number.is_finite() && (number > 0.0 || lowest_accepted) && number < 1e12 {
                     Ok(())
                 } else {
                     Err(out_of_range())
@@ -145,6 +152,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Kind::OptionalSeconds,
         Value::Int(3600),
         "Time limit of execute(): past it the execution is failed and its unfinished tasks skipped. None waits as long as it takes.",
+    ),
+    setting(
+        "database_outage_timeout_seconds",
+        Kind::NonNegativeSeconds,
+        Value::Int(60),
+        "How long a call or a worker waits out a database that cannot be reached (restarting, failing over, locked by another process) before it raises DatabaseUnavailableError; 0 fails at once.",
     ),
     setting("db_pool_size", Kind::PositiveInt, Value::Int(10), "Most connections a PostgreSQL runner opens (SQLite uses one)."),
     setting(
@@ -215,6 +228,8 @@ pub(crate) struct RunnerConfig {
     pub(crate) lease: Duration,
     /// Most connections (PostgreSQL).
     pub(crate) pool_size: usize,
+    /// How long an operation is run again while the database cannot be reached.
+    pub(crate) database_outage_timeout: Duration,
     pub(crate) cron: CronConfig,
 }
 
@@ -261,6 +276,7 @@ impl RunnerConfig {
             enable_recovery: flag("enable_recovery"),
             lease: required("task_lease_seconds"),
             pool_size: int("db_pool_size") as usize,
+            database_outage_timeout: seconds("database_outage_timeout_seconds").expect("a number, checked"),
             cron: CronConfig {
                 enabled: flag("enable_cron_scheduling"),
                 poll_interval: required("cron_poll_interval_seconds"),

@@ -59,7 +59,8 @@ impl Fixture {
     }
 
     fn runner(&self, config: RunnerConfig) -> Runner {
-        Runner::start(self.store.clone(), self.registry, config).expect("runner starts")
+        Runner::start(self.store.clone(), self.registry, config, Arc::new(|level, message| eprintln!("{level:?}: {message}")))
+            .expect("runner starts")
     }
 }
 
@@ -85,7 +86,10 @@ fn test_database_url() -> String {
 
 /// A store on `url`, as a separate runner process would open it.
 fn open_store_at(url: &str) -> Arc<Store> {
-    Arc::new(Store::open(&DatabaseUrl::parse(url).unwrap(), None, 4, now_ms()).expect("store opens"))
+    Arc::new(
+        Store::open(&DatabaseUrl::parse(url).unwrap(), None, 4, RunnerConfig::default().database_outage_timeout, now_ms())
+            .expect("store opens"),
+    )
 }
 
 /// A registered workflow named uniquely for this test, with scripted bodies.
@@ -626,7 +630,7 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     use super::store::postgres::listen::channel_name;
     use super::store::Channel;
     let f = fixture(vec![(task("a", &[]), marks("a"))]);
-    let open = |schema: &str| Store::open(&DatabaseUrl::parse(&f.url).unwrap(), Some(schema), 2, now_ms()).unwrap();
+    let open = |schema: &str| Store::open(&DatabaseUrl::parse(&f.url).unwrap(), Some(schema), 2, Duration::ZERO, now_ms()).unwrap();
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let (one, two) = (format!("tenant_one_{suffix}"), format!("tenant_two_{suffix}"));
     let first = open(&one);

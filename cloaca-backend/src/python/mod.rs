@@ -16,6 +16,7 @@
 mod context;
 mod errors;
 mod json;
+mod logging;
 mod runner;
 mod smoke;
 #[cfg(feature = "postgres")]
@@ -43,6 +44,7 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
     errors::register(m)?;
+    logging::install(m.py())?;
     // Multi-tenancy is a Postgres feature (schemas and roles).
     #[cfg(feature = "postgres")]
     m.add_class::<tenants::PyDatabaseAdmin>()?;

@@ -23,6 +23,7 @@ mod supervisor;
 mod workers;
 
 use shared::Shared;
+pub(crate) use shared::{Level, Reporter};
 #[cfg(test)]
 pub(crate) use workers::MAX_INTERRUPTIONS;
 
@@ -48,8 +49,8 @@ struct Threads {
 impl Runner {
     /// Starts a runner: its workers begin claiming at once (recovering
     /// interrupted work when `enable_recovery` is on).
-    pub(crate) fn start(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig) -> Result<Runner> {
-        let shared = Arc::new(Shared::new(store, registry, config));
+    pub(crate) fn start(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Result<Runner> {
+        let shared = Arc::new(Shared::new(store, registry, config, reporter));
         let runner = Runner { shared: shared.clone(), threads: std::sync::Mutex::new(Threads::default()) };
         let weak = Arc::downgrade(&shared);
         let on_event: EventHandler = Arc::new(move |channel, payload| {
@@ -225,6 +226,9 @@ impl Runner {
         for handle in [threads.supervisor, threads.listener, threads.cron].into_iter().flatten() {
             let _ = handle.join();
         }
+        // Now, not whenever the last reference goes: a worker thread may
+        // still be on its way out, and an ExecutionHandle may outlive this.
+        self.shared.store.close();
     }
 
     /// The cron schedules of this runner's database.

@@ -19,8 +19,20 @@ use crate::engine::store::{Claim, Store};
 use crate::engine::sync::{lock, wait_timeout_while};
 use crate::engine::workflow::{Registry, Workflow};
 
-/// The shortest gap between two printed reports of one kind of background error.
+/// The shortest gap between two reports of one kind of background error.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// How serious a background report is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    /// Something that may pass by itself (the database is away for now).
+    Warning,
+    Error,
+}
+
+/// Where background errors go: nobody waits for them to raise them. The
+/// Python layer hands them to the `logging` module.
+pub(crate) type Reporter = Arc<dyn Fn(Level, &str) + Send + Sync>;
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
@@ -41,6 +53,7 @@ pub(crate) struct Shared {
     pub(crate) inflight_cv: Condvar,
     pub(crate) stop_listening: Arc<AtomicBool>,
     reported: Mutex<ReportLimiter>,
+    reporter: Reporter,
 }
 
 #[derive(Default)]
@@ -71,7 +84,7 @@ pub(crate) struct Attempt {
 }
 
 impl Shared {
-    pub(crate) fn new(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig) -> Self {
+    pub(crate) fn new(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Self {
         Shared {
             store,
             registry,
@@ -86,10 +99,12 @@ impl Shared {
             inflight_cv: Condvar::new(),
             stop_listening: Arc::new(AtomicBool::new(false)),
             reported: Mutex::new(ReportLimiter::default()),
+            reporter,
         }
     }
 
     pub(crate) fn stop(&self) {
+        self.store.stop_waiting();
         lock(&self.signal).stopping = true;
         self.signal_cv.notify_all();
         self.cron_cv.notify_all();
@@ -152,15 +167,16 @@ impl Shared {
         drop(wait_timeout_while(&self.signal_cv, signal, wait, |s| s.epoch == seen && !s.stopping));
     }
 
-    /// Prints a background error on stderr (nobody waits for it to raise it),
-    /// at most once per [`REPORT_EVERY`] for each kind, so that a database
-    /// that is down does not flood the log from every worker.
+    /// Hands a background error to the reporter, at most once per
+    /// [`REPORT_EVERY`] for each kind, so that a database that is down does
+    /// not flood the log from every worker.
     pub(crate) fn report(&self, what: &'static str, error: &Error) {
         let Some(suppressed) = lock(&self.reported).admit(what, Instant::now()) else {
             return;
         };
         let more = if suppressed > 0 { format!(" ({suppressed} more like it since the last report)") } else { String::new() };
-        eprintln!("cloaca: {what} ({}): {error}{more}", self.owner);
+        let level = if error.is_transient() || error.is_outage() { Level::Warning } else { Level::Error };
+        (self.reporter)(level, &format!("{what} ({}): {error}{more}", self.owner));
     }
 }
 

@@ -164,7 +164,19 @@ pub(crate) fn outcome_of(claim: &Claim, workflow: &Workflow, result: std::result
 }
 
 pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcome: &AttemptOutcome) {
-    match shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms()) {
+    let mut result = shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms());
+    // A database that stays away past the outage allowance: keep the outcome
+    // and try again until it is back or the runner stops. Writing it late is
+    // safe (the attempt number fences it: if the lease lapsed and another
+    // runner took the task meanwhile, nothing is written).
+    while let Err(e) = &result {
+        if !e.is_outage() || shared.is_stopping() {
+            break;
+        }
+        shared.report("recording a task attempt (the database is unreachable; trying again)", e);
+        result = shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms());
+    }
+    match result {
         Ok(recorded) => {
             // This worker claims again right away, so it takes one of the
             // readied tasks itself.

@@ -16,9 +16,11 @@ use crate::engine::workflow::{Dag, TaskFailure};
 
 // ---- creating and claiming ------------------------------------------------
 
+// An id already stored means this very insert committed before its
+// connection dropped, and is being run again: nothing more to do.
 const INSERT_EXECUTION: &str = "INSERT INTO cloaca_executions
     (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at)
-    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6)";
+    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
 const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
     (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
@@ -26,7 +28,7 @@ const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
 /// Inserts an execution with one row per task; roots start ready.
 pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
     let input = to_json(input, "storing an execution input")?;
-    conn.execute(
+    let inserted = conn.execute(
         INSERT_EXECUTION,
         &[
             Param::Text(execution_id),
@@ -37,6 +39,9 @@ pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Da
             Param::Int(now),
         ],
     )?;
+    if inserted == 0 {
+        return Ok(());
+    }
     for (i, task) in dag.tasks().iter().enumerate() {
         let deps = dag.dependencies_of(i).len() as i64;
         conn.execute(

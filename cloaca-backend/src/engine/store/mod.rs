@@ -12,15 +12,23 @@
 //!   its closure succeeds) and `single` (one autocommit connection for
 //!   reads and single statements); [`Store`] runs the shared SQL in them.
 //!
-//! Every [`Store`] method is one transaction or one statement.
+//! Every [`Store`] method is one transaction or one statement. One that
+//! fails for a reason that may pass ([`crate::engine::Error::is_transient`]:
+//! a server restarting, a dropped connection, a lock held past
+//! busy_timeout) is run again, with capped exponential backoff and jitter,
+//! for up to the store's outage allowance (`database_outage_timeout_seconds`).
+//! Running one again is safe: an attempt's outcome is fenced by its attempt
+//! number, and creating an execution or a schedule twice under the same id
+//! leaves one.
 
 #[cfg(test)]
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::error::Result;
+use super::error::{Error, Result};
 use super::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
 use super::url::DatabaseUrl;
 use super::workflow::{Dag, Workflows};
@@ -46,22 +54,73 @@ use postgres::PostgresDb as Db;
 #[cfg(feature = "sqlite")]
 use sqlite::SqliteDb as Db;
 
+/// The first wait before an operation is run again, and the longest.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(50);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+
 /// Executions, task attempts and schedules in one database.
 pub(crate) struct Store {
     db: Db,
+    /// How long an operation is run again while the database is unreachable.
+    outage_timeout: Duration,
+    /// Set when the owner shuts down: waiting for the database stops.
+    closing: AtomicBool,
 }
 
 impl Store {
     /// Opens (creating when allowed) and migrates the database of `url`.
     /// `schema` confines a PostgreSQL store to one schema (the caller has
-    /// checked that the backend supports it); `pool_size` bounds its connections.
-    pub(crate) fn open(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize, now: i64) -> Result<Store> {
-        Ok(Store { db: Db::open(url, schema, pool_size, now)? })
+    /// checked that the backend supports it); `pool_size` bounds its
+    /// connections. Opening is not retried: a database that cannot be
+    /// reached now is reported at once.
+    pub(crate) fn open(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize, outage_timeout: Duration, now: i64) -> Result<Store> {
+        Ok(Store { db: Db::open(url, schema, pool_size, now)?, outage_timeout, closing: AtomicBool::new(false) })
+    }
+
+    /// Stops waiting out outages: a retried operation gives up at its next
+    /// failure, so that a shutdown does not wait for the database.
+    pub(crate) fn stop_waiting(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    /// Closes the database: a later operation fails with `Error::ShutDown`.
+    /// Called once the runner's threads are done, so that the database (a
+    /// SQLite file with its WAL checkpointed) is left as it stays.
+    pub(crate) fn close(&self) {
+        self.stop_waiting();
+        self.db.close();
+    }
+
+    /// Runs `op` until it succeeds, fails for a reason that will not pass,
+    /// or the outage allowance is spent (then [`Error::Outage`]).
+    fn retrying<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+        let started = Instant::now();
+        let mut delay = FIRST_RETRY_DELAY;
+        loop {
+            let error = match op() {
+                Err(e) if e.is_transient() => e,
+                other => return other,
+            };
+            let waited = started.elapsed();
+            if waited >= self.outage_timeout || self.closing.load(Ordering::SeqCst) {
+                return Err(Error::Outage {
+                    target: self.db.target().to_string(),
+                    waited,
+                    timeout: self.outage_timeout,
+                    last: Box::new(error),
+                });
+            }
+            // Full jitter: runners that lost the database together do not
+            // come back in lockstep.
+            let sleep = delay.mul_f64(0.5 + fastrand::f64() / 2.0).min(self.outage_timeout - waited);
+            std::thread::sleep(sleep);
+            delay = (delay * 2).min(MAX_RETRY_DELAY);
+        }
     }
 
     /// Inserts an execution and one row per task (roots ready), in one transaction.
     pub(crate) fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
-        self.db.write("creating an execution", |c| executions::create_execution(c, execution_id, dag, input, now))
+        self.retrying(|| self.db.write("creating an execution", |c| executions::create_execution(c, execution_id, dag, input, now)))
     }
 
     /// Claims one claimable task of the given workflows: a ready task whose
@@ -70,19 +129,19 @@ impl Store {
         if workflows.is_empty() {
             return Ok(None);
         }
-        self.db.single(|c| executions::claim(c, owner, workflows, now, lease_ms, recover))
+        self.retrying(|| self.db.single(|c| executions::claim(c, owner, workflows, now, lease_ms, recover)))
     }
 
     /// The input of a claimed task: the execution input for a root (which
     /// also marks the execution running), else the stored outputs of
     /// `dependencies`, returned by task id.
     pub(crate) fn load_contexts(&self, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
-        self.db.single(|c| executions::load_contexts(c, execution_id, dependencies, now))
+        self.retrying(|| self.db.single(|c| executions::load_contexts(c, execution_id, dependencies, now)))
     }
 
     /// Records the end of an attempt and everything that follows from it, in one transaction.
     pub(crate) fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
-        self.db.write("recording a task attempt", |c| executions::record_attempt(c, claim, dag, outcome, now))
+        self.retrying(|| self.db.write("recording a task attempt", |c| executions::record_attempt(c, claim, dag, outcome, now)))
     }
 
     /// Extends the leases `owner` holds on the rows `row_ids` (the attempts
@@ -92,7 +151,7 @@ impl Store {
         if row_ids.is_empty() {
             return Ok(());
         }
-        self.db.single(|c| executions::renew_leases(c, owner, row_ids, expires_at))
+        self.retrying(|| self.db.single(|c| executions::renew_leases(c, owner, row_ids, expires_at)))
     }
 
     /// The earliest future time at which a task of these workflows becomes
@@ -101,11 +160,11 @@ impl Store {
         if workflows.is_empty() {
             return Ok(None);
         }
-        self.db.single(|c| executions::next_due(c, workflows, recover))
+        self.retrying(|| self.db.single(|c| executions::next_due(c, workflows, recover)))
     }
 
     pub(crate) fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
-        self.db.single(|c| executions::get_execution(c, execution_id))
+        self.retrying(|| self.db.single(|c| executions::get_execution(c, execution_id)))
     }
 
     /// Outputs of the completed tasks of an execution, by task id.
@@ -122,40 +181,40 @@ impl Store {
         status: Option<ExecutionStatus>,
         limit: i64,
     ) -> Result<Vec<ExecutionRecord>> {
-        self.db.single(|c| executions::list_executions(c, workflow_name, status, limit))
+        self.retrying(|| self.db.single(|c| executions::list_executions(c, workflow_name, status, limit)))
     }
 
     /// Fails an unfinished execution (its time limit passed): every unfinished
     /// task is skipped. Returns false when it had already finished.
     pub(crate) fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
-        self.db.write("aborting an execution", |c| executions::abort_execution(c, execution_id, Some(dag), message, now))
+        self.retrying(|| self.db.write("aborting an execution", |c| executions::abort_execution(c, execution_id, Some(dag), message, now)))
     }
 
     // ---- cron schedules ----
 
     pub(crate) fn insert_schedule(&self, schedule: &ScheduleRecord) -> Result<()> {
-        self.db.single(|c| schedules::insert_schedule(c, schedule))
+        self.retrying(|| self.db.single(|c| schedules::insert_schedule(c, schedule)))
     }
 
     pub(crate) fn get_schedule(&self, id: &str) -> Result<Option<ScheduleRecord>> {
-        self.db.single(|c| schedules::get_schedule(c, id))
+        self.retrying(|| self.db.single(|c| schedules::get_schedule(c, id)))
     }
 
     /// Oldest first.
     pub(crate) fn list_schedules(&self, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<ScheduleRecord>> {
-        self.db.single(|c| schedules::list_schedules(c, enabled_only, limit, offset))
+        self.retrying(|| self.db.single(|c| schedules::list_schedules(c, enabled_only, limit, offset)))
     }
 
     /// Stores a schedule's expression, time zone, enabled flag and next
     /// tick, if its stored next tick is still `read_next_run_at`; false
     /// when it is not (a tick was fired meanwhile) or the schedule is gone.
     pub(crate) fn update_schedule(&self, schedule: &ScheduleRecord, read_next_run_at: i64, now: i64) -> Result<bool> {
-        self.db.single(|c| schedules::update_schedule(c, schedule, read_next_run_at, now))
+        self.retrying(|| self.db.single(|c| schedules::update_schedule(c, schedule, read_next_run_at, now)))
     }
 
     /// Deletes a schedule and its history; false when it does not exist.
     pub(crate) fn delete_schedule(&self, id: &str) -> Result<bool> {
-        self.db.write("deleting a cron schedule", |c| schedules::delete_schedule(c, id))
+        self.retrying(|| self.db.write("deleting a cron schedule", |c| schedules::delete_schedule(c, id)))
     }
 
     /// The earliest next tick of the enabled schedules of these workflows.
@@ -163,22 +222,22 @@ impl Store {
         if workflow_names.is_empty() {
             return Ok(None);
         }
-        self.db.single(|c| schedules::next_due(c, workflow_names))
+        self.retrying(|| self.db.single(|c| schedules::next_due(c, workflow_names)))
     }
 
     /// Fires the due ticks of one schedule of `workflows` (not in
     /// `exclude`), at most `max_catchup` of them, in one transaction.
     pub(crate) fn fire_due_schedule(&self, workflows: &Workflows, max_catchup: usize, exclude: &[String], now: i64) -> Result<Fired> {
-        self.db.write("firing a cron tick", |c| schedules::fire_due_schedule(c, workflows, max_catchup, exclude, now))
+        self.retrying(|| self.db.write("firing a cron tick", |c| schedules::fire_due_schedule(c, workflows, max_catchup, exclude, now)))
     }
 
     /// The executions a schedule's ticks started, newest tick first.
     pub(crate) fn cron_history(&self, schedule_id: &str, limit: i64, offset: i64) -> Result<Vec<CronRun>> {
-        self.db.single(|c| schedules::history(c, schedule_id, limit, offset))
+        self.retrying(|| self.db.single(|c| schedules::history(c, schedule_id, limit, offset)))
     }
 
     pub(crate) fn cron_stats(&self, since: i64) -> Result<CronStats> {
-        self.db.single(|c| schedules::stats(c, since))
+        self.retrying(|| self.db.single(|c| schedules::stats(c, since)))
     }
 
     /// Executions of ticks of these workflows with no progress since `stalled_since`.
@@ -186,7 +245,7 @@ impl Store {
         if workflow_names.is_empty() {
             return Ok(Vec::new());
         }
-        self.db.single(|c| schedules::lost_candidates(c, workflow_names, stalled_since, now))
+        self.retrying(|| self.db.single(|c| schedules::lost_candidates(c, workflow_names, stalled_since, now)))
     }
 
     /// Fails a lost execution and, with `restart`, starts its tick again; one transaction.
@@ -198,7 +257,9 @@ impl Store {
         restart: bool,
         now: i64,
     ) -> Result<Recovered> {
-        self.db.write("recovering a lost cron execution", |c| schedules::recover_lost(c, lost, workflows, message, restart, now))
+        self.retrying(|| {
+            self.db.write("recovering a lost cron execution", |c| schedules::recover_lost(c, lost, workflows, message, restart, now))
+        })
     }
 
     /// Starts delivering other processes' notifications to `on_event` until

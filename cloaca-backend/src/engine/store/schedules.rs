@@ -126,8 +126,13 @@ macro_rules! schedule_columns {
         "id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at"
     };
 }
-const INSERT_SCHEDULE: &str =
-    concat!("INSERT INTO cloaca_cron_schedules (", schedule_columns!(), ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7)");
+// An id already stored is this very insert, run again after its
+// connection dropped (ids are new UUIDs): nothing more to do.
+const INSERT_SCHEDULE: &str = concat!(
+    "INSERT INTO cloaca_cron_schedules (",
+    schedule_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7) ON CONFLICT (id) DO NOTHING"
+);
 const GET_SCHEDULE: &str = concat!("SELECT ", schedule_columns!(), " FROM cloaca_cron_schedules WHERE id = ?1");
 const LIST_SCHEDULES: &str = concat!(
     "SELECT ",

@@ -23,7 +23,10 @@ use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
 
 /// One SQLite database, behind one connection.
 pub(crate) struct SqliteDb {
-    conn: Mutex<Connection>,
+    /// None once closed: the runner has shut down.
+    conn: Mutex<Option<Connection>>,
+    /// The file (or `sqlite://:memory:`), for messages.
+    target: String,
 }
 
 /// `rusqlite::Connection` / `Transaction` as the shared SQL layer's [`Conn`].
@@ -65,7 +68,7 @@ impl SqliteDb {
                 .map_err(|e| unavailable(&target, e))?;
         }
         conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
-        let db = SqliteDb { conn: Mutex::new(conn) };
+        let db = SqliteDb { conn: Mutex::new(Some(conn)), target: target.clone() };
         db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
@@ -77,14 +80,30 @@ impl SqliteDb {
     /// (waiting up to busy_timeout), so it cannot deadlock on a lock upgrade.
     pub(crate) fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.conn);
-        let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| Error::database(action, e))?;
+        let tx = guard
+            .as_mut()
+            .ok_or(Error::ShutDown)?
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| Error::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
         tx.commit().map_err(|e| Error::database(action, e))?;
         Ok(value)
     }
 
     pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        f(&mut SqliteConn(&lock(&self.conn)))
+        let guard = lock(&self.conn);
+        f(&mut SqliteConn(guard.as_ref().ok_or(Error::ShutDown)?))
+    }
+
+    /// Closes the connection now (checkpointing the WAL into the file), so
+    /// that the file is left as it will stay once the runner has shut down.
+    pub(crate) fn close(&self) {
+        drop(lock(&self.conn).take());
+    }
+
+    /// The file (or `sqlite://:memory:`), for messages.
+    pub(crate) fn target(&self) -> &str {
+        &self.target
     }
 
     /// SQLite has no cross-process notifications: runners in other
@@ -223,6 +242,8 @@ impl Row for SqliteRow<'_, '_> {
 mod tests {
     use super::*;
     use crate::engine::store::migrations::{CREATE_MIGRATIONS_TABLE, MIGRATIONS, MIGRATIONS_VERSION};
+    use std::time::Duration;
+
     use crate::engine::store::Store;
 
     fn temp_url() -> (PathBuf, DatabaseUrl) {
@@ -252,13 +273,13 @@ mod tests {
             )
             .unwrap();
         }
-        let store = Store::open(&url, None, 1, 10).unwrap();
+        let store = Store::open(&url, None, 1, Duration::ZERO, 10).unwrap();
         assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         let kept = store.get_execution("kept").unwrap().expect("the old row survives the migration");
         assert_eq!(kept.input["a"], serde_json::json!(1));
         drop(store);
         // Opening again applies nothing twice.
-        Store::open(&url, None, 1, 20).unwrap();
+        Store::open(&url, None, 1, Duration::ZERO, 20).unwrap();
         assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         let _ = std::fs::remove_file(&path);
     }
@@ -266,10 +287,10 @@ mod tests {
     #[test]
     fn a_newer_schema_is_refused_and_left_alone() {
         let (path, url) = temp_url();
-        Store::open(&url, None, 1, 0).unwrap();
+        Store::open(&url, None, 1, Duration::ZERO, 0).unwrap();
         Connection::open(&path).unwrap().execute("INSERT INTO cloaca_schema_migrations VALUES (999, 'future', 0)", []).unwrap();
         let before = std::fs::read(&path).unwrap();
-        let error = Store::open(&url, None, 1, 0).err().expect("a newer schema is refused");
+        let error = Store::open(&url, None, 1, Duration::ZERO, 0).err().expect("a newer schema is refused");
         assert!(error.to_string().contains("999"), "{error}");
         assert_eq!(versions(&path).last(), Some(&999));
         assert_eq!(std::fs::read(&path).unwrap(), before);
@@ -280,7 +301,7 @@ mod tests {
     fn a_file_that_is_not_a_database_is_refused_untouched() {
         let (path, url) = temp_url();
         std::fs::write(&path, b"these are not the pages you are looking for").unwrap();
-        let error = Store::open(&url, None, 1, 0).err().expect("not a database");
+        let error = Store::open(&url, None, 1, Duration::ZERO, 0).err().expect("not a database");
         assert!(error.to_string().contains("not a SQLite database"), "{error}");
         assert_eq!(std::fs::read(&path).unwrap(), b"these are not the pages you are looking for");
         let _ = std::fs::remove_file(&path);

@@ -13,6 +13,7 @@ use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
 use crate::engine::{lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, Registry, Result as EngineResult, Runner, Store};
 use crate::python::context::PyContext;
 use crate::python::errors::to_py;
+use crate::python::logging;
 
 /// Runners not yet shut down, so that interpreter exit can stop them
 /// before Python is torn down under their worker threads.
@@ -46,8 +47,8 @@ impl PyDefaultRunner {
         let engine_config = config.to_engine(py)?;
         let runner = py
             .detach(|| -> EngineResult<Runner> {
-                let store = Arc::new(Store::open(&url, schema, engine_config.pool_size, now_ms())?);
-                Runner::start(store, Registry::global(), engine_config)
+                let store = Arc::new(Store::open(&url, schema, engine_config.pool_size, engine_config.database_outage_timeout, now_ms())?);
+                Runner::start(store, Registry::global(), engine_config, logging::runner_reporter())
             })
             .map_err(to_py)?;
         let runner = Arc::new(runner);

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use postgres::{Client, Config, NoTls, Transaction};
 
 use super::identifiers::{quote_identifier, validate_name};
-use crate::engine::error::{postgres_text, Error, Result};
+use crate::engine::error::{Error, Result};
 use crate::engine::sync::lock;
 use crate::engine::time::now_ms;
 use crate::engine::url::postgres::{connection_config, describe_target, with_credentials};
@@ -110,8 +110,7 @@ impl DatabaseAdmin {
     fn with_transaction<T>(&self, action: &'static str, f: impl FnOnce(&mut Transaction<'_>) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.client);
         if guard.as_ref().is_none_or(Client::is_closed) {
-            let client =
-                self.config.connect(NoTls).map_err(|e| Error::Unavailable { target: self.target.clone(), reason: postgres_text(&e) })?;
+            let client = self.config.connect(NoTls).map_err(|e| Error::Connect { target: self.target.clone(), source: e.into() })?;
             *guard = Some(client);
         }
         let client = guard.as_mut().expect("connected above");

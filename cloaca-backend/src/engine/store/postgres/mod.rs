@@ -99,6 +99,11 @@ impl PostgresDb {
                     e
                 }
             };
+            if error.is_transient() && !error.is_conflict() {
+                // The connection is suspect (dropped, or its server restarted):
+                // the next attempt opens a fresh one.
+                checkout.conn = None;
+            }
             if !error.is_conflict() || attempt >= CONFLICT_RETRIES {
                 return Err(error);
             }
@@ -110,7 +115,21 @@ impl PostgresDb {
     pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.pool.checkout()?;
         let PgConn { client, statements, .. } = checkout.get();
-        f(&mut PgConnection { client, statements, scope: &self.scope })
+        let result = f(&mut PgConnection { client, statements, scope: &self.scope });
+        if result.as_ref().is_err_and(Error::is_transient) {
+            checkout.conn = None;
+        }
+        result
+    }
+
+    /// Closes the idle connections now; one still checked out closes when returned.
+    pub(crate) fn close(&self) {
+        self.pool.close();
+    }
+
+    /// `host:port/database`, for messages (never the password).
+    pub(crate) fn target(&self) -> &str {
+        &self.pool.target
     }
 
     /// Starts a thread that delivers other processes' notifications to

@@ -5,7 +5,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use postgres::{Client, Config, NoTls, Statement};
 
-use crate::engine::error::{postgres_text, Error, Result};
+use crate::engine::error::{Error, Result};
 use crate::engine::sync::{lock, wait};
 
 /// Connections to one server, at most `max` open at once.
@@ -27,6 +27,8 @@ struct PoolState {
     idle: Vec<PgConn>,
     open: usize,
     max: usize,
+    /// No connection is kept or opened any more.
+    closed: bool,
 }
 
 /// A pooled connection with its prepared statements.
@@ -54,7 +56,7 @@ impl Drop for Checkout<'_> {
     fn drop(&mut self) {
         let mut state = lock(&self.pool.state);
         match self.conn.take() {
-            Some(conn) if !conn.client.is_closed() => state.idle.push(conn),
+            Some(conn) if !conn.client.is_closed() && !state.closed => state.idle.push(conn),
             _ => state.open -= 1,
         }
         drop(state);
@@ -76,7 +78,7 @@ impl Pool {
 
     /// A new connection outside the pool (failing fast when the server is unreachable).
     pub(super) fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| Error::Unavailable { target: self.target.clone(), reason: postgres_text(&e) })
+        self.config.connect(NoTls).map_err(|e| Error::Connect { target: self.target.clone(), source: e.into() })
     }
 
     /// A pool connection, its server process id remembered as our own.
@@ -105,11 +107,26 @@ impl Pool {
         Ok(PgConn { client, statements: HashMap::new(), begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}") })
     }
 
+    /// Closes the idle connections and refuses new checkouts.
+    pub(super) fn close(&self) {
+        let idle = {
+            let mut state = lock(&self.state);
+            state.closed = true;
+            state.open -= state.idle.len();
+            std::mem::take(&mut state.idle)
+        };
+        drop(idle);
+        self.returned.notify_all();
+    }
+
     /// An idle connection, a new one while fewer than `max` are open, or
     /// the next one returned.
     pub(super) fn checkout(&self) -> Result<Checkout<'_>> {
         let mut state = lock(&self.state);
         loop {
+            if state.closed {
+                return Err(Error::ShutDown);
+            }
             if let Some(conn) = state.idle.pop() {
                 return Ok(Checkout { pool: self, conn: Some(conn) });
             }
