@@ -20,6 +20,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,8 +47,8 @@ def provide_database(backend: str):
             require_postgres_answers(url, source=POSTGRES_URL_ENV)
             yield url
         else:
-            with throwaway_postgres_cluster() as url:
-                yield url
+            with throwaway_postgres_cluster() as cluster:
+                yield cluster.url
     else:  # validated earlier; a new backend needs a branch here
         raise PipelineError(
             f"No test database is defined for the backend {backend!r}; "
@@ -137,9 +138,32 @@ def run_as(user: str | None, command: list, log: Path) -> subprocess.CompletedPr
         return subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, check=False)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A throw-away cluster the harness started: its URL, and what it takes to control it."""
+
+    url: str
+    bin_dir: Path
+    data: Path
+    log: Path
+    user: str | None
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is cut, the server comes back on the same port."""
+        done = run_as(
+            self.user,
+            [self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.log, "-m", "fast", "-w", "-t", "60", "restart"],
+            self.log,
+        )
+        if done.returncode != 0:
+            raise PipelineError(
+                f"pg_ctl restart failed (exit {done.returncode}); the server log: {log_tail(self.log)}."
+            )
+
+
 @contextlib.contextmanager
 def throwaway_postgres_cluster():
-    """Start a private PostgreSQL cluster; yield its URL; stop and delete it."""
+    """Start a private PostgreSQL cluster; yield it (a Cluster); stop and delete it."""
     bin_dir = find_postgres_bin_dir()
     user = unprivileged_user()
     tmp = Path(tempfile.mkdtemp(prefix="cloaca-pg-"))
@@ -172,7 +196,7 @@ def throwaway_postgres_cluster():
                 f"its log: {log_tail(log)}. Set CLOACA_TEST_POSTGRES_URL to use an existing "
                 "server instead."
             )
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, log, user)
     finally:
         # Also after a failed or timed-out start: the server may be up regardless.
         if (data / "postmaster.pid").exists():
