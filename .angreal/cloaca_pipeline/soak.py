@@ -551,7 +551,7 @@ def check_ledger(ledger, executions, by_key, tasks, killed: set[int], outcome: O
             ends[key, task][phase] += 1
             finished_attempts.add((key, task, attempt, pid))
     outcome.attempts = sum(len(s) for s in starts.values())
-    interrupted_by: Counter = Counter()
+    interrupted = set()  # (key, task, attempt, pid) a kill cut short
 
     for (key, task), begun in starts.items():
         if not by_key.get(key):
@@ -569,13 +569,13 @@ def check_ledger(ledger, executions, by_key, tasks, killed: set[int], outcome: O
             )
         for attempt, pid in begun:
             if pid in killed and (key, task, attempt, pid) not in finished_attempts:
-                interrupted_by[pid] += 1
+                interrupted.add((key, task, attempt, pid))
 
     for exec_id, (workflow, _status, key, _error) in executions.items():
         for task, status in tasks.get(exec_id, {}).items():
             if status == "completed" and ends[key, task]["ok"] == 0:
                 flag("no-side-effect", f"task {task} of {workflow} {key} is completed, but its body never finished")
-    for pid, count in interrupted_by.items():
+    for pid, count in Counter(pid for *_, pid in interrupted).items():
         if count > soak_runner.MAX_CONCURRENT_TASKS:
             flag(
                 "kill-overreach",
