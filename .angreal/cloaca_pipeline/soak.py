@@ -53,6 +53,8 @@ STOP_TIMEOUT_S = 30.0
 RSS_SAMPLE_EVERY_S = 1.0
 #: The long-lived runner's RSS may grow by at most this much over the second half.
 RSS_GROWTH_LIMIT = 0.10
+#: A task whose runner died in it this many times in a row is failed as RunnerLost (the engine's rule).
+RUNNER_LOST_AFTER = 3
 #: Examples of each violation kind shown below the table.
 EXAMPLES_PER_KIND = 5
 
@@ -102,6 +104,8 @@ class Outcome:
     task_rows: int = 0
     attempts: int = 0
     reruns: int = 0
+    interrupted: int = 0
+    runner_lost: int = 0
     kills: list = field(default_factory=list)  # pids
     restarts: int = 0
     restart_note: str = ""
@@ -501,10 +505,18 @@ def check(url: str, work_dir: Path, killed: list[int], outcome: Outcome) -> list
         executions[exec_id] = (workflow, status.capitalize(), execution_key(workflow, input_context), error or "")
     outcome.executions = [(i, *v) for i, v in executions.items()]
     tasks: dict[str, dict[str, str]] = defaultdict(dict)
-    rows = query(url, "SELECT execution_id, task_id, status FROM cloaca_task_executions")
+    runner_lost: dict[str, list[str]] = defaultdict(list)  # execution -> tasks failed as RunnerLost
+    rows = query(url, "SELECT execution_id, task_id, status, error_type FROM cloaca_task_executions")
     outcome.task_rows = len(rows)
-    for exec_id, task_id, status in rows:
+    for exec_id, task_id, status, error_type in rows:
         tasks[exec_id][task_id] = status
+        if status == "failed" and error_type == "RunnerLost":
+            runner_lost[exec_id].append(task_id)
+    ledger = read_ledger(work_dir)
+    killed = set(killed)
+    # Attempts begun in a runner that was killed later (one killed after its
+    # body returned but before the outcome was committed counts as interrupted too).
+    in_killed = Counter((key, task) for phase, key, task, _a, pid in ledger if phase == "start" and pid in killed)
 
     by_key: dict[str, list[str]] = defaultdict(list)
     for exec_id, (workflow, status, key, error) in executions.items():
@@ -515,6 +527,12 @@ def check(url: str, work_dir: Path, killed: list[int], outcome: Outcome) -> list
             continue
         if status not in ("Completed", "Failed"):
             flag("stuck", f"{workflow} {key} (execution {exec_id}) is still {status} after the drain")
+            continue
+        lost = runner_lost.get(exec_id, [])
+        if lost and all(in_killed[key, task] >= RUNNER_LOST_AFTER for task in lost):
+            # As designed: a task whose runner died in it three times is failed,
+            # not run a fourth time; its execution cannot end as planned.
+            outcome.runner_lost += 1
             continue
         if status != spec.status:
             first_line = error.strip().splitlines()[0] if error.strip() else "no error message"
@@ -531,7 +549,7 @@ def check(url: str, work_dir: Path, killed: list[int], outcome: Outcome) -> list
         if stored is None or stored[0] != workflow or stored[2] != key:
             flag("lost-submission", f"{workflow} {key} was started as {exec_id}; the database has {stored}")
 
-    check_ledger(read_ledger(work_dir), executions, by_key, tasks, set(killed), outcome, flag)
+    check_ledger(ledger, executions, by_key, tasks, killed, outcome, flag)
     check_cron(url, executions, by_key, outcome, flag)
     if outcome.rss is not None and outcome.rss[2] > RSS_GROWTH_LIMIT:
         start, end, growth = outcome.rss
@@ -539,19 +557,27 @@ def check(url: str, work_dir: Path, killed: list[int], outcome: Outcome) -> list
     return violations
 
 
+def interrupted_attempts(ledger, killed: set[int]) -> set[tuple[str, str, int, int]]:
+    """(key, task, attempt, pid) of every attempt a kill cut short: begun by a killed runner, never ended."""
+    ended = {(key, task, attempt, pid) for phase, key, task, attempt, pid in ledger if phase != "start"}
+    return {
+        (key, task, attempt, pid)
+        for phase, key, task, attempt, pid in ledger
+        if phase == "start" and pid in killed and (key, task, attempt, pid) not in ended
+    }
+
+
 def check_ledger(ledger, executions, by_key, tasks, killed: set[int], outcome: Outcome, flag) -> None:
     """Side effects against the database: each completed task ran, and reran only after a kill hit it."""
     starts: dict[tuple[str, str], list[tuple[int, int]]] = defaultdict(list)
     ends: dict[tuple[str, str], Counter] = defaultdict(Counter)
-    finished_attempts = set()
     for phase, key, task, attempt, pid in ledger:
         if phase == "start":
             starts[key, task].append((attempt, pid))
         else:
             ends[key, task][phase] += 1
-            finished_attempts.add((key, task, attempt, pid))
     outcome.attempts = sum(len(s) for s in starts.values())
-    interrupted = set()  # (key, task, attempt, pid) a kill cut short
+    interrupted = interrupted_attempts(ledger, killed)
 
     for (key, task), begun in starts.items():
         if not by_key.get(key):
@@ -567,14 +593,12 @@ def check_ledger(ledger, executions, by_key, tasks, killed: set[int], outcome: O
                 f"task {task} of {key} ran {len(begun)} times: {ends[key, task]['fail']} designed failure(s), "
                 f"{len(hit_by)} kill(s) hit it; attempts (attempt, pid): {sorted(begun)}",
             )
-        for attempt, pid in begun:
-            if pid in killed and (key, task, attempt, pid) not in finished_attempts:
-                interrupted.add((key, task, attempt, pid))
 
     for exec_id, (workflow, _status, key, _error) in executions.items():
         for task, status in tasks.get(exec_id, {}).items():
             if status == "completed" and ends[key, task]["ok"] == 0:
                 flag("no-side-effect", f"task {task} of {workflow} {key} is completed, but its body never finished")
+    outcome.interrupted = len(interrupted)
     for pid, count in Counter(pid for *_, pid in interrupted).items():
         if count > soak_runner.MAX_CONCURRENT_TASKS:
             flag(
@@ -649,7 +673,9 @@ def report(outcome: Outcome) -> str:
         "|---|---|",
         f"| task rows | {outcome.task_rows} |",
         f"| task attempts (ledger) | {outcome.attempts} |",
+        f"| attempts a kill cut short | {outcome.interrupted} |",
         f"| attempts run again after a kill | {outcome.reruns} |",
+        f"| executions failed by RunnerLost, as designed | {outcome.runner_lost} |",
         f"| kills (SIGKILL) | {len(outcome.kills)} |",
         f"| server restarts | {outcome.restarts} |",
         f"| cron ticks | {outcome.cron_ticks} |",

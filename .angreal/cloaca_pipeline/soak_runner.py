@@ -51,7 +51,7 @@ MAX_CONCURRENT_TASKS = 4
 #: Short leases, so that the tasks of a killed runner are taken over within seconds.
 TASK_LEASE_SECONDS = 2
 #: How long a task body takes, in seconds (uniform): long enough for kills to land mid-task.
-TASK_SECONDS = (0.02, 0.15)
+TASK_SECONDS = (0.05, 0.5)
 
 
 @dataclass(frozen=True)
