@@ -65,7 +65,8 @@ VIOLATION_KINDS = {
     "task-state": "a task row missing, extra, or with another final status than designed",
     "lost-submission": "an execution a runner started is not in the database as started",
     "no-side-effect": "a task completed in the database but its body never finished (no ok line in the ledger)",
-    "duplicate-side-effect": "a task body ran more often than its designed failures plus one per kill that hit it",
+    "duplicate-side-effect": "a task body ran more often than its designed failures plus one per kill that hit it "
+    "(and one per server restart)",
     "orphan-side-effect": "the ledger has side effects of an execution the database does not have",
     "kill-overreach": "one SIGKILL interrupted more attempts than the runner has worker threads",
     "cron-duplicate": "a cron tick started more than one execution",
@@ -585,13 +586,16 @@ def check_ledger(ledger, executions, by_key, tasks, killed: set[int], outcome: O
             continue
         completed = any(tasks.get(e, {}).get(task) == "completed" for e in by_key[key])
         hit_by = {pid for _, pid in begun if pid in killed}
-        allowed = int(completed) + ends[key, task]["fail"] + len(hit_by)
+        # A server restart can also make an attempt's outcome fail to be recorded, and
+        # the task then runs again (at-least-once): one more per restart, like a kill.
+        allowed = int(completed) + ends[key, task]["fail"] + len(hit_by) + outcome.restarts
         outcome.reruns += max(0, len(begun) - int(completed) - ends[key, task]["fail"])
         if len(begun) > allowed:
             flag(
                 "duplicate-side-effect",
                 f"task {task} of {key} ran {len(begun)} times: {ends[key, task]['fail']} designed failure(s), "
-                f"{len(hit_by)} kill(s) hit it; attempts (attempt, pid): {sorted(begun)}",
+                f"{len(hit_by)} kill(s) hit it, {outcome.restarts} server restart(s); "
+                f"attempts (attempt, pid): {sorted(begun)}",
             )
 
     for exec_id, (workflow, _status, key, _error) in executions.items():
@@ -674,7 +678,7 @@ def report(outcome: Outcome) -> str:
         f"| task rows | {outcome.task_rows} |",
         f"| task attempts (ledger) | {outcome.attempts} |",
         f"| attempts a kill cut short | {outcome.interrupted} |",
-        f"| attempts run again after a kill | {outcome.reruns} |",
+        f"| attempts run again after a kill or restart | {outcome.reruns} |",
         f"| executions failed by RunnerLost, as designed | {outcome.runner_lost} |",
         f"| kills (SIGKILL) | {len(outcome.kills)} |",
         f"| server restarts | {outcome.restarts} |",
