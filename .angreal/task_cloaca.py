@@ -1,4 +1,4 @@
-"""angreal cloaca …: generate, build, test, check, lint, dist, scrub, demo and bench cloaca's backends.
+"""angreal cloaca …: generate, build, test, check, lint, dist, scrub, demo, bench and soak cloaca's backends.
 
 Each command reads as the steps of the pipeline; the steps live in the
 cloaca_pipeline package beside this file. Every failure ends in one paragraph
@@ -19,6 +19,7 @@ from cloaca_pipeline import (
     project,
     render,
     scrub as scrub_steps,
+    soak as soak_steps,
     suites,
 )
 from cloaca_pipeline.errors import ChecksFailed, reported
@@ -96,7 +97,7 @@ def check():
 
 
 @cloaca()
-@angreal.command(name="lint", about="cargo fmt, cargo clippy -D warnings (each backend) and ruff; each finding names its tool")
+@angreal.command(name="lint", about="cargo fmt, cargo clippy -D warnings (per backend) and ruff, each reported")
 @reported
 def lint():
     """Run every lint, print a summary, and name each failed tool with what fixes it."""
@@ -171,3 +172,35 @@ def bench(backend=None, runs=None, output=None):
         bench_steps.write_report(output, text)
         print(f"wrote {output}")
     print(f"bench finished in {bench_steps.elapsed_since(started)}", flush=True)
+
+
+@cloaca()
+@angreal.command(name="soak", about="Mixed workflows on several runners while a controller SIGKILLs them; check it all")
+@angreal.argument(name="backend", long="backend", help=BACKEND_HELP, required=True)
+@angreal.argument(
+    name="minutes", long="minutes", help=f"length of the kill phase (default {soak_steps.DEFAULT_MINUTES:g})"
+)
+@angreal.argument(
+    name="runners", long="runners", help=f"runner processes on the database (default {soak_steps.DEFAULT_RUNNERS})"
+)
+@angreal.argument(
+    name="kill_every",
+    long="kill-every",
+    help=f"seconds between two SIGKILLs (default {soak_steps.DEFAULT_KILL_EVERY_S:g})",
+)
+@angreal.argument(
+    name="restart_server",
+    long="restart-server",
+    help="on or off: restart the PostgreSQL server once, half-way (default on for postgres, off for sqlite)",
+)
+@reported
+def soak(backend=None, minutes=None, runners=None, kill_every=None, restart_server=None):
+    """Run the soak on BACKEND, print its table, fail if any check found a violation."""
+    started = time.monotonic()
+    # All input is checked before anything is built or started.
+    settings = soak_steps.validate_settings(backend, minutes, runners, kill_every, restart_server)
+    outcome = soak_steps.soak_backend(settings)
+    print("\n" + soak_steps.report(outcome))
+    print(f"soak finished in {bench_steps.elapsed_since(started)}", flush=True)
+    if outcome.violations:
+        raise ChecksFailed(soak_steps.failure_message(outcome))

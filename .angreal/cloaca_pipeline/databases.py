@@ -21,6 +21,7 @@ import socket
 import struct
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,8 +50,8 @@ def provide_database(backend: str):
             require_postgres_answers(url, source=POSTGRES_URL_ENV)
             yield url
         else:
-            with throwaway_postgres_cluster() as url:
-                yield url
+            with throwaway_postgres_cluster() as cluster:
+                yield cluster.url
     else:  # validated earlier; a new backend needs a branch here
         raise PipelineError(
             f"No test database is defined for the backend {backend!r}; "
@@ -140,9 +141,35 @@ def run_as(user: str | None, command: list, log: Path) -> subprocess.CompletedPr
         return subprocess.run([str(c) for c in command], stdout=out, stderr=subprocess.STDOUT, check=False)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """A throw-away cluster the harness started: its URL, and what it takes to control it."""
+
+    url: str
+    bin_dir: Path
+    data: Path
+    log: Path
+    user: str | None
+    #: The server options `pg_ctl start` needs again (a restart keeps them).
+    start_options: str
+
+    def pg_ctl(self) -> list:
+        """The command line of pg_ctl for this cluster, run as the server's user."""
+        as_user = ["runuser", "-u", self.user, "--"] if self.user else []
+        return [*as_user, self.bin_dir / "pg_ctl", "-D", self.data, "-l", self.log]
+
+    def restart(self) -> None:
+        """`pg_ctl restart -m fast`: every connection is cut, the server comes back on the same port."""
+        done = run_as(None, [*self.pg_ctl(), "-m", "fast", "-w", "-t", "60", "restart"], self.log)
+        if done.returncode != 0:
+            raise PipelineError(
+                f"pg_ctl restart failed (exit {done.returncode}); the server log: {log_tail(self.log)}."
+            )
+
+
 @contextlib.contextmanager
 def throwaway_postgres_cluster():
-    """Start a private PostgreSQL cluster; yield its URL; stop and delete it."""
+    """Start a private PostgreSQL cluster; yield it (a Cluster); stop and delete it."""
     bin_dir = find_postgres_bin_dir()
     user = unprivileged_user()
     tmp = Path(tempfile.mkdtemp(prefix="cloaca-pg-"))
@@ -175,21 +202,13 @@ def throwaway_postgres_cluster():
                 f"its log: {log_tail(log)}. Set CLOACA_TEST_POSTGRES_URL to use an existing "
                 "server instead."
             )
-        # Outage tests restart and stop this server: they get the pg_ctl
-        # command line (as the server's user) that controls it.
-        control = [
-            *(["runuser", "-u", user, "--"] if user else []),
-            str(bin_dir / "pg_ctl"),
-            "-D",
-            str(data),
-            "-l",
-            str(log),
-        ]
+        cluster = Cluster(f"postgresql://postgres@127.0.0.1:{port}/postgres", bin_dir, data, log, user, options)
+        # Outage tests restart and stop this server themselves (in pytest's
+        # process): they get its pg_ctl command line and start options.
         previous = os.environ.get(PG_CTL_ENV)
-        # `pg_ctl start` needs the server's options again (restart keeps them).
-        os.environ[PG_CTL_ENV] = json.dumps({"command": control, "start_options": options})
+        os.environ[PG_CTL_ENV] = json.dumps({"command": [str(c) for c in cluster.pg_ctl()], "start_options": options})
         try:
-            yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+            yield cluster
         finally:
             if previous is None:
                 os.environ.pop(PG_CTL_ENV, None)
