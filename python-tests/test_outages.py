@@ -177,6 +177,26 @@ def test_no_allowance_fails_at_once(server_control, fresh_database_url, workflow
             server_control("start", "-w", "-t", "60")
 
 
+def test_a_wait_shorter_than_the_outage_ends_at_its_own_timeout(
+    server_control, fresh_database_url, workflow_name, tmp_path
+):
+    ledger = tmp_path / "ledger"
+    define_chain(workflow_name, ledger)
+    with cloaca.DefaultRunner.with_config(fresh_database_url, outage_config(60)) as runner:
+        handle = runner.execute_async(workflow_name, {})
+        wait_for_runs(ledger, 2)
+        server_control("stop", "-m", "fast", "-w", "-t", "60")
+        try:
+            started = time.monotonic()
+            with pytest.raises(cloaca.WaitTimeoutError):
+                handle.wait(timeout=1)
+            # Its own 1 s, not the 60 s outage allowance.
+            assert time.monotonic() - started < 30
+        finally:
+            server_control("start", "-w", "-t", "60")
+        assert handle.wait(timeout=120).status == "Completed"
+
+
 HOLD_EXCLUSIVE = """
 import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
@@ -404,3 +424,20 @@ def test_a_server_restart_during_a_fan_out_run_by_three_processes(
     assert set(runs) == set(task_ids)
     # In flight at the restart: at most every worker of the three runners (4 each).
     assert sum(runs.values()) <= len(task_ids) + 3 * 4, runs.most_common(5)
+
+
+def test_many_submissions_complete_and_memory_stays_bounded(fresh_database_url, workflow_name, run_scenario):
+    """Backpressure: 5,000 executions submitted with execute_async in a loop all complete.
+
+    The submitting process keeps nothing per execution once its handle is
+    dropped: its memory after all submissions is within a few MiB of what it
+    was after the first tenth (one execution's bookkeeping would be 5,000 x).
+    """
+    done = run_scenario(
+        "submit_many.py", "--url", fresh_database_url, "--workflow", workflow_name, "--count", 5000, timeout=600
+    )
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    assert figures["completed"] == 5000, figures
+    growth_kib = figures["rss_kib_after_all"] - figures["rss_kib_after_a_tenth"]
+    assert growth_kib < 16 * 1024, figures

@@ -166,7 +166,18 @@ impl Runner {
                     entry.1 = false;
                 }
             }
-            let record = self.record(execution_id)?;
+            // A wait's own time limit also bounds how long it waits out an outage.
+            let record = match self.shared.store.get_execution_before(execution_id, deadline) {
+                Ok(Some(record)) => record,
+                Ok(None) => return Err(Error::UnknownExecution(execution_id.to_string())),
+                Err(e) if e.is_outage() && deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(Error::WaitTimedOut {
+                        execution_id: execution_id.to_string(),
+                        seconds: timeout.unwrap_or_default().as_secs_f64(),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             if record.status.is_finished() {
                 return Ok(record);
             }

@@ -93,7 +93,12 @@ impl Store {
 
     /// Runs `op` until it succeeds, fails for a reason that will not pass,
     /// or the outage allowance is spent (then [`Error::Outage`]).
-    fn retrying<T>(&self, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+    fn retrying<T>(&self, op: impl FnMut() -> Result<T>) -> Result<T> {
+        self.retrying_until(None, op)
+    }
+
+    /// [`Store::retrying`], giving up at `deadline` too (a caller's own time limit).
+    fn retrying_until<T>(&self, deadline: Option<Instant>, mut op: impl FnMut() -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         loop {
@@ -102,7 +107,8 @@ impl Store {
                 other => return other,
             };
             let waited = started.elapsed();
-            if waited >= self.outage_timeout || self.closing.load(Ordering::SeqCst) {
+            let past_deadline = deadline.is_some_and(|d| Instant::now() >= d);
+            if waited >= self.outage_timeout || past_deadline || self.closing.load(Ordering::SeqCst) {
                 return Err(Error::Outage {
                     target: self.db.target().to_string(),
                     waited,
@@ -112,7 +118,10 @@ impl Store {
             }
             // Full jitter: runners that lost the database together do not
             // come back in lockstep.
-            let sleep = delay.mul_f64(0.5 + fastrand::f64() / 2.0).min(self.outage_timeout - waited);
+            let mut sleep = delay.mul_f64(0.5 + fastrand::f64() / 2.0).min(self.outage_timeout - waited);
+            if let Some(deadline) = deadline {
+                sleep = sleep.min(deadline.saturating_duration_since(Instant::now()));
+            }
             std::thread::sleep(sleep);
             delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
@@ -164,7 +173,12 @@ impl Store {
     }
 
     pub(crate) fn get_execution(&self, execution_id: &str) -> Result<Option<ExecutionRecord>> {
-        self.retrying(|| self.db.single(|c| executions::get_execution(c, execution_id)))
+        self.get_execution_before(execution_id, None)
+    }
+
+    /// [`Store::get_execution`], waiting out an outage only until `deadline`.
+    pub(crate) fn get_execution_before(&self, execution_id: &str, deadline: Option<Instant>) -> Result<Option<ExecutionRecord>> {
+        self.retrying_until(deadline, || self.db.single(|c| executions::get_execution(c, execution_id)))
     }
 
     /// Outputs of the completed tasks of an execution, by task id.
