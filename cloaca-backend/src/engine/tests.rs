@@ -15,7 +15,7 @@ use super::runner::Runner;
 use super::settings::RunnerConfig;
 use super::store::{AttemptOutcome, Store};
 use super::time::now_ms;
-use super::url::DatabaseUrl;
+use super::url::{test_database_url, DatabaseUrl};
 use super::workflow::{Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
 
 type Behaviour = dyn Fn(usize, Context) -> Result<Context, TaskFailure> + Send + Sync;
@@ -65,22 +65,6 @@ impl Fixture {
 
 fn task(id: &str, deps: &[&str]) -> TaskSpec {
     TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
-}
-
-/// A database for one test: a new SQLite file, or the harness's PostgreSQL database.
-fn test_database_url() -> String {
-    #[cfg(feature = "sqlite")]
-    {
-        let path = std::env::temp_dir().join(format!("cloaca-engine-test-{}.db", uuid::Uuid::new_v4()));
-        format!("sqlite://{}", path.display())
-    }
-    #[cfg(feature = "postgres")]
-    {
-        std::env::var("CLOACA_TEST_DATABASE_URL").expect(
-            "CLOACA_TEST_DATABASE_URL is not set: run the postgres unit tests with `angreal cloaca test --backend postgres`, \
-             which starts a throw-away PostgreSQL server",
-        )
-    }
 }
 
 /// A store on `url`, as a separate runner process would open it.

@@ -28,6 +28,8 @@ use super::workflow::{Dag, Workflows};
 mod conn;
 mod executions;
 mod migrations;
+#[cfg(test)]
+mod plans;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod records;
