@@ -5,7 +5,7 @@
 //! and again after ANALYZE, on the backend this build has.
 
 use super::conn::{Conn, Param};
-use super::{executions as ex, schedules as sc, Store};
+use super::{executions as ex, retention, schedules as sc, Store};
 use crate::engine::time::now_ms;
 use crate::engine::url::{test_database_url, DatabaseUrl};
 
@@ -148,6 +148,19 @@ fn expectations() -> Vec<Expected> {
         expect("cron stats", sc::STATS, vec![Int(EXECUTIONS - 5)], &[CRON_STATS, EXECUTION_KEY]),
         expect("deleting a schedule's history", sc::DELETE_HISTORY, vec![Text("sched-1")], &[CRON_RUN_KEY]),
         expect("lost cron executions", sc::LOST_CANDIDATES, vec![Int(1), Int(2), Text(r#"["history"]"#)], &[TASK_KEY]),
+        expect(
+            "finding prunable executions",
+            retention::PRUNABLE,
+            vec![Int(100), Text("completed"), Text("history"), Int(1000)],
+            &["cloaca_executions_finished"],
+        ),
+        expect("pruning task rows", retention::DELETE_TASKS, vec![Text(r#"["hist-5"]"#)], &[TASK_KEY]),
+        expect(
+            "pruning cron history rows",
+            retention::DELETE_CRON_RUNS,
+            vec![Text(r#"["hist-5"]"#)],
+            &["cloaca_cron_executions_by_execution"],
+        ),
     ]
 }
 
