@@ -173,8 +173,10 @@ pub(crate) const GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), 
 // serves from its index (migration 4) in the order of the page. Written once
 // as `(?1 IS NULL OR workflow_name = ?1)`, no index applies, and a filtered
 // page walks the whole history newest first until it is full.
+// `seq > 0` (every row) is the condition of the partial newest-first index,
+// which only this statement may use (see migration 4).
 pub(crate) const LIST_EXECUTIONS: &str =
-    concat!("SELECT ", execution_columns!(), " FROM cloaca_executions ORDER BY created_at DESC, seq DESC LIMIT ?1");
+    concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE seq > 0 ORDER BY created_at DESC, seq DESC LIMIT ?1");
 pub(crate) const LIST_EXECUTIONS_OF_WORKFLOW: &str = concat!(
     "SELECT ",
     execution_columns!(),

@@ -133,9 +133,15 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         // about completed rows can use; lookups by execution go through the
         // (execution_id, task_id) key. Listings get an index per filter, so
         // a filtered page reads only its own rows; retention finds finished
-        // executions by age and their cron history rows by execution.
+        // executions by age and their cron history rows by execution. The
+        // newest-first index becomes partial on a condition only the
+        // unfiltered listing states (`seq > 0`, true of every row): a
+        // PostgreSQL generic plan, which cannot see how rare a filter value
+        // is, would otherwise walk it newest first and filter.
         sql: "
             DROP INDEX cloaca_task_executions_claimable;
+            DROP INDEX cloaca_executions_newest;
+            CREATE INDEX cloaca_executions_newest ON cloaca_executions (created_at DESC, seq DESC) WHERE seq > 0;
             CREATE INDEX cloaca_task_executions_ready ON cloaca_task_executions (next_attempt_at, id) WHERE status = 'ready';
             CREATE INDEX cloaca_task_executions_expiring ON cloaca_task_executions (lease_expires_at, id) WHERE status = 'running';
             CREATE INDEX cloaca_executions_by_workflow ON cloaca_executions (workflow_name, created_at DESC, seq DESC);
