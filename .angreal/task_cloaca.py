@@ -155,17 +155,23 @@ def demo():
     name="runs", long="runs", help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})"
 )
 @angreal.argument(name="output", long="output", help="also write the report as markdown to this file")
+@angreal.argument(
+    name="history",
+    long="history",
+    help="also measure W1, W2 and list_executions with this many completed task rows stored, beside an empty database",
+)
 @reported
-def bench(backend=None, runs=None, output=None):
+def bench(backend=None, runs=None, output=None, history=None):
     """Measure every selected backend's release build; print the table (and write it with --output)."""
     started = time.monotonic()
     # All input is checked before anything is built or started.
     runs = bench_steps.validate_runs(runs)
     output = bench_steps.validate_output(output)
+    history = bench_steps.validate_history(history)
     backends = project.selected_backends(backend)
     measured = {}
     for b in backends:
-        measured.update(bench_steps.bench_backend(b, runs))
+        measured.update(bench_steps.bench_backend(b, runs, history=history))
     text = bench_steps.report(measured, runs)
     print("\n" + text)
     if output is not None:

@@ -32,6 +32,7 @@ DEFAULTS = {
     "cron_max_recovery_age_seconds": 86400,
     "cron_max_recovery_attempts": 3,
     "task_lease_seconds": 30,
+    "execution_retention_days": None,
 }
 
 BOOL_FIELDS = [name for name, value in DEFAULTS.items() if isinstance(value, bool)]
@@ -53,6 +54,8 @@ def assert_message_names(error, *needles):
 def changed_value(field):
     """A valid value different from the field's default."""
     default = DEFAULTS[field]
+    if default is None:  # an optional setting that is off by default
+        return 7
     return (not default) if isinstance(default, bool) else default * 2 + 1
 
 

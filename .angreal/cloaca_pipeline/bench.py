@@ -110,6 +110,19 @@ def validate_runs(runs: str | None) -> int:
     return int(text)
 
 
+def validate_history(history: str | None) -> int | None:
+    """--history as a number of task rows of at least 100 (one execution), or None when not given."""
+    if history is None:
+        return None
+    text = str(history).strip().replace("_", "")
+    if not re.fullmatch(r"\d+", text) or int(text) < 100:
+        raise PipelineError(
+            f"--history {history!r} is not accepted: give the number of completed task rows to load "
+            "as a whole number of at least 100, e.g. --history 1000000."
+        )
+    return int(text)
+
+
 def validate_output(output: str | None) -> Path | None:
     """--output as a writable file path, checked before anything is built."""
     if output is None:
@@ -274,7 +287,42 @@ def measure_column(
     return figures
 
 
-def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes()) -> dict[str, dict | str]:
+def measure_history(
+    python: Path, column: Column, fresh: FreshDatabases, runs: int, task_rows: int, sizes: Sizes = Sizes()
+) -> dict:
+    """The history workload of one column: per run an empty and a loaded database; its JSON result."""
+    print(f"bench: {column.label}: history of {task_rows:,} task rows, {runs} run(s)", flush=True)
+    command = [
+        str(python),
+        str(WORKLOADS_SCRIPT),
+        "history",
+        "--history",
+        str(task_rows),
+        "--chain",
+        str(sizes.chain),
+        "--fanout",
+        str(sizes.fanout),
+    ]
+    for i in range(runs):
+        command += ["--url", fresh.new_url(f"{column.label}-history-empty-{i}", column.query)]
+        command += ["--history-url", fresh.new_url(f"{column.label}-history-loaded-{i}", column.query)]
+    if column.backend == "postgres":
+        command += ["--psql", fresh.psql]
+    done = subprocess.run(
+        command,
+        cwd=project.ROOT,
+        env=suites.test_environment(),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=WORKLOAD_TIMEOUT_S * 2,
+    )
+    if done.returncode != 0:
+        raise ChecksFailed(f"workload history failed (exit status {done.returncode}; its message is above).")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes(), history: int | None = None) -> dict[str, dict | str]:
     """Database, release build, bench virtualenv, workloads: column label -> figures.
 
     A postgres backend without server binaries is skipped with a warning (its
@@ -293,7 +341,13 @@ def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes()) -> dict[str, 
         venvs.ensure_backend_venv(venv, built.wheel)
         fresh = FreshDatabases(backend, base_url)
         cleanup.callback(fresh.drop_all)
-        return {c.label: measure_column(project.venv_python(venv), c, fresh, runs, sizes) for c in columns_of(backend)}
+        python = project.venv_python(venv)
+        measured = {}
+        for column in columns_of(backend):
+            measured[column.label] = measure_column(python, column, fresh, runs, sizes)
+            if history is not None:
+                measured[column.label]["history"] = measure_history(python, column, fresh, runs, history, sizes)
+        return measured
 
 
 # ---------------------------------------------------------------- table ---
@@ -392,9 +446,60 @@ def notes(measured: dict[str, dict | str]) -> list[str]:
     return found
 
 
+#: The history table's rows: (figure, label, unit).
+HISTORY_ROWS = (
+    ("w1_ms_per_task", "W1: chain of 100 tasks, per task", "ms"),
+    ("w2_tasks_per_s", "W2: fan-out of 200 tasks + join", "tasks/s"),
+    ("list_by_workflow_ms", "list_executions(workflow_name=…), 100 newest", "ms"),
+    ("list_by_status_ms", 'list_executions(status="Failed"), none stored', "ms"),
+)
+#: How much slower than on an empty database a figure may be with the history loaded.
+HISTORY_BUDGET = 1.25
+
+
+def history_ratio(key: str, empty: float, loaded: float) -> float:
+    """How many times worse the loaded figure is (above 1 = slower)."""
+    return empty / loaded if key.endswith("per_s") else loaded / empty
+
+
+def format_history_table(measured: dict[str, dict | str]) -> str | None:
+    """Empty vs loaded per column, with the ratio; None when no column measured a history."""
+    columns = [c for c in COLUMNS if isinstance(measured.get(c.label), dict) and "history" in measured[c.label]]
+    if not columns:
+        return None
+    rows = measured[columns[0].label]["history"]["task_rows"]
+    header = ["workload", *(f"{c.label}: empty / {rows:,} rows / ratio" for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label, unit in HISTORY_ROWS:
+        cells = [label]
+        for c in columns:
+            h = measured[c.label]["history"]
+            empty, loaded = h["empty"][key], h["loaded"][key]
+            cells.append(
+                f"{format_value(empty, unit)} / {format_value(loaded, unit)} / {history_ratio(key, empty, loaded):.2f}x"
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    for key, label in (
+        ("load_rows_per_s", "loading the history (SQL, one transaction)"),
+        ("prune_rows_per_s", "prune_executions of it (batches of 1000)"),
+    ):
+        cells = [label, *(f"{measured[c.label]['history'][key]:,.0f} rows/s" for c in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def report(measured: dict[str, dict | str], runs: int, sizes: Sizes = Sizes()) -> str:
     """The whole markdown report: setup line, table, targets missed, notes."""
     parts = [describe_setup(runs, sizes), "", format_table(measured), ""]
+    history = format_history_table(measured)
+    if history is not None:
+        parts += [
+            f"History: the same workloads on an empty database and on one holding a long history "
+            f"(ratio: how many times worse with it; budget {HISTORY_BUDGET}x).",
+            "",
+            history,
+            "",
+        ]
     missed = missed_targets(measured)
     parts.append("Over budget: " + "; ".join(missed) + "." if missed else "Every measured figure is within its target.")
     parts += ["", *(f"- {note}" for note in notes(measured))]

@@ -14,6 +14,11 @@ WORKLOAD is one of
   w2    fan-out of --fanout tasks plus a join task: tasks/s (median of the runs).
   cold  new process -> import cloaca -> open runner -> first 1-task result, ms
         (median of one fresh process per run).
+  history
+        W1, W2 and list_executions (by workflow, by status) on an empty
+        database (--url) and on one holding --history completed task rows
+        (--history-url, loaded with SQL, not by running them), one pair per
+        run; then the loaded history is pruned and its deletion timed.
 
 Each --url is one run's database (the caller makes each one fresh), so the
 number of runs is the number of --url options. Tasks are no-ops: the figures
@@ -26,15 +31,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from urllib.parse import urlsplit
 
 #: Printed by a cold child once it holds its first result (the parent stops its clock there).
 COLD_READY_LINE = "cloaca-bench-cold-ready"
 #: How long one cold child may take before the measurement is abandoned.
 COLD_CHILD_TIMEOUT_S = 120
+#: Tasks of each execution of the loaded history (the 100-task chain of the report that led to it).
+HISTORY_TASKS = 100
+#: Timed list_executions calls per database, after as many untimed ones.
+LIST_CALLS = 50
 
 
 def noop_task(task_id: str):
@@ -152,6 +163,113 @@ def run_w2(cloaca, urls: list[str], width: int) -> dict:
     }
 
 
+def history_sql(executions: int, now_ms: int) -> str:
+    """Completed executions of HISTORY_TASKS tasks each, finished a month ago, as SQL both backends run.
+
+    A workflow of its own (`bench_history`), so the figures measured beside it
+    are of the bench's workflows on a database that also holds a long history.
+    """
+    start = now_ms - 30 * 86_400_000
+    return f"""
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {executions})
+        INSERT INTO cloaca_executions (id, workflow_name, workflow_version, status, input_context, final_context,
+                                       tasks_remaining, created_at, started_at, finished_at)
+        SELECT 'history-' || i, 'bench_history', 'v1', 'completed', '{{}}', '{{}}', 0,
+               {start} + i, {start} + i, {start} + i + 1 FROM n;
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {executions}),
+                       m(j) AS (SELECT 1 UNION ALL SELECT j + 1 FROM m WHERE j < {HISTORY_TASKS})
+        INSERT INTO cloaca_task_executions (execution_id, task_id, workflow_name, workflow_version, status,
+                                            deps_remaining, attempt, max_attempts, next_attempt_at, output_context,
+                                            started_at, finished_at)
+        SELECT 'history-' || i, 't' || j, 'bench_history', 'v1', 'completed', 0, 1, 1,
+               {start} + i, '{{}}', {start} + i, {start} + i + 1 FROM n, m;
+    """
+
+
+def load_history(cloaca, url: str, task_rows: int, psql: str | None) -> dict:
+    """Create the schema (a runner opened and shut down), then insert the history with SQL in one transaction."""
+    with cloaca.DefaultRunner(url):
+        pass
+    executions = max(1, task_rows // HISTORY_TASKS)
+    sql = history_sql(executions, int(time.time() * 1000))
+    started = time.perf_counter()
+    if url.startswith("sqlite:"):
+        # No runner is open on the file: the sqlite3 module's own SQLite library may write it.
+        connection = sqlite3.connect(urlsplit(url).path)
+        try:
+            connection.executescript("BEGIN;" + sql + "COMMIT;")
+        finally:
+            connection.close()
+    else:
+        # One -c string is one transaction. ANALYZE does at once what autovacuum
+        # would do within a minute of such a load, so the figures do not depend on when.
+        plain = url.split("?", 1)[0]
+        for command in (sql, "ANALYZE"):
+            subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", plain, "-c", command], check=True)
+    seconds = time.perf_counter() - started
+    return {"executions": executions, "task_rows": executions * HISTORY_TASKS, "load_s": seconds}
+
+
+def list_ms(runner, **filters) -> float:
+    """Median ms of one list_executions call with `filters`, after as many untimed calls."""
+    samples = []
+    for i in range(2 * LIST_CALLS):
+        started = time.perf_counter()
+        runner.list_executions(**filters, limit=100)
+        if i >= LIST_CALLS:
+            samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def measure_database(cloaca, url: str, length: int, width: int) -> dict:
+    """W1, W2 and the two filtered listings on one database, in one runner."""
+    with cloaca.DefaultRunner(url) as runner:
+        w1 = timed_execute(runner, "bench_h_w1") * 1000 / length
+        w2 = (width + 1) / timed_execute(runner, "bench_h_w2")
+        return {
+            "w1_ms_per_task": w1,
+            "w2_tasks_per_s": w2,
+            "list_by_workflow_ms": list_ms(runner, workflow_name="bench_h_w1"),
+            "list_by_status_ms": list_ms(runner, status="Failed"),
+        }
+
+
+def prune_history(cloaca, url: str) -> dict:
+    """Delete the whole loaded history (and the bench's executions) with prune_executions, timed."""
+    with cloaca.DefaultRunner(url) as runner:
+        started = time.perf_counter()
+        deleted = runner.prune_executions("2999-01-01T00:00:00Z")
+        return {"pruned_executions": deleted, "prune_s": time.perf_counter() - started}
+
+
+def run_history(
+    cloaca, urls: list[str], history_urls: list[str], task_rows: int, length: int, width: int, psql
+) -> dict:
+    """Per run: the empty database, then the loaded one, then pruning it; medians over the runs."""
+    define_chain(cloaca, "bench_h_w1", length)
+    define_fanout(cloaca, "bench_h_w2", width)
+    empty, loaded, loads, prunes = [], [], [], []
+    for url, history_url in zip(urls, history_urls):
+        empty.append(measure_database(cloaca, url, length, width))
+        loads.append(load_history(cloaca, history_url, task_rows, psql))
+        loaded.append(measure_database(cloaca, history_url, length, width))
+        prunes.append(prune_history(cloaca, history_url))
+    keys = empty[0].keys()
+    result = {
+        "workload": "history",
+        "runs": len(urls),
+        "task_rows": loads[0]["task_rows"],
+        "empty": {k: statistics.median(r[k] for r in empty) for k in keys},
+        "loaded": {k: statistics.median(r[k] for r in loaded) for k in keys},
+        "per_run": {"empty": empty, "loaded": loaded, "loads": loads, "prunes": prunes},
+    }
+    rows = [load["task_rows"] + load["executions"] for load in loads]
+    result["load_rows_per_s"] = statistics.median(r / load["load_s"] for r, load in zip(rows, loads))
+    # Rows deleted per second: executions and their task rows.
+    result["prune_rows_per_s"] = statistics.median(r / p["prune_s"] for r, p in zip(rows, prunes))
+    return result
+
+
 def run_cold(urls: list[str]) -> dict:
     """Fresh processes: spawn -> first result, ms, median over the runs."""
     times_ms = [cold_process_ms(url) for url in urls]
@@ -199,7 +317,7 @@ def cold_child(url: str) -> None:
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="cloaca engine workloads (see docs/benchmarks.md)")
-    parser.add_argument("workload", choices=["w3", "w1", "w2", "cold", "cold-child"])
+    parser.add_argument("workload", choices=["w3", "w1", "w2", "cold", "cold-child", "history"])
     parser.add_argument(
         "--url", action="append", required=True, help="a fresh database for one run; repeat once per run"
     )
@@ -207,7 +325,14 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="W3: untimed calls per run first")
     parser.add_argument("--chain", type=int, default=100, help="W1: tasks in the chain")
     parser.add_argument("--fanout", type=int, default=200, help="W2: tasks before the join")
+    parser.add_argument("--history", type=int, default=1_000_000, help="history: completed task rows to load")
+    parser.add_argument(
+        "--history-url", action="append", default=[], help="history: a fresh database to load, one per --url"
+    )
+    parser.add_argument("--psql", help="history on postgres: the psql that loads the rows")
     args = parser.parse_args(argv)
+    if args.workload == "history" and len(args.history_url) != len(args.url):
+        parser.error("history needs one --history-url per --url")
     for name in ("calls", "chain", "fanout"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -231,6 +356,8 @@ def main(argv: list[str]) -> None:
             result = run_w3(cloaca, args.url, args.calls, args.warmup)
         elif args.workload == "w1":
             result = run_w1(cloaca, args.url, args.chain)
+        elif args.workload == "history":
+            result = run_history(cloaca, args.url, args.history_url, args.history, args.chain, args.fanout, args.psql)
         else:
             result = run_w2(cloaca, args.url, args.fanout)
         result["backend"] = cloaca.get_backend()

@@ -103,3 +103,34 @@ def test_bench_workloads_report_shape(tmp_path):
         assert len(cells) == 6, cells
         assert FIGURE.match(cells[1]), cells
         assert cells[2:4] == ["not run", "skipped: no server"], cells
+
+
+@pytest.mark.parametrize("history", ["99", "lots", "1e6"])
+def test_history_must_be_a_whole_number_of_rows(tree, history):
+    done = run_angreal(tree, "cloaca", "bench", "--backend", "sqlite", "--history", history)
+    assert_bad_input(done, f"--history '{history}' is not accepted", "at least 100")
+    assert_nothing_built(tree)
+
+
+def test_bench_workloads_history_shape(tmp_path):
+    """The history workload loads its rows with SQL, measures both databases, and prunes what it loaded."""
+    python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: the sqlite backend suite of `angreal cloaca test` installs it first.")
+    fresh = bench.FreshDatabases("sqlite", f"sqlite:///{tmp_path / 'harness.db'}")
+    sizes = bench.Sizes(chain=3, fanout=4)
+
+    result = bench.measure_history(python, bench.COLUMNS[0], fresh, 1, 1000, sizes)
+
+    assert result["task_rows"] == 1000
+    keys = {key for key, _, _ in bench.HISTORY_ROWS}
+    for side in ("empty", "loaded"):
+        assert set(result[side]) == keys, result
+        assert all(math.isfinite(v) and v > 0 for v in result[side].values()), result
+    # Ten loaded executions, plus the chain and the fan-out run on the loaded database.
+    assert result["per_run"]["prunes"][0]["pruned_executions"] == 12, result
+    assert result["load_rows_per_s"] > 0 and result["prune_rows_per_s"] > 0, result
+    figures = {row.key: 1.0 for row in bench.ROWS}
+    table = bench.format_history_table({"sqlite NORMAL": {**figures, "history": result}})
+    assert "1,000 rows" in table.splitlines()[0], table
+    assert len(table.splitlines()) == 2 + len(bench.HISTORY_ROWS) + 2, table

@@ -37,7 +37,7 @@ pub(crate) use runner::{Level, Reporter, Runner};
 pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
-pub(crate) use store::{CronRun, CronStats, ScheduleRecord, Store};
+pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store};
 pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
 pub(crate) use url::{redact, DatabaseUrl};

@@ -21,6 +21,8 @@ pub(crate) enum Kind {
     NonNegativeSeconds,
     /// An int or float above 0 (minutes).
     PositiveMinutes,
+    /// An int or float above 0 (days), or None for "keep forever".
+    OptionalDays,
     Bool,
 }
 
@@ -33,6 +35,7 @@ impl Kind {
             Kind::OptionalSeconds => "a number of seconds above 0, or None for no limit",
             Kind::NonNegativeSeconds => "a number of seconds, 0 or more",
             Kind::PositiveMinutes => "a number of minutes above 0",
+            Kind::OptionalDays => "a number of days above 0, or None to keep every execution",
             Kind::Bool => "True or False",
         }
     }
@@ -42,7 +45,7 @@ impl Kind {
         match self {
             Kind::PositiveInt => "int",
             Kind::PositiveSeconds | Kind::PositiveMinutes | Kind::NonNegativeSeconds => "float",
-            Kind::OptionalSeconds => "float | None",
+            Kind::OptionalSeconds | Kind::OptionalDays => "float | None",
             Kind::Bool => "bool",
         }
     }
@@ -92,7 +95,7 @@ impl Setting {
         let out_of_range =
             || Refused::OutOfRange(Error::InvalidSetting { name: self.name, value: shown.to_string(), accepted: self.kind.accepted() });
         match (self.kind, value) {
-            (Kind::Bool, Value::Bool(_)) | (Kind::OptionalSeconds, Value::None) => Ok(()),
+            (Kind::Bool, Value::Bool(_)) | (Kind::OptionalSeconds | Kind::OptionalDays, Value::None) => Ok(()),
             (Kind::PositiveInt, Value::Int(i)) => {
                 if i > 0 {
                     Ok(())
@@ -101,7 +104,7 @@ impl Setting {
                 }
             }
             (
-                Kind::PositiveSeconds | Kind::OptionalSeconds | Kind::PositiveMinutes | Kind::NonNegativeSeconds,
+                Kind::PositiveSeconds | Kind::OptionalSeconds | Kind::PositiveMinutes | Kind::NonNegativeSeconds | Kind::OptionalDays,
                 Value::Int(_) | Value::Number(_),
             ) => {
                 let number = match value {
@@ -111,7 +114,8 @@ impl Setting {
                 };
                 // Durations beyond ~30,000 years overflow arithmetic on instants.
                 let lowest_accepted = self.kind == Kind::NonNegativeSeconds && number == 0.0;
-                if number.is_finite() && (number > 0.0 || lowest_accepted) && number < 1e12 {
+                let seconds = if self.kind == Kind::OptionalDays { number * 86400.0 } else { number };
+                if number.is_finite() && (number > 0.0 || lowest_accepted) && seconds < 1e12 {
                     Ok(())
                 } else {
                     Err(out_of_range())
@@ -205,6 +209,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Value::Int(30),
         "How long a claimed attempt's lease lasts without renewal (renewed every third of it); after a runner dies, its tasks run again once their leases expire.",
     ),
+    setting(
+        "execution_retention_days",
+        Kind::OptionalDays,
+        Value::None,
+        "Delete Completed and Failed executions (with their tasks and cron history) that finished longer ago than this, in the background; None keeps every execution (a float is accepted).",
+    ),
 ];
 
 /// The setting called `name`.
@@ -230,6 +240,9 @@ pub(crate) struct RunnerConfig {
     pub(crate) pool_size: usize,
     /// How long an operation is run again while the database cannot be reached.
     pub(crate) database_outage_timeout: Duration,
+    /// Finished executions older than this are pruned in the background;
+    /// `None` keeps them forever.
+    pub(crate) retention: Option<Duration>,
     pub(crate) cron: CronConfig,
 }
 
@@ -277,6 +290,7 @@ impl RunnerConfig {
             lease: required("task_lease_seconds"),
             pool_size: int("db_pool_size") as usize,
             database_outage_timeout: seconds("database_outage_timeout_seconds").expect("a number, checked"),
+            retention: seconds("execution_retention_days").map(|d| d * 86400),
             cron: CronConfig {
                 enabled: flag("enable_cron_scheduling"),
                 poll_interval: required("cron_poll_interval_seconds"),
@@ -312,6 +326,13 @@ mod tests {
         assert_eq!(config.pipeline_timeout, Some(Duration::from_secs(3600)));
         assert_eq!(config.cron.lost_threshold, Duration::from_secs(600));
         assert_eq!(config.lease, Duration::from_secs(30));
+        assert_eq!(config.retention, None);
+        let days = BTreeMap::from([("execution_retention_days", Value::Number(0.5))]);
+        assert_eq!(RunnerConfig::from_values(&days).retention, Some(Duration::from_secs(43200)));
+        let retention = find("execution_retention_days").unwrap();
+        assert!(retention.check(Value::None, "None").is_ok());
+        assert!(matches!(retention.check(Value::Int(0), "0"), Err(Refused::OutOfRange(_))));
+        assert!(matches!(retention.check(Value::Number(1e8), "1e8"), Err(Refused::OutOfRange(_))));
     }
 
     #[test]

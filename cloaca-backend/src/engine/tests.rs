@@ -13,9 +13,9 @@ use serde_json::json;
 use super::model::{Context, ExecutionStatus, WorkflowRef};
 use super::runner::Runner;
 use super::settings::RunnerConfig;
-use super::store::{AttemptOutcome, Store};
+use super::store::{AttemptOutcome, PruneFilter, Store};
 use super::time::now_ms;
-use super::url::DatabaseUrl;
+use super::url::{test_database_url, DatabaseUrl};
 use super::workflow::{Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
 
 type Behaviour = dyn Fn(usize, Context) -> Result<Context, TaskFailure> + Send + Sync;
@@ -66,22 +66,6 @@ impl Fixture {
 
 fn task(id: &str, deps: &[&str]) -> TaskSpec {
     TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
-}
-
-/// A database for one test: a new SQLite file, or the harness's PostgreSQL database.
-fn test_database_url() -> String {
-    #[cfg(feature = "sqlite")]
-    {
-        let path = std::env::temp_dir().join(format!("cloaca-engine-test-{}.db", uuid::Uuid::new_v4()));
-        format!("sqlite://{}", path.display())
-    }
-    #[cfg(feature = "postgres")]
-    {
-        std::env::var("CLOACA_TEST_DATABASE_URL").expect(
-            "CLOACA_TEST_DATABASE_URL is not set: run the postgres unit tests with `angreal cloaca test --backend postgres`, \
-             which starts a throw-away PostgreSQL server",
-        )
-    }
 }
 
 /// A store on `url`, as a separate runner process would open it.
@@ -373,6 +357,38 @@ fn listing_is_newest_first_and_filters() {
     runner.shutdown();
     let listed: Vec<String> = listed.into_iter().map(|r| r.id).collect();
     assert_eq!(listed, ids.into_iter().rev().collect::<Vec<_>>());
+}
+
+#[test]
+fn pruning_deletes_finished_executions_in_batches_and_never_an_unfinished_one() {
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &["a"]), marks("b"))]);
+    let name = f.workflow.dag.name();
+    let runner = f.runner(quick());
+    let finished: Vec<String> = (0..5).map(|_| runner.execute(name, &Context::new()).unwrap().id).collect();
+    runner.shutdown();
+    // Of a workflow no runner has: it stays pending, however old.
+    let unknown =
+        Dag::new(WorkflowSpec { name: format!("{name}-unregistered"), tasks: vec![task("x", &[])], ..Default::default() }).unwrap();
+    let unfinished = uuid::Uuid::new_v4().to_string();
+    f.store.create_execution(&unfinished, &unknown, &Context::new(), now_ms() - 86_400_000).unwrap();
+    let runner = f.runner(quick());
+    let everything = |workflow_name| PruneFilter { finished_before: now_ms() + 60_000, status: None, workflow_name };
+    assert_eq!(runner.prune_executions(&everything(Some("another workflow")), 2).unwrap(), 0);
+    let earlier = PruneFilter { finished_before: 0, ..everything(Some(name)) };
+    assert_eq!(runner.prune_executions(&earlier, 2).unwrap(), 0, "nothing finished before 1970");
+    let failed_only = PruneFilter { status: Some(ExecutionStatus::Failed), ..everything(Some(name)) };
+    assert_eq!(runner.prune_executions(&failed_only, 2).unwrap(), 0);
+    runner.shutdown();
+    // Three batches of two, the last one short.
+    let runner = f.runner(quick());
+    assert_eq!(runner.prune_executions(&everything(Some(name)), 2).unwrap(), 5);
+    assert_eq!(runner.prune_executions(&everything(Some(unknown.name())), 1000).unwrap(), 0, "the unfinished one stays");
+    runner.shutdown();
+    for id in &finished {
+        assert!(f.store.get_execution(id).unwrap().is_none(), "{id} was pruned");
+        assert!(f.store.completed_outputs(id).unwrap().is_empty(), "{id}'s task rows went with it");
+    }
+    assert!(f.store.get_execution(&unfinished).unwrap().is_some(), "an unfinished execution is never pruned");
 }
 
 #[test]

@@ -1,8 +1,9 @@
 //! A runner: worker threads that claim task attempts from the store, run
 //! them and record the outcome ([`workers`]), one supervisor thread for
 //! leases and timeouts ([`supervisor`]), a cron thread
-//! ([`crate::engine::cron`]) and, on PostgreSQL, a listener for other
-//! processes' news. What they share, and how they wake each other instead
+//! ([`crate::engine::cron`]), with `execution_retention_days` a pruner of
+//! finished executions ([`retention`]) and, on PostgreSQL, a listener for
+//! other processes' news. What they share, and how they wake each other instead
 //! of polling, is in [`shared`].
 
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use super::cron::{self, Schedules};
 use super::error::{Error, Result};
 use super::model::{Context, ExecutionRecord, ExecutionStatus};
 use super::settings::RunnerConfig;
-use super::store::{Channel, EventHandler, Store};
+use super::store::{Channel, EventHandler, PruneFilter, Store};
 use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
 use super::workflow::{Registry, Workflow};
 
+mod retention;
 pub(crate) mod shared;
 mod supervisor;
 mod workers;
@@ -44,6 +46,7 @@ struct Threads {
     supervisor: Option<JoinHandle<()>>,
     listener: Option<JoinHandle<()>>,
     cron: Option<JoinHandle<()>>,
+    retention: Option<JoinHandle<()>>,
 }
 
 impl Runner {
@@ -81,6 +84,15 @@ impl Runner {
                     .name("cloaca-cron".into())
                     .spawn(move || cron::run_ticker(cron_shared))
                     .map_err(|source| Error::Thread { what: "the runner's cron thread", source })?,
+            );
+        }
+        if let Some(retention) = shared.config.retention {
+            let retention_shared = shared.clone();
+            threads.retention = Some(
+                std::thread::Builder::new()
+                    .name("cloaca-retention".into())
+                    .spawn(move || retention::run_pruner(retention_shared, retention))
+                    .map_err(|source| Error::Thread { what: "the runner's retention thread", source })?,
             );
         }
         drop(threads);
@@ -234,7 +246,7 @@ impl Runner {
         }
         self.shared.inflight_cv.notify_all();
         let threads = std::mem::take(&mut *lock(&self.threads));
-        for handle in [threads.supervisor, threads.listener, threads.cron].into_iter().flatten() {
+        for handle in [threads.supervisor, threads.listener, threads.cron, threads.retention].into_iter().flatten() {
             let _ = handle.join();
         }
         // Now, not whenever the last reference goes: a worker thread may
@@ -255,6 +267,14 @@ impl Runner {
         limit: i64,
     ) -> Result<Vec<ExecutionRecord>> {
         self.shared.store.list_executions(workflow_name, status, limit)
+    }
+
+    /// Deletes the finished executions matching `filter` (with their task
+    /// rows and cron history rows), `batch_size` per transaction; returns
+    /// how many were deleted.
+    pub(crate) fn prune_executions(&self, filter: &PruneFilter, batch_size: i64) -> Result<u64> {
+        self.ensure_running()?;
+        retention::prune(&self.shared.store, filter, batch_size, &|| true)
     }
 
     fn ensure_running(&self) -> Result<()> {

@@ -45,6 +45,8 @@ pub(crate) struct Shared {
     signal_cv: Condvar,
     /// The cron thread waits on `signal` with this (for `cron_epoch` or stopping).
     pub(crate) cron_cv: Condvar,
+    /// The background pruner waits on `signal` with this (for stopping).
+    pub(crate) retention_cv: Condvar,
     /// Executions someone waits for: (waiters, finished-news arrived).
     pub(crate) waiting: Mutex<HashMap<String, (usize, bool)>>,
     pub(crate) waiting_cv: Condvar,
@@ -93,6 +95,7 @@ impl Shared {
             signal: Mutex::new(Signal::default()),
             signal_cv: Condvar::new(),
             cron_cv: Condvar::new(),
+            retention_cv: Condvar::new(),
             waiting: Mutex::new(HashMap::new()),
             waiting_cv: Condvar::new(),
             inflight: Mutex::new(Inflight::default()),
@@ -108,6 +111,7 @@ impl Shared {
         lock(&self.signal).stopping = true;
         self.signal_cv.notify_all();
         self.cron_cv.notify_all();
+        self.retention_cv.notify_all();
         self.inflight_cv.notify_all();
         self.stop_listening.store(true, Ordering::SeqCst);
     }

@@ -62,14 +62,14 @@ pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Da
     conn.notify(Channel::Work, &roots.to_string())
 }
 
-const CLAIM_READY: &str = "UPDATE cloaca_task_executions
+pub(crate) const CLAIM_READY: &str = "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'ready' AND next_attempt_at <= ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
                 ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
     RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
-const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
+pub(crate) const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'running' AND lease_expires_at < ?3
@@ -109,10 +109,10 @@ pub(crate) fn claim(
 }
 
 const LOAD_INPUT: &str = "SELECT input_context FROM cloaca_executions WHERE id = ?1";
-const START_EXECUTION: &str = "UPDATE cloaca_executions
+pub(crate) const START_EXECUTION: &str = "UPDATE cloaca_executions
     SET status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, started_at = COALESCE(started_at, ?2)
     WHERE id = ?1 RETURNING input_context";
-const LOAD_OUTPUTS: &str = "SELECT task_id, output_context FROM cloaca_task_executions
+pub(crate) const LOAD_OUTPUTS: &str = "SELECT task_id, output_context FROM cloaca_task_executions
     WHERE execution_id = ?1 AND status = 'completed' AND task_id IN (SELECT value FROM json_each(?2))";
 
 /// The outputs of `dependencies`; for a root task (no dependencies) the
@@ -137,12 +137,19 @@ pub(crate) fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencie
 // ---- leases and wake-up times ----------------------------------------------
 
 // Row ids travel as JSON strings: compared as text, the same on both backends.
-const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2
+pub(crate) const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2
     WHERE lease_owner = ?1 AND status = 'running' AND CAST(id AS TEXT) IN (SELECT value FROM json_each(?3))";
-const NEXT_DUE: &str = "SELECT MIN(CASE WHEN status = 'ready' THEN next_attempt_at ELSE lease_expires_at END)
-    FROM cloaca_task_executions
-    WHERE (status = 'ready' OR (CAST(?2 AS BIGINT) = 1 AND status = 'running'))
-      AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))";
+// One arm per status, each matching its partial index (migration 4): with
+// `status = 'ready' OR status = 'running'` no partial index applies and the
+// planner reads the whole table, history included.
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) FROM (
+        SELECT MIN(next_attempt_at) AS due FROM cloaca_task_executions
+        WHERE status = 'ready' AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+        UNION ALL
+        SELECT MIN(lease_expires_at) AS due FROM cloaca_task_executions
+        WHERE status = 'running' AND CAST(?2 AS BIGINT) = 1
+          AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+    ) AS due_times";
 
 pub(crate) fn renew_leases(conn: &mut dyn Conn, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()> {
     let list = json_list(row_ids.iter().map(i64::to_string));
@@ -162,13 +169,30 @@ macro_rules! execution_columns {
         "id, workflow_name, workflow_version, status, input_context, final_context, error_message, created_at, started_at, finished_at"
     };
 }
-const GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE id = ?1");
-const LIST_EXECUTIONS: &str = concat!(
+pub(crate) const GET_EXECUTION: &str = concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE id = ?1");
+// One statement per combination of filters, each an equality the planner can
+// serve from its index (migration 4) in the order of the page: written as
+// `(?1 IS NULL OR workflow_name = ?1)`, no index applies, and a filtered page
+// walks every execution of the history newest first until it is full.
+// One statement per combination of filters, each an equality the planner
+// serves from its index (migration 4) in the order of the page. Written once
+// as `(?1 IS NULL OR workflow_name = ?1)`, no index applies, and a filtered
+// page walks the whole history newest first until it is full.
+// `seq > 0` (every row) is the condition of the partial newest-first index,
+// which only this statement may use (see migration 4).
+pub(crate) const LIST_EXECUTIONS: &str =
+    concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE seq > 0 ORDER BY created_at DESC, seq DESC LIMIT ?1");
+pub(crate) const LIST_EXECUTIONS_OF_WORKFLOW: &str = concat!(
     "SELECT ",
     execution_columns!(),
-    " FROM cloaca_executions
-    WHERE (CAST(?1 AS TEXT) IS NULL OR workflow_name = ?1) AND (CAST(?2 AS TEXT) IS NULL OR status = ?2)
-    ORDER BY created_at DESC, seq DESC LIMIT ?3"
+    " FROM cloaca_executions WHERE workflow_name = ?1 ORDER BY created_at DESC, seq DESC LIMIT ?2"
+);
+pub(crate) const LIST_EXECUTIONS_IN_STATUS: &str =
+    concat!("SELECT ", execution_columns!(), " FROM cloaca_executions WHERE status = ?1 ORDER BY created_at DESC, seq DESC LIMIT ?2");
+pub(crate) const LIST_EXECUTIONS_OF_WORKFLOW_IN_STATUS: &str = concat!(
+    "SELECT ",
+    execution_columns!(),
+    " FROM cloaca_executions WHERE workflow_name = ?1 AND status = ?2 ORDER BY created_at DESC, seq DESC LIMIT ?3"
 );
 
 fn execution_record(row: &dyn Row) -> Result<ExecutionRecord> {
@@ -200,11 +224,24 @@ pub(crate) fn list_executions(
     status: Option<ExecutionStatus>,
     limit: i64,
 ) -> Result<Vec<ExecutionRecord>> {
-    let params = [Param::NullableText(workflow_name), Param::NullableText(status.map(ExecutionStatus::as_db)), Param::Int(limit)];
-    conn.query_all(LIST_EXECUTIONS, &params, execution_record)
+    let status = status.map(ExecutionStatus::as_db);
+    let (sql, params) = list_statement(workflow_name, status, limit);
+    conn.query_all(sql, &params, execution_record)
 }
 
-const COMPLETED_OUTPUTS: &str =
+/// The listing statement for the filters given, with its parameters.
+pub(crate) fn list_statement<'a>(workflow_name: Option<&'a str>, status: Option<&'a str>, limit: i64) -> (&'static str, Vec<Param<'a>>) {
+    match (workflow_name, status) {
+        (None, None) => (LIST_EXECUTIONS, vec![Param::Int(limit)]),
+        (Some(name), None) => (LIST_EXECUTIONS_OF_WORKFLOW, vec![Param::Text(name), Param::Int(limit)]),
+        (None, Some(status)) => (LIST_EXECUTIONS_IN_STATUS, vec![Param::Text(status), Param::Int(limit)]),
+        (Some(name), Some(status)) => {
+            (LIST_EXECUTIONS_OF_WORKFLOW_IN_STATUS, vec![Param::Text(name), Param::Text(status), Param::Int(limit)])
+        }
+    }
+}
+
+pub(crate) const COMPLETED_OUTPUTS: &str =
     "SELECT task_id, output_context FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'completed'";
 
 /// (task_id, output JSON) of every completed task of an execution.
@@ -231,22 +268,22 @@ const RESCHEDULE_ATTEMPT: &str = "UPDATE cloaca_task_executions
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 // SET expressions read the row as it was, so `deps_remaining = 1` means
 // "this was the last dependency".
-const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
+pub(crate) const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
     SET deps_remaining = deps_remaining - 1,
         status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
         next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END
     WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))
     RETURNING status";
-const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
+pub(crate) const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
     WHERE execution_id = ?1 AND status IN ('pending', 'ready') AND task_id IN (SELECT value FROM json_each(?2))";
-const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
+pub(crate) const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
     SET status = 'skipped', finished_at = ?2, lease_owner = NULL, lease_expires_at = NULL
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'running')";
-const DECREMENT_REMAINING: &str =
+pub(crate) const DECREMENT_REMAINING: &str =
     "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining";
-const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
+pub(crate) const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
     FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'failed'";
-const FINISH_EXECUTION: &str = "UPDATE cloaca_executions
+pub(crate) const FINISH_EXECUTION: &str = "UPDATE cloaca_executions
     SET status = ?2, final_context = ?3, error_message = ?4, finished_at = ?5, tasks_remaining = 0 WHERE id = ?1";
 const EXECUTION_STATUS: &str = "SELECT status FROM cloaca_executions WHERE id = ?1";
 

@@ -121,6 +121,35 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             CREATE INDEX cloaca_cron_executions_by_time ON cloaca_cron_executions (scheduled_time);
             CREATE INDEX cloaca_cron_executions_open ON cloaca_cron_executions (claimed_at) WHERE lost_at IS NULL;",
     },
+    Migration {
+        version: 4,
+        name: "indexes that keep finished history out of the hot statements",
+        // A store holding a long history is mostly completed task rows. The
+        // claim index of version 2 led with `status` over every row, so a
+        // planner without statistics (SQLite never has any unless ANALYZE
+        // runs) took it for `execution_id = ? AND status = 'completed'` and
+        // scanned all completed history per task. Claims now use partial
+        // indexes over the ready / running rows only, which no statement
+        // about completed rows can use; lookups by execution go through the
+        // (execution_id, task_id) key. Listings get an index per filter, so
+        // a filtered page reads only its own rows; retention finds finished
+        // executions by age and their cron history rows by execution. The
+        // newest-first index becomes partial on a condition only the
+        // unfiltered listing states (`seq > 0`, true of every row): a
+        // PostgreSQL generic plan, which cannot see how rare a filter value
+        // is, would otherwise walk it newest first and filter.
+        sql: "
+            DROP INDEX cloaca_task_executions_claimable;
+            DROP INDEX cloaca_executions_newest;
+            CREATE INDEX cloaca_executions_newest ON cloaca_executions (created_at DESC, seq DESC) WHERE seq > 0;
+            CREATE INDEX cloaca_task_executions_ready ON cloaca_task_executions (next_attempt_at, id) WHERE status = 'ready';
+            CREATE INDEX cloaca_task_executions_expiring ON cloaca_task_executions (lease_expires_at, id) WHERE status = 'running';
+            CREATE INDEX cloaca_executions_by_workflow ON cloaca_executions (workflow_name, created_at DESC, seq DESC);
+            CREATE INDEX cloaca_executions_by_status ON cloaca_executions (status, created_at DESC, seq DESC);
+            CREATE INDEX cloaca_executions_by_workflow_status ON cloaca_executions (workflow_name, status, created_at DESC, seq DESC);
+            CREATE INDEX cloaca_executions_finished ON cloaca_executions (finished_at) WHERE finished_at IS NOT NULL;
+            CREATE INDEX cloaca_cron_executions_by_execution ON cloaca_cron_executions (execution_id);",
+    },
 ];
 
 /// The schema version this build writes.
@@ -173,7 +202,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3, 4]);
         assert_eq!(pending(MIGRATIONS_VERSION).count(), 0);
     }
 }

@@ -6,6 +6,7 @@
 //! - [`executions`]: executions and task attempts, and the rules of
 //!   recording an attempt's end.
 //! - [`schedules`]: cron schedules and the executions their ticks start.
+//! - [`retention`]: deleting finished executions in bounded batches.
 //! - [`records`]: what the store and the runner hand each other.
 //! - `sqlite` / `postgres`: the backend's connection handling, behind its
 //!   cargo feature. Each offers `write` (one transaction, committed only if
@@ -36,9 +37,12 @@ use super::workflow::{Dag, Workflows};
 mod conn;
 mod executions;
 mod migrations;
+#[cfg(test)]
+mod plans;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 pub(crate) mod records;
+mod retention;
 mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -46,6 +50,8 @@ mod sqlite;
 #[cfg(test)]
 pub(crate) use schedules::CronRunStatus;
 pub(crate) use schedules::{CronRun, CronStats, Fired, LostCandidate, Recovered, ScheduleRecord};
+
+pub(crate) use retention::{PruneFilter, Pruned};
 
 pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, LoadedContexts};
 
@@ -202,6 +208,12 @@ impl Store {
     /// task is skipped. Returns false when it had already finished.
     pub(crate) fn abort_execution(&self, execution_id: &str, dag: &Dag, message: &str, now: i64) -> Result<bool> {
         self.retrying(|| self.db.write("aborting an execution", |c| executions::abort_execution(c, execution_id, Some(dag), message, now)))
+    }
+
+    /// Deletes up to `batch_size` finished executions matching `filter`,
+    /// with their task rows and cron history rows, in one transaction.
+    pub(crate) fn prune_batch(&self, filter: &PruneFilter, batch_size: i64) -> Result<Pruned> {
+        self.db.write("pruning finished executions", |c| retention::prune_batch(c, filter, batch_size))
     }
 
     // ---- cron schedules ----

@@ -142,9 +142,9 @@ const LIST_SCHEDULES: &str = concat!(
 );
 const UPDATE_SCHEDULE: &str = "UPDATE cloaca_cron_schedules
     SET cron_expression = ?2, timezone = ?3, enabled = ?4, next_run_at = ?5, updated_at = ?6 WHERE id = ?1 AND next_run_at = ?7";
-const DELETE_HISTORY: &str = "DELETE FROM cloaca_cron_executions WHERE schedule_id = ?1";
+pub(crate) const DELETE_HISTORY: &str = "DELETE FROM cloaca_cron_executions WHERE schedule_id = ?1";
 const DELETE_SCHEDULE: &str = "DELETE FROM cloaca_cron_schedules WHERE id = ?1";
-const NEXT_DUE: &str = "SELECT MIN(next_run_at) FROM cloaca_cron_schedules
+pub(crate) const NEXT_DUE: &str = "SELECT MIN(next_run_at) FROM cloaca_cron_schedules
     WHERE enabled = 1 AND workflow_name IN (SELECT value FROM json_each(?1))";
 
 fn schedule_record(row: &dyn Row) -> Result<ScheduleRecord> {
@@ -308,11 +308,11 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &
 
 // ---- history and stats --------------------------------------------------------------
 
-const HISTORY: &str = "SELECT c.id, c.schedule_id, c.workflow_name, c.scheduled_time, c.attempt, c.execution_id,
+pub(crate) const HISTORY: &str = "SELECT c.id, c.schedule_id, c.workflow_name, c.scheduled_time, c.attempt, c.execution_id,
         c.claimed_at, c.updated_at, c.lost_at, e.status
     FROM cloaca_cron_executions c JOIN cloaca_executions e ON e.id = c.execution_id
     WHERE c.schedule_id = ?1 ORDER BY c.scheduled_time DESC, c.attempt DESC LIMIT ?2 OFFSET ?3";
-const STATS: &str = "SELECT COUNT(*),
+pub(crate) const STATS: &str = "SELECT COUNT(*),
         COALESCE(SUM(CASE WHEN c.lost_at IS NULL AND e.status = 'completed' THEN 1 ELSE 0 END), 0),
         COALESCE(SUM(CASE WHEN c.lost_at IS NULL AND e.status = 'failed' THEN 1 ELSE 0 END), 0),
         COALESCE(SUM(CASE WHEN c.lost_at IS NULL AND e.status IN ('pending', 'running') THEN 1 ELSE 0 END), 0),
@@ -351,7 +351,8 @@ pub(crate) fn stats(conn: &mut dyn Conn, since: i64) -> Result<CronStats> {
 // Stalled: unfinished, and for the whole threshold (?1 = now - threshold)
 // no task started or finished, none holds a live lease, none waits for a
 // retry time.
-const LOST_CANDIDATES: &str = "SELECT c.id, c.schedule_id, c.workflow_name, e.workflow_version, c.scheduled_time, c.attempt, c.execution_id
+pub(crate) const LOST_CANDIDATES: &str =
+    "SELECT c.id, c.schedule_id, c.workflow_name, e.workflow_version, c.scheduled_time, c.attempt, c.execution_id
     FROM cloaca_cron_executions c JOIN cloaca_executions e ON e.id = c.execution_id
     WHERE c.lost_at IS NULL AND c.claimed_at < ?1 AND e.status IN ('pending', 'running')
       AND c.workflow_name IN (SELECT value FROM json_each(?3))

@@ -73,6 +73,13 @@ impl SqliteDb {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
         })?;
+        // Statistics for the planner, bounded to a few hundred rows per index
+        // so that it stays quick on a long history. The statements do not
+        // depend on them (see migration 4); a failure here (another process
+        // holds the write lock past busy_timeout) only leaves them as they were.
+        if let Some(conn) = lock(&db.conn).as_ref() {
+            let _ = conn.execute_batch("PRAGMA analysis_limit = 400; PRAGMA optimize = 0x10002;");
+        }
         Ok(db)
     }
 

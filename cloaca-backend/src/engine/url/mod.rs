@@ -97,6 +97,24 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 #[cfg(test)]
+/// A database for one engine test (here, on the ground floor, so that the
+/// store's tests and the runner's can both use it): a new SQLite file, or the harness's PostgreSQL database.
+pub(crate) fn test_database_url() -> String {
+    #[cfg(feature = "sqlite")]
+    {
+        let path = std::env::temp_dir().join(format!("cloaca-engine-test-{}.db", uuid::Uuid::new_v4()));
+        format!("sqlite://{}", path.display())
+    }
+    #[cfg(feature = "postgres")]
+    {
+        std::env::var("CLOACA_TEST_DATABASE_URL").expect(
+            "CLOACA_TEST_DATABASE_URL is not set: run the postgres unit tests with `angreal cloaca test --backend postgres`, \
+             which starts a throw-away PostgreSQL server",
+        )
+    }
+}
+
+#[cfg(test)]
 mod tests {
 
     use super::*;

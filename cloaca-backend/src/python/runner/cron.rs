@@ -55,27 +55,43 @@ pub(crate) fn stats_dict<'py>(py: Python<'py>, s: &CronStats) -> PyResult<Bound<
 /// `since` as unix ms: an RFC 3339 string with an offset, or a datetime
 /// (a naive one is taken as UTC).
 pub(crate) fn since_ms(py: Python<'_>, since: &Bound<'_, PyAny>) -> PyResult<i64> {
-    let accepted = "give an RFC 3339 time with an offset such as \"2026-01-01T00:00:00Z\", or a datetime.datetime";
-    if let Ok(text) = since.cast::<PyString>() {
+    time_ms(py, since, "since", true)
+}
+
+/// The time argument `name` as unix ms: an RFC 3339 string with an offset,
+/// or a datetime. A naive datetime is taken as UTC with `naive_as_utc`, and
+/// refused otherwise (where guessing its zone could delete the wrong rows).
+pub(crate) fn time_ms(py: Python<'_>, value: &Bound<'_, PyAny>, name: &str, naive_as_utc: bool) -> PyResult<i64> {
+    let accepted = if naive_as_utc {
+        "give an RFC 3339 time with an offset such as \"2026-01-01T00:00:00Z\", or a datetime.datetime"
+    } else {
+        "give an RFC 3339 time with an offset such as \"2026-01-01T00:00:00Z\", or a datetime.datetime with a tzinfo"
+    };
+    if let Ok(text) = value.cast::<PyString>() {
         let text = text.to_cow()?;
         return chrono::DateTime::parse_from_rfc3339(&text)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| PyValueError::new_err(format!("since={text:?} is not accepted ({e}); {accepted}")));
+            .map_err(|e| PyValueError::new_err(format!("{name}={text:?} is not accepted ({e}); {accepted}")));
     }
     let datetime = py.import("datetime")?;
-    if since.is_instance(&datetime.getattr("datetime")?)? {
-        let aware = if since.getattr("tzinfo")?.is_none() {
+    if value.is_instance(&datetime.getattr("datetime")?)? {
+        // A tzinfo whose utcoffset() is None makes the datetime naive too.
+        let naive = value.call_method0("utcoffset")?.is_none();
+        let aware = if !naive {
+            value.clone()
+        } else if naive_as_utc {
             let kwargs = PyDict::new(py);
             kwargs.set_item("tzinfo", datetime.getattr("timezone")?.getattr("utc")?)?;
-            since.call_method("replace", (), Some(&kwargs))?
+            value.call_method("replace", (), Some(&kwargs))?
         } else {
-            since.clone()
+            let shown = value.repr().map(|r| r.to_string()).unwrap_or_default();
+            return Err(PyValueError::new_err(format!("{name}={shown} is not accepted: it has no time zone; {accepted}")));
         };
         let seconds: f64 = aware.call_method0("timestamp")?.extract()?;
         return Ok((seconds * 1000.0).round() as i64);
     }
-    let type_name = since.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-    Err(PyTypeError::new_err(format!("since has type {type_name}; {accepted}")))
+    let type_name = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(PyTypeError::new_err(format!("{name} has type {type_name}; {accepted}")))
 }
 
 /// Checks the paging arguments of the listing methods (executions, schedules, history).

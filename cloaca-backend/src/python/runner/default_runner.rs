@@ -10,7 +10,9 @@ use pyo3::types::PyDict;
 use super::config::PyDefaultRunnerConfig;
 use super::cron;
 use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
-use crate::engine::{lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, Registry, Result as EngineResult, Runner, Store};
+use crate::engine::{
+    lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PruneFilter, Registry, Result as EngineResult, Runner, Store,
+};
 use crate::python::context::PyContext;
 use crate::python::errors::to_py;
 use crate::python::logging;
@@ -216,6 +218,41 @@ impl PyDefaultRunner {
         let runner = self.runner()?;
         let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
         cron::stats_dict(py, &stats)
+    }
+
+    /// Deletes finished (Completed or Failed) executions that finished before
+    /// `older_than` (an RFC 3339 string with an offset, or a datetime with a
+    /// tzinfo), with their task rows and cron history rows, `batch_size`
+    /// executions per transaction; `status` ("Completed" or "Failed") and
+    /// `workflow_name` narrow it. An unfinished execution is never deleted.
+    /// Returns how many executions were deleted.
+    #[pyo3(signature = (older_than, status=None, workflow_name=None, batch_size=1000))]
+    fn prune_executions(
+        &self,
+        py: Python<'_>,
+        older_than: &Bound<'_, PyAny>,
+        status: Option<String>,
+        workflow_name: Option<String>,
+        batch_size: i64,
+    ) -> PyResult<u64> {
+        if batch_size < 1 {
+            return Err(PyValueError::new_err(format!("batch_size={batch_size} is not accepted: it must be an int above 0")));
+        }
+        let status = match status.as_deref() {
+            None => None,
+            Some(s) => match ExecutionStatus::from_display(s) {
+                Some(found) if found.is_finished() => Some(found),
+                _ => {
+                    return Err(PyValueError::new_err(format!(
+                        "status={s:?} is not accepted: only finished executions are pruned; use \"Completed\", \"Failed\" or None for both"
+                    )))
+                }
+            },
+        };
+        let finished_before = cron::time_ms(py, older_than, "older_than", false)?;
+        let runner = self.runner()?;
+        let filter = PruneFilter { finished_before, status, workflow_name: workflow_name.as_deref() };
+        py.detach(|| runner.prune_executions(&filter, batch_size)).map_err(to_py)
     }
 
     /// Stops the workers after their running tasks end. Idempotent.
