@@ -58,9 +58,11 @@ impl Fixture {
         self.bodies[task].runs.load(Ordering::SeqCst)
     }
 
+    /// A runner with a store of its own on the fixture's database (a runner
+    /// closes its store when it shuts down; the fixture's stays open).
     fn runner(&self, config: RunnerConfig) -> Runner {
-        Runner::start(self.store.clone(), self.registry, config, Arc::new(|level, message| eprintln!("{level:?}: {message}")))
-            .expect("runner starts")
+        let report: super::runner::Reporter = Arc::new(|level, message| eprintln!("{level:?}: {message}"));
+        Runner::start(open_store_at(&self.url), self.registry, config, report).expect("runner starts")
     }
 }
 
