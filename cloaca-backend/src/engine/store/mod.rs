@@ -213,7 +213,7 @@ impl Store {
     /// Deletes up to `batch_size` finished executions matching `filter`,
     /// with their task rows and cron history rows, in one transaction.
     pub(crate) fn prune_batch(&self, filter: &PruneFilter, batch_size: i64) -> Result<Pruned> {
-        self.db.write("pruning finished executions", |c| retention::prune_batch(c, filter, batch_size))
+        self.retrying(|| self.db.write("pruning finished executions", |c| retention::prune_batch(c, filter, batch_size)))
     }
 
     // ---- cron schedules ----
