@@ -253,10 +253,13 @@ def main(argv: list[str]) -> int:
             write_atomically(control / "schedule-id", schedule_id)
         write_atomically(control / f"ready.{os.getpid()}", str(os.getpid()))
         count = 0
+        # The pid alone is not unique over a long soak: pids are reused once
+        # the kernel's pid_max (often 32768) wraps around.
+        token = f"{os.getpid()}.{random.getrandbits(32):08x}"
         while not (control / "drain").exists():
             count += 1
             name = random.choices(names, weights)[0]
-            key = f"{os.getpid()}-{count}"
+            key = f"{token}-{count}"
             handle = runner.execute_async(name, {"soak_key": key})
             append_line(submitted, f"{key} {handle.execution_id} {name} {os.getpid()}")
             time.sleep(args.submit_interval)
