@@ -315,3 +315,19 @@ def poll_until(predicate, timeout: float, what: str, interval: float = 0.05, pro
 def wait_until():
     """poll_until(predicate, timeout, what, interval=0.05, proc=None) as a fixture."""
     return poll_until
+
+
+def start_scale_workers(run_scenario, wait_until, tmp_path, common: list, result_file):
+    """Three scale_worker.py processes on one database: two serving, then (once both are up) the one
+    that starts the run and writes its result to `result_file`. Returns (serving workers, starter)."""
+    workers = []
+    for n in range(2):
+        ready = tmp_path / f"ready-{n}"
+        proc = run_scenario.start("scale_worker.py", *common, "--ready-file", ready)
+        wait_until(ready.exists, 120, f"worker {n} to open its runner", proc=proc)
+        workers.append(proc)
+    ready = tmp_path / "ready-starter"
+    starter = run_scenario.start(
+        "scale_worker.py", *common, "--ready-file", ready, "--start", "--result-file", result_file
+    )
+    return workers, starter

@@ -24,7 +24,7 @@ from collections import Counter
 import pytest
 
 import cloaca
-from conftest import psql
+from conftest import psql, start_scale_workers
 
 CHAIN = 20
 STEP_SECONDS = 0.1
@@ -401,16 +401,7 @@ def test_a_server_restart_during_a_fan_out_run_by_three_processes(
     side_file.touch()
     result_file = tmp_path / "result.json"
     common = ["--url", url, "--workflow", workflow_name, "--side-file", side_file, "--tasks", tasks, "--seconds", 240]
-    workers = []
-    for n in range(2):
-        ready = tmp_path / f"ready-{n}"
-        proc = run_scenario.start("scale_worker.py", *common, "--ready-file", ready)
-        wait_until(ready.exists, 120, f"worker {n} to open its runner", proc=proc)
-        workers.append(proc)
-    ready = tmp_path / "ready-starter"
-    starter = run_scenario.start(
-        "scale_worker.py", *common, "--ready-file", ready, "--start", "--result-file", result_file
-    )
+    workers, starter = start_scale_workers(run_scenario, wait_until, tmp_path, common, result_file)
     wait_until(lambda: len(side_file.read_text().splitlines()) >= 40, 120, "40 tasks to run", proc=starter)
     server_control("restart", "-m", mode, "-w", "-t", "60")
     wait_until(result_file.exists, 240, "the run to finish after the restart", proc=starter)

@@ -14,6 +14,8 @@ from collections import Counter
 
 import pytest
 
+from conftest import start_scale_workers
+
 MIDDLE_TASKS = 200
 TASK_IDS = ["root", *(f"m{i:03d}" for i in range(MIDDLE_TASKS)), "join"]
 
@@ -47,17 +49,7 @@ def test_three_runner_processes_share_one_workflow(
         240,
     ]
 
-    # Two serving workers first, and only once both are up, the one that starts the run.
-    workers = []
-    for n in range(2):
-        ready = tmp_path / f"ready-{n}"
-        proc = run_scenario.start("scale_worker.py", *common, "--ready-file", ready)
-        wait_until(ready.exists, 120, f"worker {n} to open its runner", proc=proc)
-        workers.append(proc)
-    ready = tmp_path / "ready-starter"
-    starter = run_scenario.start(
-        "scale_worker.py", *common, "--ready-file", ready, "--start", "--result-file", result_file
-    )
+    workers, starter = start_scale_workers(run_scenario, wait_until, tmp_path, common, result_file)
     processes = [*workers, starter]
 
     # Bounded lifetimes: each waits for at most its own deadline; run_scenario kills
