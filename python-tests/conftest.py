@@ -331,3 +331,17 @@ def start_scale_workers(run_scenario, wait_until, tmp_path, common: list, result
         "scale_worker.py", *common, "--ready-file", ready, "--start", "--result-file", result_file
     )
     return workers, starter
+
+
+@pytest.fixture
+def sqlite_only(backend):
+    """Skips a test of SQLite files on the postgres backend (use with pytest.mark.usefixtures)."""
+    if backend != "sqlite":
+        pytest.skip("a SQLite-file case: the postgres backend does not take sqlite URLs")
+
+
+@pytest.fixture
+def postgres_only(backend):
+    """Skips a test of a PostgreSQL server on the sqlite backend (use with pytest.mark.usefixtures)."""
+    if backend != "postgres":
+        pytest.skip("a PostgreSQL-server case: the sqlite backend does not take postgres URLs")

@@ -151,18 +151,6 @@ def runner(fresh_database_url):
         yield runner
 
 
-@pytest.fixture
-def sqlite_only(backend):
-    if backend != "sqlite":
-        pytest.skip("a SQLite-file case: the postgres backend does not take sqlite URLs")
-
-
-@pytest.fixture
-def postgres_only(backend):
-    if backend != "postgres":
-        pytest.skip("a PostgreSQL-server case: the sqlite backend does not take postgres URLs")
-
-
 # --------------------------------------------------------------------------- the hierarchy
 
 

@@ -30,18 +30,6 @@ def sqlite_url(path, query: str = "") -> str:
     return f"{url}?{query}" if query else url
 
 
-@pytest.fixture
-def sqlite_only(backend):
-    if backend != "sqlite":
-        pytest.skip("a SQLite-file case: the postgres backend does not take sqlite URLs")
-
-
-@pytest.fixture
-def postgres_only(backend):
-    if backend != "postgres":
-        pytest.skip("a PostgreSQL-server case: the sqlite backend does not take postgres URLs")
-
-
 def sqlite_tables(path) -> list:
     """Table names in a SQLite file, read without changing it."""
     with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
