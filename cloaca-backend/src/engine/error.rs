@@ -51,6 +51,16 @@ pub(crate) enum Error {
     /// No execution with this id exists in the database.
     #[error("no execution with id {0:?} exists in this database")]
     UnknownExecution(String),
+    /// A steering request the execution's state refuses (cancelling a
+    /// finished execution, resuming one that is not paused, ...).
+    #[error("cannot {action} execution {execution_id:?}: it is {status}; {accepted}")]
+    InvalidExecutionState { execution_id: String, action: &'static str, status: &'static str, accepted: &'static str },
+    /// An idempotency key that already started an execution of another workflow.
+    #[error(
+        "idempotency_key={key:?} already started an execution of workflow {existing_workflow:?}; it cannot start \
+         {requested_workflow:?} too (an idempotency key names one execution: use another key)"
+    )]
+    IdempotencyConflict { key: String, existing_workflow: String, requested_workflow: String },
     /// Waiting for an execution ended before it finished.
     #[error("execution {execution_id} did not finish within {seconds} s; it goes on running (wait again or check get_execution)")]
     WaitTimedOut { execution_id: String, seconds: f64 },
@@ -87,6 +97,8 @@ pub(crate) enum ErrorKind {
     InvalidSetting,
     UnknownWorkflow,
     UnknownExecution,
+    InvalidExecutionState,
+    IdempotencyConflict,
     WaitTimedOut,
     InvalidSchedule,
     UnknownSchedule,
@@ -124,6 +136,8 @@ impl Error {
             Error::InvalidSetting { .. } => ErrorKind::InvalidSetting,
             Error::UnknownWorkflow { .. } => ErrorKind::UnknownWorkflow,
             Error::UnknownExecution(_) => ErrorKind::UnknownExecution,
+            Error::InvalidExecutionState { .. } => ErrorKind::InvalidExecutionState,
+            Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
             Error::WaitTimedOut { .. } => ErrorKind::WaitTimedOut,
             Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
             Error::UnknownSchedule(_) => ErrorKind::UnknownSchedule,

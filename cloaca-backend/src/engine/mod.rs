@@ -32,8 +32,8 @@ mod tests;
 
 pub(crate) use backend::Backend;
 pub(crate) use error::{Error, ErrorKind, Result};
-pub(crate) use model::{Context, ExecutionRecord, ExecutionStatus};
-pub(crate) use runner::{Level, Reporter, Runner};
+pub(crate) use model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord};
+pub(crate) use runner::{Level, Note, Reporter, Runner, Topic};
 pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
@@ -41,4 +41,6 @@ pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store};
 pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
 pub(crate) use url::{redact, DatabaseUrl};
-pub(crate) use workflow::{Backoff, Dag, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
+pub(crate) use workflow::{
+    AttemptInfo, Backoff, Dag, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec,
+};

@@ -203,12 +203,18 @@ impl Dag {
     /// when no task completed. Keeping only these "frontier" outputs means a
     /// key a later task removed stays removed.
     pub(crate) fn final_context(&self, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
-        if outputs.is_empty() {
-            return execution_input.clone();
-        }
-        let frontier = (0..self.len()).filter(|i| outputs.contains_key(i) && !self.dependents[*i].iter().any(|d| outputs.contains_key(d)));
-        merge(frontier.filter_map(|i| outputs.get(&i)))
+        frontier_context(&self.dependents, execution_input, outputs)
     }
+}
+
+/// [`Dag::final_context`] over a bare graph (the dependents of each task
+/// position), for a process that has only a workflow version's stored shape.
+pub(crate) fn frontier_context(dependents: &[Vec<usize>], execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
+    if outputs.is_empty() {
+        return execution_input.clone();
+    }
+    let frontier = (0..dependents.len()).filter(|i| outputs.contains_key(i) && !dependents[*i].iter().any(|d| outputs.contains_key(d)));
+    merge(frontier.filter_map(|i| outputs.get(&i)))
 }
 
 /// Merges contexts left to right; later keys win.

@@ -5,6 +5,6 @@ mod dag;
 mod registry;
 mod retry;
 
-pub(crate) use dag::{merge, Dag, TaskSpec, WorkflowSpec};
-pub(crate) use registry::{Registry, TaskBody, Workflow, Workflows};
+pub(crate) use dag::{frontier_context, merge, Dag, TaskSpec, WorkflowSpec};
+pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
 pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};
