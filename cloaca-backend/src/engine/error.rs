@@ -45,6 +45,10 @@ pub(crate) enum Error {
     /// A runner setting outside its accepted range.
     #[error("{name}={value} is not accepted: {name} must be {accepted}")]
     InvalidSetting { name: &'static str, value: String, accepted: &'static str },
+    /// An argument value one call does not accept (the message names the
+    /// argument, the value and what is accepted).
+    #[error("{name}={value:?} is not accepted: use {accepted}")]
+    InvalidArgument { name: &'static str, value: String, accepted: &'static str },
     /// `execute` named a workflow that is not registered in this process.
     #[error("workflow {name:?} is not registered in this process; {}", describe_registered(.registered))]
     UnknownWorkflow { name: String, registered: Vec<String> },
@@ -95,6 +99,7 @@ pub(crate) enum ErrorKind {
     Database,
     InvalidWorkflow,
     InvalidSetting,
+    InvalidArgument,
     UnknownWorkflow,
     UnknownExecution,
     InvalidExecutionState,
@@ -134,6 +139,7 @@ impl Error {
             Error::Database { .. } | Error::Thread { .. } => ErrorKind::Database,
             Error::InvalidWorkflow(_) => ErrorKind::InvalidWorkflow,
             Error::InvalidSetting { .. } => ErrorKind::InvalidSetting,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             Error::UnknownWorkflow { .. } => ErrorKind::UnknownWorkflow,
             Error::UnknownExecution(_) => ErrorKind::UnknownExecution,
             Error::InvalidExecutionState { .. } => ErrorKind::InvalidExecutionState,

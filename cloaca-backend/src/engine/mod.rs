@@ -8,7 +8,8 @@
 //!   execution records), [`backend`], [`url`] (database URLs), [`settings`]
 //!   (the runner settings table), [`time`], [`sync`] (poison-tolerant locks).
 //! - [`workflow`]: DAG validation, order, version and context merging; retry
-//!   policies; the registry of workflows this process can run.
+//!   policies; the registry of workflows this process can run; pictures of
+//!   workflows (Mermaid, DOT), plain or painted with an execution's state.
 //! - [`cron`]`::expression`: cron expressions in time zones and their ticks.
 //! - [`store`]: durable state over the backend's database (connection layer,
 //!   migrations, executions, schedules, SQLite / PostgreSQL).
@@ -42,5 +43,6 @@ pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
 pub(crate) use url::{redact, DatabaseUrl};
 pub(crate) use workflow::{
-    AttemptInfo, Backoff, Dag, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec,
+    render, AttemptInfo, Backoff, Dag, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow,
+    WorkflowSpec,
 };

@@ -6,18 +6,19 @@
 //! other processes' news. What they share, and how they wake each other instead
 //! of polling, is in [`shared`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cron::{self, Schedules};
 use super::error::{Error, Result};
-use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord};
+use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
 use super::settings::RunnerConfig;
-use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, Shape, Store};
+use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, Store};
 use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
-use super::workflow::{Registry, Workflow};
+use super::workflow::{render, PictureFormat, Registry, TaskPaint, Workflow};
 
 mod retention;
 pub(crate) mod shared;
@@ -323,9 +324,34 @@ impl Runner {
         self.shared.store.events(execution_id)
     }
 
-    /// The stored shape of an execution's workflow version.
-    pub(crate) fn shape(&self, execution_id: &str) -> Result<Option<Shape>> {
-        self.shared.store.shape(execution_id)
+    /// A picture of an execution: its workflow's graph with each task
+    /// coloured by its state and labelled with its duration and attempts.
+    pub(crate) fn render_execution(&self, execution_id: &str, format: PictureFormat) -> Result<String> {
+        let record = self.record(execution_id)?;
+        let shape = self.shape(execution_id, &record)?;
+        let paint: HashMap<String, TaskPaint> = self
+            .task_records(execution_id)?
+            .into_iter()
+            .map(|t| {
+                let paint = TaskPaint { status: t.status.display_name().to_string(), attempts: t.attempts, duration_ms: t.duration_ms() };
+                (t.task_id, paint)
+            })
+            .collect();
+        Ok(render(&record.workflow_name, &shape, Some(&paint), format))
+    }
+
+    /// The tasks and dependencies of an execution's workflow version: stored
+    /// with its first execution, or (for an execution older than that) the
+    /// registered definition of that version.
+    fn shape(&self, execution_id: &str, record: &ExecutionRecord) -> Result<Vec<(String, Vec<String>)>> {
+        if let Some(shape) = self.shared.store.shape(execution_id)? {
+            return Ok(shape.edges());
+        }
+        let reference = WorkflowRef { name: record.workflow_name.clone(), version: record.workflow_version.clone() };
+        match self.shared.registry.get_exact(&reference) {
+            Some(workflow) => Ok(workflow.dag.shape()),
+            None => Err(Error::UnknownWorkflow { name: record.workflow_name.clone(), registered: self.shared.registry.names() }),
+        }
     }
 
     /// The database's schema version and row counts, and where it is.

@@ -12,7 +12,8 @@ use super::cron;
 use super::records::{PyExecutionEvent, PyTaskRecord};
 use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
 use crate::engine::{
-    lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PruneFilter, Registry, Result as EngineResult, Runner, Store,
+    lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PictureFormat, PruneFilter, Registry, Result as EngineResult,
+    Runner, Store,
 };
 use crate::python::context::PyContext;
 use crate::python::errors::to_py;
@@ -197,6 +198,16 @@ impl PyDefaultRunner {
         let runner = self.runner()?;
         py.detach(|| runner.retry_execution(execution_id)).map_err(to_py)?;
         Ok(PyExecutionHandle::new(runner, execution_id.to_string()))
+    }
+
+    /// A picture of an execution in `format` ("mermaid" or "dot"): its
+    /// workflow's graph with each task coloured by its state and labelled
+    /// with its duration and attempts.
+    #[pyo3(signature = (execution_id, format="mermaid"))]
+    fn render_execution(&self, py: Python<'_>, execution_id: &str, format: &str) -> PyResult<String> {
+        let format = PictureFormat::parse(format).map_err(to_py)?;
+        let runner = self.runner()?;
+        py.detach(|| runner.render_execution(execution_id, format)).map_err(to_py)
     }
 
     /// This runner's id, as TaskRecord.runner and ExecutionEvent.runner name it.
