@@ -248,6 +248,20 @@ class TestCancel:
         assert json.loads(refused.stdout)["error_type"] == "ExecutionStateError"
         (gate.parent / "gate.stop").touch()
 
+    def test_cancel_from_another_process_stops_a_running_async_task(
+        self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
+    ):
+        side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
+        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
+        worker = run_scenario.start("gated_runner.py", *common, "--start", id_file, "--async-gate")
+        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
+        execution_id = id_file.read_text()
+        assert json.loads(run_scenario("steer.py", fresh_database_url, "cancel", execution_id).stdout) == {"ok": True}
+        # NOTIFY on postgres; the runner's poll of its running attempts on sqlite.
+        wait_until(lambda: "gated-cancelled" in side.read_text(), WAIT, "the coroutine to be cancelled", proc=worker)
+        assert "gated-done" not in side.read_text()
+        (gate.parent / "gate.stop").touch()
+
 
 # ---------------------------------------------------------------------------
 # Pause and resume

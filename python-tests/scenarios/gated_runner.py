@@ -2,16 +2,18 @@
 waits for a gate file; used to steer, restart and SIGKILL runs mid-task.
 
 usage: gated_runner.py --url U --workflow W --side-file F --gate G
-                       [--start ID_FILE] [--key KEY --barrier B --id-file ID_FILE] [--pause-first]
+                       [--start ID_FILE] [--key KEY --barrier B --id-file ID_FILE] [--async-gate]
 
 Every task appends "<task_id> <pid>" to the side-effect file when it runs
-(gated: when it starts, and again as "gated-done" when the gate opened).
+(gated: when it starts, and again as "gated-done" when the gate opened, or
+"gated-cancelled" when --async-gate made it a coroutine and it was cancelled).
 --start: start one execution, write its id to ID_FILE, then serve until killed.
 --key: wait for the barrier file, start with this idempotency key, write the
 id to ID_FILE and exit (two processes racing one key).
 Without either: serve until killed or until the file "<gate>.stop" exists.
 """
 
+import asyncio
 import os
 import time
 
@@ -19,7 +21,7 @@ import cloaca
 from _scenario import record, runner_arguments, write_atomically
 
 
-def declare(name: str, side_file: str, gate: str) -> None:
+def declare(name: str, side_file: str, gate: str, use_async: bool) -> None:
     with cloaca.WorkflowBuilder(name):
 
         @cloaca.task(id="first")
@@ -28,14 +30,31 @@ def declare(name: str, side_file: str, gate: str) -> None:
             ctx.set("first", True)
             return ctx
 
-        @cloaca.task(id="gated", dependencies=["first"])
-        def gated(ctx):
-            record(side_file, "gated")
-            while not os.path.exists(gate):
-                time.sleep(0.02)
-            record(side_file, "gated-done")
-            ctx.set("gated", True)
-            return ctx
+        if use_async:
+
+            @cloaca.task(id="gated", dependencies=["first"])
+            async def gated(ctx):
+                record(side_file, "gated")
+                try:
+                    while not os.path.exists(gate):
+                        await asyncio.sleep(0.02)
+                except asyncio.CancelledError:
+                    record(side_file, "gated-cancelled")
+                    raise
+                record(side_file, "gated-done")
+                ctx.set("gated", True)
+                return ctx
+
+        else:
+
+            @cloaca.task(id="gated", dependencies=["first"])
+            def gated(ctx):
+                record(side_file, "gated")
+                while not os.path.exists(gate):
+                    time.sleep(0.02)
+                record(side_file, "gated-done")
+                ctx.set("gated", True)
+                return ctx
 
         @cloaca.task(id="last", dependencies=["gated"])
         def last(ctx):
@@ -51,8 +70,9 @@ def main() -> None:
     parser.add_argument("--key")
     parser.add_argument("--barrier")
     parser.add_argument("--id-file")
+    parser.add_argument("--async-gate", action="store_true", help="the gated task is a coroutine")
     args = parser.parse_args()
-    declare(args.workflow, args.side_file, args.gate)
+    declare(args.workflow, args.side_file, args.gate, args.async_gate)
     config = cloaca.DefaultRunnerConfig(enable_cron_scheduling=False, task_lease_seconds=2)
     with cloaca.DefaultRunner.with_config(args.url, config) as runner:
         if args.key:
