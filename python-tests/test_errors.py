@@ -39,6 +39,8 @@ HIERARCHY = {
     "ConfigurationError": (ValueError,),
     "WorkflowNotFoundError": (ValueError,),
     "ExecutionNotFoundError": (KeyError,),
+    "ExecutionStateError": (ValueError,),
+    "IdempotencyKeyError": (ValueError,),
     "WaitTimeoutError": (TimeoutError,),
     "InvalidScheduleError": (ValueError,),
     "ScheduleNotFoundError": (KeyError,),
@@ -701,6 +703,40 @@ class TestTenant:
         assert (schemas(fresh_database_url, db_query), roles(fresh_database_url, db_query)) == before
 
 
+# --------------------------------------------------------------------------- ExecutionStateError
+
+
+class TestExecutionState:
+    @pytest.mark.parametrize("action", ["cancel", "pause", "resume", "retry"])
+    def test_steering_a_completed_execution_is_refused_and_changes_nothing(
+        self, fresh_database_url, workflow_name, db_query, action
+    ):
+        define_marking_workflow(workflow_name)
+        with quiet_runner(fresh_database_url) as runner:
+            result = runner.execute(workflow_name)
+            events = [e.to_dict() for e in runner.get_execution_events(result.execution_id)]
+            with raises("ExecutionStateError", result.execution_id, "Completed", action):
+                getattr(runner, f"{action}_execution")(result.execution_id)
+            assert runner.get_execution(result.execution_id).status == "Completed"
+            assert [e.to_dict() for e in runner.get_execution_events(result.execution_id)] == events
+        rows = db_query(fresh_database_url, "SELECT COUNT(*) FROM cloaca_execution_events")
+        assert int(rows[0][0]) == 0, "a refused request stored an event"
+
+
+# --------------------------------------------------------------------------- IdempotencyKeyError
+
+
+class TestIdempotencyKey:
+    def test_a_key_of_another_workflow_is_refused_and_starts_nothing(self, fresh_database_url, workflow_name):
+        define_marking_workflow(workflow_name)
+        define_marking_workflow(workflow_name + "_b")
+        with quiet_runner(fresh_database_url) as runner:
+            runner.execute(workflow_name, idempotency_key="invoice-9")
+            with raises("IdempotencyKeyError", "invoice-9", workflow_name, workflow_name + "_b"):
+                runner.execute(workflow_name + "_b", idempotency_key="invoice-9")
+            assert len(runner.list_executions()) == 1
+
+
 # --------------------------------------------------------------------------- RunnerShutDownError
 
 SHUT_DOWN_CALLS = {
@@ -716,6 +752,14 @@ SHUT_DOWN_CALLS = {
     "delete_cron_schedule": lambda r, wf, sid: r.delete_cron_schedule(sid),
     "get_cron_execution_history": lambda r, wf, sid: r.get_cron_execution_history(sid),
     "get_cron_execution_stats": lambda r, wf, sid: r.get_cron_execution_stats("2026-01-01T00:00:00Z"),
+    "get_execution_tasks": lambda r, wf, sid: r.get_execution_tasks(str(uuid.uuid4())),
+    "get_execution_events": lambda r, wf, sid: r.get_execution_events(str(uuid.uuid4())),
+    "cancel_execution": lambda r, wf, sid: r.cancel_execution(str(uuid.uuid4())),
+    "pause_execution": lambda r, wf, sid: r.pause_execution(str(uuid.uuid4())),
+    "resume_execution": lambda r, wf, sid: r.resume_execution(str(uuid.uuid4())),
+    "retry_execution": lambda r, wf, sid: r.retry_execution(str(uuid.uuid4())),
+    "render_execution": lambda r, wf, sid: r.render_execution(str(uuid.uuid4())),
+    "get_database_info": lambda r, wf, sid: r.get_database_info(),
 }
 
 

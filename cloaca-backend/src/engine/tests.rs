@@ -712,14 +712,17 @@ fn a_paused_execution_holds_what_becomes_ready_until_resumed() {
 fn an_idempotency_key_names_one_execution_of_one_workflow() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let other = fixture(vec![(task("only", &[]), marks("only"))]);
-    let first = f.store.create_execution("e-1", &f.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap();
-    let again = f.store.create_execution("e-2", &f.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap();
-    assert_eq!((first.execution_id.as_str(), first.existing), ("e-1", false));
-    assert_eq!((again.execution_id.as_str(), again.existing), ("e-1", true));
-    assert!(f.store.get_execution("e-2").unwrap().is_none(), "nothing was inserted for the second start");
-    let refused = f.store.create_execution("e-3", &other.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap_err();
+    // Ids of this test's own: other tests' stores share the default schema.
+    let (e1, e2, e3) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    let key = uuid::Uuid::new_v4().to_string();
+    let first = f.store.create_execution(&e1, &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
+    let again = f.store.create_execution(&e2, &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
+    assert_eq!((first.execution_id.as_str(), first.existing), (e1.as_str(), false));
+    assert_eq!((again.execution_id.as_str(), again.existing), (e1.as_str(), true));
+    assert!(f.store.get_execution(&e2).unwrap().is_none(), "nothing was inserted for the second start");
+    let refused = f.store.create_execution(&e3, &other.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap_err();
     assert!(matches!(refused, super::error::Error::IdempotencyConflict { .. }), "{refused}");
-    assert!(f.store.get_execution("e-3").unwrap().is_none());
+    assert!(f.store.get_execution(&e3).unwrap().is_none());
 }
 
 #[test]

@@ -52,7 +52,7 @@ mod dialect {
 
 use dialect::*;
 
-const HISTORY_TABLES: [&str; 3] = ["cloaca_task_executions", "cloaca_executions", "cloaca_cron_executions"];
+const HISTORY_TABLES: [&str; 4] = ["cloaca_task_executions", "cloaca_executions", "cloaca_cron_executions", "cloaca_execution_events"];
 
 /// Written once for both backends (WITH RECURSIVE, `||` and integer
 /// arithmetic mean the same in each).
@@ -71,6 +71,9 @@ fn load_history_sql() -> String {
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXECUTIONS})
          INSERT INTO cloaca_cron_executions (schedule_id, workflow_name, scheduled_time, attempt, execution_id, claimed_at, updated_at)
          SELECT 'sched-' || (i % 5), 'history', i, 1, 'hist-' || i, i, i FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXECUTIONS})
+         INSERT INTO cloaca_execution_events (execution_id, at, kind, runner, detail)
+         SELECT 'hist-' || i, i, 'execution_paused', 'r', NULL FROM n;
          INSERT INTO cloaca_executions (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, started_at)
          VALUES ('live', 'history', 'v1', 'running', '{{}}', 2, 9000000, 9000000);
          INSERT INTO cloaca_task_executions (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining,
