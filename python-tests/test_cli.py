@@ -223,6 +223,12 @@ def test_a_url_for_no_backend_is_a_usage_error():
     assert "mysql" in line, line
 
 
+@pytest.mark.usefixtures("postgres_only")
+def test_a_sqlite_url_on_the_postgres_backend_is_a_usage_error_naming_the_backend(tmp_path):
+    line = error_line(run_cli("--database", f"sqlite:///{tmp_path}/missing.db", "executions", "list"), 2)
+    assert "postgres backend is installed" in line, line
+
+
 @pytest.mark.usefixtures("sqlite_only")
 def test_a_missing_sqlite_file_is_refused_and_not_created(tmp_path):
     path = tmp_path / "typo.db"

@@ -75,9 +75,10 @@ def refuse_missing_sqlite_file(url: str) -> None:
 
     Opening a runner creates a missing file; for an inspection tool a mistyped
     path would then show an empty, new database instead of an error. An explicit
-    `mode=` in the URL is left to the engine.
+    `mode=` in the URL is left to the engine, and so is a SQLite URL on the
+    postgres backend, which refuses it with a message naming the backend.
     """
-    if not url.startswith("sqlite://"):
+    if not url.startswith("sqlite://") or cloaca.get_backend() != "sqlite":
         return
     rest, _, query = url[len("sqlite://") :].partition("?")
     if rest in ("", ":memory:") or "mode=" in query:
