@@ -45,12 +45,26 @@ pub(crate) enum Error {
     /// A runner setting outside its accepted range.
     #[error("{name}={value} is not accepted: {name} must be {accepted}")]
     InvalidSetting { name: &'static str, value: String, accepted: &'static str },
+    /// An argument value one call does not accept (the message names the
+    /// argument, the value and what is accepted).
+    #[error("{name}={value:?} is not accepted: use {accepted}")]
+    InvalidArgument { name: &'static str, value: String, accepted: &'static str },
     /// `execute` named a workflow that is not registered in this process.
     #[error("workflow {name:?} is not registered in this process; {}", describe_registered(.registered))]
     UnknownWorkflow { name: String, registered: Vec<String> },
     /// No execution with this id exists in the database.
     #[error("no execution with id {0:?} exists in this database")]
     UnknownExecution(String),
+    /// A steering request the execution's state refuses (cancelling a
+    /// finished execution, resuming one that is not paused, ...).
+    #[error("cannot {action} execution {execution_id:?}: it is {status}; {accepted}")]
+    InvalidExecutionState { execution_id: String, action: &'static str, status: &'static str, accepted: &'static str },
+    /// An idempotency key that already started an execution of another workflow.
+    #[error(
+        "idempotency_key={key:?} already started an execution of workflow {existing_workflow:?}; it cannot start \
+         {requested_workflow:?} too (an idempotency key names one execution: use another key)"
+    )]
+    IdempotencyConflict { key: String, existing_workflow: String, requested_workflow: String },
     /// Waiting for an execution ended before it finished.
     #[error("execution {execution_id} did not finish within {seconds} s; it goes on running (wait again or check get_execution)")]
     WaitTimedOut { execution_id: String, seconds: f64 },
@@ -85,8 +99,11 @@ pub(crate) enum ErrorKind {
     Database,
     InvalidWorkflow,
     InvalidSetting,
+    InvalidArgument,
     UnknownWorkflow,
     UnknownExecution,
+    InvalidExecutionState,
+    IdempotencyConflict,
     WaitTimedOut,
     InvalidSchedule,
     UnknownSchedule,
@@ -122,8 +139,11 @@ impl Error {
             Error::Database { .. } | Error::Thread { .. } => ErrorKind::Database,
             Error::InvalidWorkflow(_) => ErrorKind::InvalidWorkflow,
             Error::InvalidSetting { .. } => ErrorKind::InvalidSetting,
+            Error::InvalidArgument { .. } => ErrorKind::InvalidArgument,
             Error::UnknownWorkflow { .. } => ErrorKind::UnknownWorkflow,
             Error::UnknownExecution(_) => ErrorKind::UnknownExecution,
+            Error::InvalidExecutionState { .. } => ErrorKind::InvalidExecutionState,
+            Error::IdempotencyConflict { .. } => ErrorKind::IdempotencyConflict,
             Error::WaitTimedOut { .. } => ErrorKind::WaitTimedOut,
             Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
             Error::UnknownSchedule(_) => ErrorKind::UnknownSchedule,

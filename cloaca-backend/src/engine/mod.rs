@@ -8,7 +8,8 @@
 //!   execution records), [`backend`], [`url`] (database URLs), [`settings`]
 //!   (the runner settings table), [`time`], [`sync`] (poison-tolerant locks).
 //! - [`workflow`]: DAG validation, order, version and context merging; retry
-//!   policies; the registry of workflows this process can run.
+//!   policies; the registry of workflows this process can run; pictures of
+//!   workflows (Mermaid, DOT), plain or painted with an execution's state.
 //! - [`cron`]`::expression`: cron expressions in time zones and their ticks.
 //! - [`store`]: durable state over the backend's database (connection layer,
 //!   migrations, executions, schedules, SQLite / PostgreSQL).
@@ -32,8 +33,8 @@ mod tests;
 
 pub(crate) use backend::Backend;
 pub(crate) use error::{Error, ErrorKind, Result};
-pub(crate) use model::{Context, ExecutionRecord, ExecutionStatus};
-pub(crate) use runner::{Level, Reporter, Runner};
+pub(crate) use model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord};
+pub(crate) use runner::{Level, Note, Reporter, Runner, Topic};
 pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
@@ -41,4 +42,7 @@ pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store};
 pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
 pub(crate) use url::{redact, DatabaseUrl};
-pub(crate) use workflow::{Backoff, Dag, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
+pub(crate) use workflow::{
+    render, AttemptInfo, Backoff, Dag, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow,
+    WorkflowSpec,
+};

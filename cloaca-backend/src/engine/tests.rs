@@ -16,7 +16,7 @@ use super::settings::RunnerConfig;
 use super::store::{AttemptOutcome, PruneFilter, Store};
 use super::time::now_ms;
 use super::url::{test_database_url, DatabaseUrl};
-use super::workflow::{Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
+use super::workflow::{AttemptInfo, Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
 
 type Behaviour = dyn Fn(usize, Context) -> Result<Context, TaskFailure> + Send + Sync;
 
@@ -27,7 +27,7 @@ struct Scripted {
 }
 
 impl TaskBody for Scripted {
-    fn run(&self, input: Context, _timeout: Duration) -> Result<Context, TaskFailure> {
+    fn run(&self, _attempt: &AttemptInfo<'_>, input: Context, _timeout: Duration) -> Result<Context, TaskFailure> {
         let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         (self.behaviour)(run, input)
     }
@@ -61,7 +61,7 @@ impl Fixture {
     /// A runner with a store of its own on the fixture's database (a runner
     /// closes its store when it shuts down; the fixture's stays open).
     fn runner(&self, config: RunnerConfig) -> Runner {
-        let report: super::runner::Reporter = Arc::new(|level, message| eprintln!("{level:?}: {message}"));
+        let report: super::runner::Reporter = Arc::new(|note| eprintln!("{:?}: {}", note.level, note.message));
         Runner::start(open_store_at(&self.url), self.registry, config, report).expect("runner starts")
     }
 }
@@ -206,7 +206,7 @@ fn an_attempt_that_lost_its_claim_cannot_record() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     // A lease that has already expired: the owner "died".
     let first = f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().expect("ready task claimed");
     let second = f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().expect("expired lease reclaimed");
@@ -224,7 +224,7 @@ fn a_new_runner_recovers_an_interrupted_execution_without_rerunning_completed_ta
     let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     // A runner that completed `first`, claimed `second` and died mid-attempt.
     let first = f.store.claim("dead", &refs, now_ms(), 60_000, true).unwrap().unwrap();
     let done = input(json!({"first": "from the dead runner"}));
@@ -246,7 +246,7 @@ fn a_task_that_keeps_killing_its_runners_is_failed_not_run_forever() {
     let f = fixture(vec![(task("poison", &[]), marks("poison")), (task("after", &["poison"]), marks("after"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     for _ in 0..super::runner::MAX_INTERRUPTIONS {
         f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().expect("the expired task is claimable again");
     }
@@ -264,7 +264,7 @@ fn the_next_due_time_is_the_retry_time_or_the_lease_expiry() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let claim = f.store.claim("me", &refs, now_ms(), 60_000, true).unwrap().unwrap();
     let lease_end = f.store.next_due(&refs, true).unwrap().expect("a running task's lease expiry is due with recovery");
     assert!(lease_end >= now_ms() + 50_000, "{lease_end}");
@@ -281,7 +281,7 @@ fn only_the_leases_of_attempts_really_running_are_renewed() {
     let f = fixture(vec![(task("kept", &[]), marks("kept")), (task("dropped", &[]), marks("dropped"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let first = f.store.claim("me", &refs, now_ms(), 300, true).unwrap().unwrap();
     let second = f.store.claim("me", &refs, now_ms(), 300, true).unwrap().unwrap();
     // "me" still runs `first`; it dropped `second` (an error before running it).
@@ -297,7 +297,7 @@ fn recovery_is_off_when_disabled() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().unwrap();
     let runner = f.runner(RunnerConfig { enable_recovery: false, ..quick() });
     let waited = runner.wait(&id, Some(Duration::from_millis(300)));
@@ -310,7 +310,7 @@ fn recovery_is_off_when_disabled() {
 fn executions_of_another_version_wait_for_a_runner_that_has_it() {
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
     let id = uuid::Uuid::new_v4().to_string();
-    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let other = [WorkflowRef { name: f.workflow.dag.name().into(), version: "0".repeat(64) }];
     assert!(f.store.claim("other", &other, now_ms(), 1000, true).unwrap().is_none());
 }
@@ -372,7 +372,7 @@ fn pruning_deletes_finished_executions_in_batches_and_never_an_unfinished_one() 
     let unknown =
         Dag::new(WorkflowSpec { name: format!("{name}-unregistered"), tasks: vec![task("x", &[])], ..Default::default() }).unwrap();
     let unfinished = uuid::Uuid::new_v4().to_string();
-    f.store.create_execution(&unfinished, &unknown, &Context::new(), now_ms() - 86_400_000).unwrap();
+    f.store.create_execution(&unfinished, &unknown, &Context::new(), None, now_ms() - 86_400_000).unwrap();
     let runner = f.runner(quick());
     let everything = |workflow_name| PruneFilter { finished_before: now_ms() + 60_000, status: None, workflow_name };
     assert_eq!(runner.prune_executions(&everything(Some("another workflow")), 2).unwrap(), 0);
@@ -653,7 +653,7 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     let (one, two) = (format!("tenant_one_{suffix}"), format!("tenant_two_{suffix}"));
     let first = open(&one);
     let second = open(&two);
-    first.create_execution("e-1", &f.workflow.dag, &Context::new(), now_ms()).unwrap();
+    first.create_execution("e-1", &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     assert!(first.get_execution("e-1").unwrap().is_some());
     assert!(second.get_execution("e-1").unwrap().is_none());
     assert!(f.store.get_execution("e-1").unwrap().is_none(), "nor the default schema");

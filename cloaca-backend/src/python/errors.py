@@ -48,6 +48,18 @@ class ExecutionNotFoundError(CloacaError, KeyError):
     """No execution with the given id exists in the database."""
 
 
+class ExecutionStateError(CloacaError, ValueError):
+    """The execution's state refuses the request; nothing was changed.
+
+    For example cancelling or pausing a finished execution, resuming one that is not paused, or retrying one that
+    is not Failed or Cancelled. The message names the execution and its status.
+    """
+
+
+class IdempotencyKeyError(CloacaError, ValueError):
+    """An idempotency key that already started an execution of another workflow; nothing was started."""
+
+
 class WaitTimeoutError(CloacaError, TimeoutError):
     """Waiting for an execution passed its timeout; the execution goes on and can be waited for again."""
 

@@ -2,7 +2,7 @@
 //! class can also derive from the builtin the API raised before) and the
 //! mapping of engine errors to it.
 
-use pyo3::exceptions::PyKeyboardInterrupt;
+use pyo3::exceptions::{PyKeyboardInterrupt, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyType;
@@ -20,6 +20,8 @@ const CLASSES: &[&str] = &[
     "ConfigurationError",
     "WorkflowNotFoundError",
     "ExecutionNotFoundError",
+    "ExecutionStateError",
+    "IdempotencyKeyError",
     "WaitTimeoutError",
     "InvalidScheduleError",
     "ScheduleNotFoundError",
@@ -73,8 +75,11 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::Database => "DatabaseError",
         ErrorKind::InvalidWorkflow => "InvalidWorkflowError",
         ErrorKind::InvalidSetting => "ConfigurationError",
+        ErrorKind::InvalidArgument => "",
         ErrorKind::UnknownWorkflow => "WorkflowNotFoundError",
         ErrorKind::UnknownExecution => "ExecutionNotFoundError",
+        ErrorKind::InvalidExecutionState => "ExecutionStateError",
+        ErrorKind::IdempotencyConflict => "IdempotencyKeyError",
         ErrorKind::WaitTimedOut => "WaitTimeoutError",
         ErrorKind::InvalidSchedule => "InvalidScheduleError",
         ErrorKind::UnknownSchedule => "ScheduleNotFoundError",
@@ -90,6 +95,9 @@ pub(crate) fn to_py(error: Error) -> PyErr {
     match error.kind() {
         // The Python layer raises the pending signal's exception instead.
         ErrorKind::Interrupted => PyKeyboardInterrupt::new_err(error.to_string()),
+        // A malformed argument value raises a plain ValueError, as the
+        // arguments checked in the Python layer do (see docs/api.md).
+        ErrorKind::InvalidArgument => PyValueError::new_err(error.to_string()),
         kind => raise(class_name(kind), error.to_string()),
     }
 }

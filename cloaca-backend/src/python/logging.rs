@@ -1,12 +1,17 @@
-//! Background reports through Python's `logging`: the `cloaca` logger and
-//! its children, with a `NullHandler`, so a program that configures no
-//! logging sees nothing and one that does sees cloaca's records.
+//! Reports through Python's `logging`: the `cloaca` logger and its children
+//! (`cloaca.execution` for starts and ends, `cloaca.task` for attempts,
+//! `cloaca.runner` for background problems), with a `NullHandler`, so a
+//! program that configures no logging sees nothing and one that does sees
+//! cloaca's records. Each record carries `execution_id`, `workflow` and
+//! `task` as attributes (logging's `extra`).
 
 use std::sync::Arc;
 
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::PyDict;
 
-use crate::engine::{Level, Reporter};
+use crate::engine::{Level, Note, Reporter, Topic};
 
 /// Adds a `NullHandler` to the `cloaca` logger (a library's manners: the
 /// program decides where records go).
@@ -17,18 +22,69 @@ pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// A reporter that logs to `cloaca.runner`, for the runner's background threads.
+/// The loggers, fetched once (logging keeps one object per name).
+struct Loggers {
+    runner: Py<PyAny>,
+    execution: Py<PyAny>,
+    task: Py<PyAny>,
+}
+
+fn loggers(py: Python<'_>) -> PyResult<&Loggers> {
+    static LOGGERS: PyOnceLock<Loggers> = PyOnceLock::new();
+    LOGGERS.get_or_try_init(py, || {
+        let logging = py.import("logging")?;
+        let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(logging.call_method1("getLogger", (name,))?.unbind()) };
+        Ok(Loggers { runner: get("cloaca.runner")?, execution: get("cloaca.execution")?, task: get("cloaca.task")? })
+    })
+}
+
+fn level_number(level: Level) -> i32 {
+    match level {
+        Level::Debug => 10,
+        Level::Info => 20,
+        Level::Warning => 30,
+        Level::Error => 40,
+    }
+}
+
+/// Logs `message` on `topic`'s logger at `level` with the record's extra
+/// fields, if that logger is enabled for the level; needs the GIL.
+pub(crate) fn log(
+    py: Python<'_>,
+    level: Level,
+    topic: Topic,
+    message: &str,
+    execution_id: Option<&str>,
+    workflow: Option<&str>,
+    task_id: Option<&str>,
+) {
+    let _ = (|| -> PyResult<()> {
+        let loggers = loggers(py)?;
+        let logger = match topic {
+            Topic::Runner => &loggers.runner,
+            Topic::Execution => &loggers.execution,
+            Topic::Task => &loggers.task,
+        }
+        .bind(py);
+        let number = level_number(level);
+        if !logger.call_method1("isEnabledFor", (number,))?.is_truthy()? {
+            return Ok(());
+        }
+        let extra = PyDict::new(py);
+        extra.set_item("execution_id", execution_id)?;
+        extra.set_item("workflow", workflow)?;
+        extra.set_item("task", task_id)?;
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("extra", extra)?;
+        logger.call_method("log", (number, "%s", message), Some(&kwargs))?;
+        Ok(())
+    })();
+}
+
+/// A reporter that logs through `logging`, for the runner's threads.
 pub(crate) fn runner_reporter() -> Reporter {
-    Arc::new(|level, message| {
+    Arc::new(|note: &Note<'_>| {
         // During interpreter shutdown there is nobody to tell.
-        let _ = Python::try_attach(|py| -> PyResult<()> {
-            let logger = py.import("logging")?.call_method1("getLogger", ("cloaca.runner",))?;
-            let method = match level {
-                Level::Warning => "warning",
-                Level::Error => "error",
-            };
-            logger.call_method1(method, ("%s", message))?;
-            Ok(())
-        });
+        let _ = Python::try_attach(|py| log(py, note.level, note.topic, &note.message, note.execution_id, note.workflow, note.task_id));
     })
 }

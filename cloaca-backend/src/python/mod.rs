@@ -43,6 +43,8 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
+    m.add_class::<runner::PyTaskRecord>()?;
+    m.add_class::<runner::PyExecutionEvent>()?;
     errors::register(m)?;
     logging::install(m.py())?;
     // Multi-tenancy is a Postgres feature (schemas and roles).

@@ -6,18 +6,19 @@
 //! other processes' news. What they share, and how they wake each other instead
 //! of polling, is in [`shared`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::cron::{self, Schedules};
 use super::error::{Error, Result};
-use super::model::{Context, ExecutionRecord, ExecutionStatus};
+use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
 use super::settings::RunnerConfig;
-use super::store::{Channel, EventHandler, PruneFilter, Store};
+use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, Store};
 use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
-use super::workflow::{Registry, Workflow};
+use super::workflow::{render, PictureFormat, Registry, TaskPaint, Workflow};
 
 mod retention;
 pub(crate) mod shared;
@@ -25,7 +26,7 @@ mod supervisor;
 mod workers;
 
 use shared::Shared;
-pub(crate) use shared::{Level, Reporter};
+pub(crate) use shared::{Level, Note, Reporter, Topic};
 #[cfg(test)]
 pub(crate) use workers::MAX_INTERRUPTIONS;
 
@@ -61,6 +62,7 @@ impl Runner {
                 match channel {
                     Channel::Work => shared.wake_workers(payload.parse().unwrap_or(1)),
                     Channel::Done => shared.execution_finished(payload),
+                    Channel::Cancel => shared.cancel_attempts(payload),
                 }
             }
         });
@@ -100,13 +102,14 @@ impl Runner {
     }
 
     /// Stores a new execution of the registered workflow `name` and wakes
-    /// the workers; returns its id.
-    pub(crate) fn start_execution(&self, name: &str, input: &Context) -> Result<String> {
-        self.store_execution(name, input).map(|(id, _)| id)
+    /// the workers; returns its id. With an `idempotency_key` that already
+    /// started this workflow, returns that execution's id instead.
+    pub(crate) fn start_execution(&self, name: &str, input: &Context, idempotency_key: Option<&str>) -> Result<String> {
+        self.store_execution(name, input, idempotency_key).map(|(id, _)| id)
     }
 
     /// [`Runner::start_execution`], also returning the definition it used.
-    fn store_execution(&self, name: &str, input: &Context) -> Result<(String, Arc<Workflow>)> {
+    fn store_execution(&self, name: &str, input: &Context, idempotency_key: Option<&str>) -> Result<(String, Arc<Workflow>)> {
         self.ensure_running()?;
         let workflow = self
             .shared
@@ -114,8 +117,16 @@ impl Runner {
             .get(name)
             .ok_or_else(|| Error::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() })?;
         let id = uuid::Uuid::new_v4().to_string();
-        self.shared.store.create_execution(&id, &workflow.dag, input, now_ms())?;
-        self.shared.wake_workers(workflow.dag.roots().len() as u64);
+        let created = self.shared.store.create_execution(&id, &workflow.dag, input, idempotency_key, now_ms())?;
+        let id = created.execution_id;
+        if created.existing {
+            let message = format!("execution {id} of workflow {name:?} already exists for this idempotency key; not started again");
+            self.shared.note(Level::Info, Topic::Execution, message, &id, name, None);
+        } else {
+            self.shared.wake_workers(workflow.dag.roots().len() as u64);
+            let message = format!("execution {id} of workflow {name:?} started");
+            self.shared.note(Level::Info, Topic::Execution, message, &id, name, None);
+        }
         Ok((id, workflow))
     }
 
@@ -124,16 +135,22 @@ impl Runner {
     /// is failed and its unfinished tasks skipped.
     #[cfg(test)]
     pub(crate) fn execute(&self, name: &str, input: &Context) -> Result<ExecutionRecord> {
-        self.execute_with(name, input, &mut || true)
+        self.execute_with(name, input, None, &mut || true)
     }
 
     /// [`Runner::execute`], giving up with [`Error::Interrupted`] (the
     /// execution goes on) as soon as `keep_waiting` says no; it is asked at
     /// least every [`INTERRUPT_CHECK`].
-    pub(crate) fn execute_with(&self, name: &str, input: &Context, keep_waiting: &mut dyn FnMut() -> bool) -> Result<ExecutionRecord> {
+    pub(crate) fn execute_with(
+        &self,
+        name: &str,
+        input: &Context,
+        idempotency_key: Option<&str>,
+        keep_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<ExecutionRecord> {
         // The DAG the execution was created with, even if the name is
         // registered anew meanwhile.
-        let (id, workflow) = self.store_execution(name, input)?;
+        let (id, workflow) = self.store_execution(name, input, idempotency_key)?;
         match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
             Err(Error::WaitTimedOut { .. }) => {
                 let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
@@ -252,6 +269,94 @@ impl Runner {
         // Now, not whenever the last reference goes: a worker thread may
         // still be on its way out, and an ExecutionHandle may outlive this.
         self.shared.store.close();
+    }
+
+    /// This runner's id, as task records and events name it.
+    pub(crate) fn id(&self) -> &str {
+        &self.shared.owner
+    }
+
+    /// Cancels an unfinished execution: no task of it starts afterwards,
+    /// its running async tasks here are cancelled (other processes learn of
+    /// it by notification or within their poll interval), running plain
+    /// tasks finish and their outcome is discarded.
+    pub(crate) fn cancel_execution(&self, execution_id: &str) -> Result<()> {
+        self.ensure_running()?;
+        let record = self.record(execution_id)?;
+        let cancelled = self.shared.store.cancel_execution(execution_id, &self.shared.owner, now_ms())?;
+        self.shared.cancel_attempts(execution_id);
+        self.shared.execution_finished(execution_id);
+        let message =
+            format!("execution {execution_id} of workflow {:?} cancelled ({} unfinished task(s))", record.workflow_name, cancelled.len());
+        self.shared.note(Level::Info, Topic::Execution, message, execution_id, &record.workflow_name, None);
+        Ok(())
+    }
+
+    /// Pauses an unfinished execution: no new task of it is claimed until
+    /// [`Runner::resume_execution`].
+    pub(crate) fn pause_execution(&self, execution_id: &str) -> Result<()> {
+        self.ensure_running()?;
+        self.shared.store.pause_execution(execution_id, &self.shared.owner, now_ms())
+    }
+
+    pub(crate) fn resume_execution(&self, execution_id: &str) -> Result<()> {
+        self.ensure_running()?;
+        let released = self.shared.store.resume_execution(execution_id, &self.shared.owner, now_ms())?;
+        self.shared.wake_workers(released.max(1));
+        Ok(())
+    }
+
+    /// Runs a Failed or Cancelled execution again from where it stopped.
+    pub(crate) fn retry_execution(&self, execution_id: &str) -> Result<()> {
+        self.ensure_running()?;
+        let ready = self.shared.store.retry_execution(execution_id, &self.shared.owner, now_ms())?;
+        self.shared.wake_workers(ready);
+        Ok(())
+    }
+
+    /// The tasks of an execution, in topological order.
+    pub(crate) fn task_records(&self, execution_id: &str) -> Result<Vec<TaskRecord>> {
+        self.shared.store.task_records(execution_id)
+    }
+
+    /// The events of an execution, oldest first.
+    pub(crate) fn events(&self, execution_id: &str) -> Result<Vec<ExecutionEvent>> {
+        self.shared.store.events(execution_id)
+    }
+
+    /// A picture of an execution: its workflow's graph with each task
+    /// coloured by its state and labelled with its duration and attempts.
+    pub(crate) fn render_execution(&self, execution_id: &str, format: PictureFormat) -> Result<String> {
+        let record = self.record(execution_id)?;
+        let shape = self.shape(execution_id, &record)?;
+        let paint: HashMap<String, TaskPaint> = self
+            .task_records(execution_id)?
+            .into_iter()
+            .map(|t| {
+                let paint = TaskPaint { status: t.status.display_name().to_string(), attempts: t.attempts, duration_ms: t.duration_ms() };
+                (t.task_id, paint)
+            })
+            .collect();
+        Ok(render(&record.workflow_name, &shape, Some(&paint), format))
+    }
+
+    /// The tasks and dependencies of an execution's workflow version: stored
+    /// with its first execution, or (for an execution older than that) the
+    /// registered definition of that version.
+    fn shape(&self, execution_id: &str, record: &ExecutionRecord) -> Result<Vec<(String, Vec<String>)>> {
+        if let Some(shape) = self.shared.store.shape(execution_id)? {
+            return Ok(shape.edges());
+        }
+        let reference = WorkflowRef { name: record.workflow_name.clone(), version: record.workflow_version.clone() };
+        match self.shared.registry.get_exact(&reference) {
+            Some(workflow) => Ok(workflow.dag.shape()),
+            None => Err(Error::UnknownWorkflow { name: record.workflow_name.clone(), registered: self.shared.registry.names() }),
+        }
+    }
+
+    /// The database's schema version and row counts, and where it is.
+    pub(crate) fn database_counts(&self) -> Result<(String, DatabaseCounts)> {
+        Ok((self.shared.store.target(), self.shared.store.counts()?))
     }
 
     /// The cron schedules of this runner's database.

@@ -17,22 +17,46 @@ use crate::engine::model::WorkflowRef;
 use crate::engine::settings::RunnerConfig;
 use crate::engine::store::{Claim, Store};
 use crate::engine::sync::{lock, wait_timeout_while};
-use crate::engine::workflow::{Registry, Workflow};
+use crate::engine::workflow::{Cancellation, Registry, Workflow};
 
 /// The shortest gap between two reports of one kind of background error.
 const REPORT_EVERY: Duration = Duration::from_secs(5);
 
-/// How serious a background report is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How serious a report is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Level {
-    /// Something that may pass by itself (the database is away for now).
+    Debug,
+    Info,
+    /// Something that may pass by itself (the database is away for now), or
+    /// a failed attempt.
     Warning,
     Error,
 }
 
-/// Where background errors go: nobody waits for them to raise them. The
-/// Python layer hands them to the `logging` module.
-pub(crate) type Reporter = Arc<dyn Fn(Level, &str) + Send + Sync>;
+/// What a report is about: the runner's background work, an execution's
+/// start and end, or a task attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Topic {
+    Runner,
+    Execution,
+    Task,
+}
+
+/// One report: its level, topic and sentence, and the execution, workflow
+/// and task it concerns.
+#[derive(Clone, Debug)]
+pub(crate) struct Note<'a> {
+    pub(crate) level: Level,
+    pub(crate) topic: Topic,
+    pub(crate) message: String,
+    pub(crate) execution_id: Option<&'a str>,
+    pub(crate) workflow: Option<&'a str>,
+    pub(crate) task_id: Option<&'a str>,
+}
+
+/// Where reports go: nobody waits for them to raise them. The Python layer
+/// hands them to the `logging` module.
+pub(crate) type Reporter = Arc<dyn Fn(&Note<'_>) + Send + Sync>;
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
@@ -83,6 +107,7 @@ pub(crate) struct Attempt {
     pub(crate) deadline: Option<Instant>,
     pub(crate) timeout: Duration,
     pub(crate) timed_out: bool,
+    pub(crate) cancellation: Arc<Cancellation>,
 }
 
 impl Shared {
@@ -180,7 +205,29 @@ impl Shared {
         };
         let more = if suppressed > 0 { format!(" ({suppressed} more like it since the last report)") } else { String::new() };
         let level = if error.is_transient() || error.is_outage() { Level::Warning } else { Level::Error };
-        (self.reporter)(level, &format!("{what} ({}): {error}{more}", self.owner));
+        let message = format!("{what} ({}): {error}{more}", self.owner);
+        (self.reporter)(&Note { level, topic: Topic::Runner, message, execution_id: None, workflow: None, task_id: None });
+    }
+
+    /// Hands a report about an execution (and a task of it) to the reporter.
+    pub(crate) fn note(&self, level: Level, topic: Topic, message: String, execution_id: &str, workflow: &str, task_id: Option<&str>) {
+        (self.reporter)(&Note { level, topic, message, execution_id: Some(execution_id), workflow: Some(workflow), task_id });
+    }
+
+    /// Stops the running attempts of a cancelled execution that can stop
+    /// (async bodies); a plain function runs on and its outcome is refused.
+    pub(crate) fn cancel_attempts(&self, execution_id: &str) {
+        let cancellations: Vec<Arc<Cancellation>> = lock(&self.inflight)
+            .attempts
+            .values()
+            .filter(|a| a.claim.execution_id == execution_id)
+            .map(|a| a.cancellation.clone())
+            .collect();
+        // Outside the lock: a hook takes the GIL, which a worker may hold
+        // while it waits for this lock.
+        for cancellation in cancellations {
+            cancellation.cancel();
+        }
     }
 }
 

@@ -16,9 +16,14 @@ use crate::engine::workflow::{TaskFailure, Workflow};
 pub(crate) fn supervise(shared: Arc<Shared>) {
     let renew_every = shared.config.lease / 3;
     let mut next_renewal = Instant::now() + renew_every;
+    let mut next_cancel_check = Instant::now() + shared.config.poll_interval;
     loop {
         let mut expired: Vec<(Claim, Arc<Workflow>, Duration)> = Vec::new();
         let running: Vec<i64>;
+        // Attempts that can be stopped (async bodies, which enforce their own
+        // deadline) are checked every poll interval for a cancellation made
+        // by another process: on SQLite nothing else tells this one.
+        let stoppable: Vec<(i64, String)>;
         {
             let mut inflight = lock(&shared.inflight);
             loop {
@@ -33,16 +38,20 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
                         expired.push((attempt.claim.clone(), attempt.workflow.clone(), attempt.timeout));
                     }
                 }
-                if !expired.is_empty() || now >= next_renewal {
+                let any_stoppable = inflight.attempts.values().any(|a| a.deadline.is_none() && !a.cancellation.is_requested());
+                if !expired.is_empty() || now >= next_renewal || (any_stoppable && now >= next_cancel_check) {
                     break;
                 }
-                let earliest = inflight
+                let mut earliest = inflight
                     .attempts
                     .values()
                     .filter(|a| !a.timed_out)
                     .filter_map(|a| a.deadline)
                     .min()
                     .map_or(next_renewal, |d| d.min(next_renewal));
+                if any_stoppable {
+                    earliest = earliest.min(next_cancel_check);
+                }
                 inflight = wait_timeout(&shared.inflight_cv, inflight, earliest.saturating_duration_since(now)).0;
             }
             // Each timed-out attempt's thread stops counting as a live worker
@@ -50,6 +59,26 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
             inflight.live_workers -= expired.len();
             inflight.spawn_requests += expired.len();
             running = inflight.attempts.values().filter(|a| !a.timed_out).map(|a| a.claim.row_id).collect();
+            stoppable = inflight
+                .attempts
+                .values()
+                .filter(|a| a.deadline.is_none() && !a.cancellation.is_requested())
+                .map(|a| (a.claim.row_id, a.claim.execution_id.clone()))
+                .collect();
+        }
+        if !stoppable.is_empty() && Instant::now() >= next_cancel_check {
+            let rows: Vec<i64> = stoppable.iter().map(|(row, _)| *row).collect();
+            match shared.store.cancelled_rows(&rows) {
+                Ok(cancelled) => {
+                    for (_, execution_id) in stoppable.iter().filter(|(row, _)| cancelled.contains(row)) {
+                        shared.cancel_attempts(execution_id);
+                    }
+                }
+                Err(e) => shared.report("looking for cancelled attempts", &e),
+            }
+            next_cancel_check = Instant::now() + shared.config.poll_interval;
+        } else if stoppable.is_empty() {
+            next_cancel_check = Instant::now() + shared.config.poll_interval;
         }
         if Instant::now() >= next_renewal {
             let expires = now_ms() + shared.config.lease.as_millis() as i64;

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::shared::{Attempt, Shared};
-use crate::engine::model::Context;
-use crate::engine::store::{AttemptOutcome, Claim};
+use super::shared::{Attempt, Level, Shared, Topic};
+use crate::engine::model::{Context, ExecutionStatus};
+use crate::engine::store::{AttemptOutcome, AttemptRecorded, Claim};
 use crate::engine::sync::lock;
-use crate::engine::time::now_ms;
-use crate::engine::workflow::{merge, TaskFailure, Workflow};
+use crate::engine::time::{now_ms, rfc3339};
+use crate::engine::workflow::{merge, AttemptInfo, Cancellation, TaskFailure, Workflow};
 
 /// A task whose runner died in it this many times in a row is failed
 /// instead of run again: it is probably what kills its runners.
@@ -103,7 +103,7 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
     };
     let task = dag.task(position);
     // Attempts started that neither failed nor completed: their runner died.
-    let interruptions = claim.attempt - 1 - claim.failures;
+    let interruptions = claim.attempt - claim.attempt_base - 1 - claim.failures;
     if interruptions >= MAX_INTERRUPTIONS {
         let failure = TaskFailure::interrupted(&claim.task_id, interruptions);
         record(shared, &claim, &workflow, &AttemptOutcome::Failed { failure, retry_at: None });
@@ -122,6 +122,7 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
     };
     let timeout = task.timeout.unwrap_or(shared.config.task_timeout);
     let body = workflow.bodies[position].clone();
+    let cancellation = Arc::new(Cancellation::default());
     {
         let mut inflight = lock(&shared.inflight);
         inflight.attempts.insert(
@@ -132,11 +133,20 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
                 deadline: (!body.enforces_timeout()).then(|| Instant::now() + timeout),
                 timeout,
                 timed_out: false,
+                cancellation: cancellation.clone(),
             },
         );
     }
     shared.inflight_cv.notify_all();
-    let result = body.run(input, timeout);
+    let info = AttemptInfo {
+        execution_id: &claim.execution_id,
+        workflow: &claim.workflow.name,
+        task_id: &claim.task_id,
+        attempt: claim.attempt - claim.attempt_base,
+        cancellation: &cancellation,
+    };
+    let result = body.run(&info, input, timeout);
+    cancellation.clear();
     {
         let mut inflight = lock(&shared.inflight);
         let attempt = inflight.attempts.remove(&slot);
@@ -184,8 +194,37 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             if recorded.finished.is_some() {
                 shared.execution_finished(&claim.execution_id);
             }
+            log_recorded(shared, claim, outcome, &recorded);
         }
         // The lease will lapse and the attempt run again: at-least-once.
         Err(e) => shared.report("recording a task attempt", &e),
+    }
+}
+
+/// Logs what recording an attempt did: a failed attempt and its retry at
+/// WARNING, the execution's end at INFO (ERROR when it failed).
+fn log_recorded(shared: &Shared, claim: &Claim, outcome: &AttemptOutcome, recorded: &AttemptRecorded) {
+    let (execution, workflow, task) = (claim.execution_id.as_str(), claim.workflow.name.as_str(), claim.task_id.as_str());
+    let attempt = claim.attempt - claim.attempt_base;
+    if !recorded.accepted {
+        let message = format!(
+            "task {task:?} of execution {execution}: the outcome of attempt {attempt} was discarded (the task was cancelled or taken over)"
+        );
+        shared.note(Level::Debug, Topic::Task, message, execution, workflow, Some(task));
+        return;
+    }
+    if let AttemptOutcome::Failed { failure, retry_at } = outcome {
+        let then = match retry_at {
+            Some(at) => format!("; retry scheduled at {}", rfc3339(*at)),
+            None => "; no attempt left".to_string(),
+        };
+        let message =
+            format!("task {task:?} of execution {execution} failed (attempt {attempt}): {}: {}{then}", failure.error_type, failure.message);
+        shared.note(Level::Warning, Topic::Task, message, execution, workflow, Some(task));
+    }
+    if let Some(status) = recorded.finished {
+        let level = if status == ExecutionStatus::Failed { Level::Error } else { Level::Info };
+        let message = format!("execution {execution} of workflow {workflow:?} finished: {status}");
+        shared.note(level, Topic::Execution, message, execution, workflow, None);
     }
 }

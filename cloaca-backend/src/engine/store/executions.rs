@@ -16,17 +16,43 @@ use crate::engine::workflow::{Dag, TaskFailure};
 
 // ---- creating and claiming ------------------------------------------------
 
-// An id already stored means this very insert committed before its
-// connection dropped, and is being run again: nothing more to do.
+// A conflict on either unique key inserts nothing: an id already stored
+// means this very insert committed before its connection dropped and is
+// being run again; a key already stored means another start with the same
+// idempotency key came first (on PostgreSQL a concurrent one is waited for).
 const INSERT_EXECUTION: &str = "INSERT INTO cloaca_executions
-    (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at)
-    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING";
+    (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, idempotency_key)
+    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+const FIND_BY_KEY: &str = "SELECT id, workflow_name FROM cloaca_executions WHERE idempotency_key = ?1";
 const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
-    (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at)
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at)
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+const INSERT_SHAPE: &str = "INSERT INTO cloaca_workflow_versions (workflow_name, workflow_version, shape, created_at)
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
 
-/// Inserts an execution with one row per task; roots start ready.
-pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
+/// What [`create_execution`] found or made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Created {
+    /// The execution that now exists: the new one, or the one an earlier
+    /// start with the same idempotency key made.
+    pub(crate) execution_id: String,
+    /// True when that earlier execution was returned.
+    pub(crate) existing: bool,
+}
+
+/// Inserts an execution with one row per task (roots start ready), and the
+/// shape of its workflow version unless `shape_stored`. With an
+/// idempotency key already used for this workflow, inserts nothing and
+/// returns that execution; used for another workflow, refuses.
+pub(crate) fn create_execution(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    dag: &Dag,
+    input: &Context,
+    idempotency_key: Option<&str>,
+    shape_stored: bool,
+    now: i64,
+) -> Result<Created> {
     let input = to_json(input, "storing an execution input")?;
     let inserted = conn.execute(
         INSERT_EXECUTION,
@@ -37,10 +63,26 @@ pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Da
             Param::Text(&input),
             Param::Int(dag.len() as i64),
             Param::Int(now),
+            Param::NullableText(idempotency_key),
         ],
     )?;
     if inserted == 0 {
-        return Ok(());
+        let Some(key) = idempotency_key else {
+            return Ok(Created { execution_id: execution_id.to_string(), existing: false });
+        };
+        return match conn.query_opt(FIND_BY_KEY, &[Param::Text(key)], |row| Ok((row.text(0)?, row.text(1)?)))? {
+            Some((_, workflow)) if workflow != dag.name() => Err(Error::IdempotencyConflict {
+                key: key.to_string(),
+                existing_workflow: workflow,
+                requested_workflow: dag.name().to_string(),
+            }),
+            Some((found, _)) => Ok(Created { existing: found != execution_id, execution_id: found }),
+            None => Ok(Created { execution_id: execution_id.to_string(), existing: false }),
+        };
+    }
+    if !shape_stored {
+        let shape = shape_json(dag);
+        conn.execute(INSERT_SHAPE, &[Param::Text(dag.name()), Param::Text(dag.version()), Param::Text(&shape), Param::Int(now)])?;
     }
     for (i, task) in dag.tasks().iter().enumerate() {
         let deps = dag.dependencies_of(i).len() as i64;
@@ -55,27 +97,45 @@ pub(crate) fn create_execution(conn: &mut dyn Conn, execution_id: &str, dag: &Da
                 Param::Int(deps),
                 Param::Int(i64::from(task.retry.retries) + 1),
                 Param::Int(now),
+                Param::NullableInt((deps == 0).then_some(now)),
             ],
         )?;
     }
     let roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count();
-    conn.notify(Channel::Work, &roots.to_string())
+    conn.notify(Channel::Work, &roots.to_string())?;
+    Ok(Created { execution_id: execution_id.to_string(), existing: false })
+}
+
+/// A workflow version's shape as stored: its task ids in topological order,
+/// each with the positions of its dependencies.
+pub(crate) fn shape_json(dag: &Dag) -> String {
+    let tasks: Vec<serde_json::Value> =
+        (0..dag.len()).map(|i| serde_json::json!({"id": dag.task(i).id, "deps": dag.dependencies_of(i)})).collect();
+    serde_json::Value::from(tasks).to_string()
 }
 
 pub(crate) const CLAIM_READY: &str = "UPDATE cloaca_task_executions
-    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
+    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'ready' AND next_attempt_at <= ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
                 ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
-    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base";
+// The lost attempt goes into the row's history (its runner, its start and
+// when its lease lapsed) in the same statement that takes it over. A paused
+// execution's lost attempts wait for resume_execution like its ready tasks.
 pub(crate) const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
-    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3
+    SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL,
+        history = COALESCE(history, '') || '{\"o\":\"lease_expired\",\"a\":' || CAST(attempt - attempt_base AS TEXT)
+            || ',\"r\":\"' || COALESCE(lease_owner, '') || '\",\"s\":' || CAST(COALESCE(started_at, 0) AS TEXT)
+            || ',\"e\":' || CAST(COALESCE(lease_expires_at, 0) AS TEXT) || '}
+'
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'running' AND lease_expires_at < ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
+                  AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
                 ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)
-    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures";
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base";
 
 /// Claims one ready task, or with `recover` one whose lease expired. Each
 /// claim is a single statement, so it needs no explicit transaction.
@@ -99,6 +159,9 @@ pub(crate) fn claim(
                 workflow: WorkflowRef { name: row.text(3)?, version: row.text(4)? },
                 attempt: row.int(5)?,
                 failures: row.int(6)?,
+                attempt_base: row.int(7)?,
+                owner: owner.to_string(),
+                claimed_at: now,
             })
         })?;
         if claimed.is_some() {
@@ -149,7 +212,16 @@ pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) FROM (
         SELECT MIN(lease_expires_at) AS due FROM cloaca_task_executions
         WHERE status = 'running' AND CAST(?2 AS BIGINT) = 1
           AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+          AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
     ) AS due_times";
+
+const CANCELLED_ROWS: &str = "SELECT id FROM cloaca_task_executions
+    WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND status = 'cancelled'";
+
+pub(crate) fn cancelled_rows(conn: &mut dyn Conn, row_ids: &[i64]) -> Result<Vec<i64>> {
+    let list = json_list(row_ids.iter().map(i64::to_string));
+    conn.query_all(CANCELLED_ROWS, &[Param::Text(&list)], |row| row.int(0))
+}
 
 pub(crate) fn renew_leases(conn: &mut dyn Conn, owner: &str, row_ids: &[i64], expires_at: i64) -> Result<()> {
     let list = json_list(row_ids.iter().map(i64::to_string));
@@ -255,32 +327,40 @@ fn output_text(row: &dyn Row) -> Result<(String, String)> {
 
 // ---- recording an attempt's end ------------------------------------------------
 
+// The lease owner stays on a finished row: it names the runner of the last
+// attempt. A failed attempt (not the last one when it is retried) goes into
+// the row's history, a JSON line written with the row.
 const COMPLETE_ATTEMPT: &str = "UPDATE cloaca_task_executions
-    SET status = 'completed', output_context = ?3, lease_owner = NULL, lease_expires_at = NULL, finished_at = ?4
+    SET status = 'completed', output_context = ?3, lease_expires_at = NULL, finished_at = ?4
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 const FAIL_ATTEMPT: &str = "UPDATE cloaca_task_executions
     SET status = 'failed', failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
-        lease_owner = NULL, lease_expires_at = NULL, finished_at = ?6
+        lease_expires_at = NULL, finished_at = ?6, history = COALESCE(history, '') || ?7
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 const RESCHEDULE_ATTEMPT: &str = "UPDATE cloaca_task_executions
-    SET status = 'ready', failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
-        lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = ?6
+    SET status = ?8, failures = failures + 1, error_type = ?3, error_message = ?4, error_traceback = ?5,
+        lease_expires_at = NULL, next_attempt_at = ?6, finished_at = ?9, history = COALESCE(history, '') || ?7
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 // SET expressions read the row as it was, so `deps_remaining = 1` means
-// "this was the last dependency".
+// "this was the last dependency". A paused execution's newly ready tasks
+// are held (?4 = 'held') until resume_execution.
 pub(crate) const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
     SET deps_remaining = deps_remaining - 1,
-        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
-        next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END
+        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE status END,
+        next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END,
+        ready_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE ready_at END
     WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))
     RETURNING status";
 pub(crate) const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
-    WHERE execution_id = ?1 AND status IN ('pending', 'ready') AND task_id IN (SELECT value FROM json_each(?2))";
+    WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held') AND task_id IN (SELECT value FROM json_each(?2))";
 pub(crate) const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
-    SET status = 'skipped', finished_at = ?2, lease_owner = NULL, lease_expires_at = NULL
-    WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'running')";
+    SET status = 'skipped', finished_at = ?2, lease_expires_at = NULL
+    WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held', 'running')";
+// Updating the execution row first locks it (PostgreSQL), so that a pause,
+// a cancellation and this attempt's consequences are applied in one order;
+// its status says whether readied tasks are held.
 pub(crate) const DECREMENT_REMAINING: &str =
-    "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining";
+    "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining, status";
 pub(crate) const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
     FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'failed'";
 pub(crate) const FINISH_EXECUTION: &str = "UPDATE cloaca_executions
@@ -302,18 +382,23 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
             if conn.execute(COMPLETE_ATTEMPT, &[fence[0], fence[1], Param::Text(&text), Param::Int(now)])? != 1 {
                 return Ok(AttemptRecorded::default());
             }
+            let (remaining, status) = count_finished(conn, execution, 1)?;
             let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
             if !dependents.is_empty() {
-                recorded.readied = release_dependents(conn, execution, &dependents, now)?;
+                recorded.readied = release_dependents(conn, execution, &dependents, ready_status(status), now)?;
                 if recorded.readied > 0 {
                     conn.notify(Channel::Work, &recorded.readied.to_string())?;
                 }
             }
-            recorded.finished = settle(conn, execution, 1, dag, now)?;
+            recorded.finished = settle(conn, execution, remaining, dag, now)?;
         }
         AttemptOutcome::Failed { failure, retry_at: Some(at) } => {
+            let (_, status) = count_finished(conn, execution, 0)?;
             let [error_type, message, traceback] = failure_params(failure);
-            if conn.execute(RESCHEDULE_ATTEMPT, &[fence[0], fence[1], error_type, message, traceback, Param::Int(*at)])? != 1 {
+            let entry = failed_entry(claim, failure, now, Some(*at));
+            let params = [fence[0], fence[1], error_type, message, traceback, Param::Int(*at), Param::Text(&entry)];
+            let params = [&params[..], &[Param::Text(ready_status(status)), Param::Int(now)]].concat();
+            if conn.execute(RESCHEDULE_ATTEMPT, &params)? != 1 {
                 return Ok(AttemptRecorded::default());
             }
             // Other processes learn of the retry time at their next idle check.
@@ -321,7 +406,9 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
         }
         AttemptOutcome::Failed { failure, retry_at: None } => {
             let [error_type, message, traceback] = failure_params(failure);
-            if conn.execute(FAIL_ATTEMPT, &[fence[0], fence[1], error_type, message, traceback, Param::Int(now)])? != 1 {
+            let entry = failed_entry(claim, failure, now, None);
+            let params = [fence[0], fence[1], error_type, message, traceback, Param::Int(now), Param::Text(&entry)];
+            if conn.execute(FAIL_ATTEMPT, &params)? != 1 {
                 return Ok(AttemptRecorded::default());
             }
             let descendants: Vec<&str> = dag.descendants_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
@@ -331,7 +418,8 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
                 let list = json_list(&descendants);
                 conn.execute(SKIP_TASKS, &[Param::Text(execution), Param::Text(&list), Param::Int(now)])?
             };
-            recorded.finished = settle(conn, execution, 1 + skipped as i64, dag, now)?;
+            let (remaining, _) = count_finished(conn, execution, 1 + skipped as i64)?;
+            recorded.finished = settle(conn, execution, remaining, dag, now)?;
         }
     }
     Ok(recorded)
@@ -341,21 +429,53 @@ fn failure_params(failure: &TaskFailure) -> [Param<'_>; 3] {
     [Param::Text(&failure.error_type), Param::Text(&failure.message), Param::NullableText(failure.traceback.as_deref())]
 }
 
+/// The history line of a failed attempt.
+fn failed_entry(claim: &Claim, failure: &TaskFailure, now: i64, retry_at: Option<i64>) -> String {
+    let mut entry = serde_json::json!({
+        "o": "failed",
+        "a": claim.attempt - claim.attempt_base,
+        "r": claim.owner,
+        "s": claim.claimed_at,
+        "e": now,
+        "t": failure.error_type,
+        "m": failure.message,
+    });
+    if let Some(at) = retry_at {
+        entry["retry_at"] = at.into();
+    }
+    format!("{entry}\n")
+}
+
+/// The status a task that becomes ready gets: held while its execution is paused.
+fn ready_status(execution: ExecutionStatus) -> &'static str {
+    if execution == ExecutionStatus::Paused {
+        "held"
+    } else {
+        "ready"
+    }
+}
+
+/// Counts `finished` tasks off the execution (locking its row); returns
+/// how many are left and the execution's status.
+fn count_finished(conn: &mut dyn Conn, execution_id: &str, finished: i64) -> Result<(i64, ExecutionStatus)> {
+    conn.query_opt(DECREMENT_REMAINING, &[Param::Text(execution_id), Param::Int(finished)], |row| {
+        Ok((row.int(0)?, ExecutionStatus::from_db(&row.text(1)?)?))
+    })?
+    .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))
+}
+
 /// Decrements the pending-dependency count of `dependents`; those reaching
-/// zero become ready. Returns how many became ready.
-fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&str], now: i64) -> Result<u64> {
+/// zero become `ready_status`. Returns how many became claimable.
+fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&str], ready_status: &str, now: i64) -> Result<u64> {
     let list = json_list(dependents);
-    let statuses =
-        conn.query_all(RELEASE_DEPENDENTS, &[Param::Text(execution_id), Param::Text(&list), Param::Int(now)], |row| row.text(0))?;
+    let params = [Param::Text(execution_id), Param::Text(&list), Param::Int(now), Param::Text(ready_status)];
+    let statuses = conn.query_all(RELEASE_DEPENDENTS, &params, |row| row.text(0))?;
     Ok(statuses.iter().filter(|s| *s == "ready").count() as u64)
 }
 
-/// Counts `finished` tasks off the execution and, when none is left,
-/// finishes it with its final context and error message.
-fn settle(conn: &mut dyn Conn, execution_id: &str, finished: i64, dag: &Dag, now: i64) -> Result<Option<ExecutionStatus>> {
-    let remaining = conn
-        .query_opt(DECREMENT_REMAINING, &[Param::Text(execution_id), Param::Int(finished)], |row| row.int(0))?
-        .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+/// With no task left, finishes the execution with its final context and
+/// error message.
+fn settle(conn: &mut dyn Conn, execution_id: &str, remaining: i64, dag: &Dag, now: i64) -> Result<Option<ExecutionStatus>> {
     if remaining > 0 {
         return Ok(None);
     }
@@ -376,14 +496,14 @@ fn settle(conn: &mut dyn Conn, execution_id: &str, finished: i64, dag: &Dag, now
     Ok(Some(status))
 }
 
-fn execution_input(conn: &mut dyn Conn, execution_id: &str) -> Result<Context> {
+pub(crate) fn execution_input(conn: &mut dyn Conn, execution_id: &str) -> Result<Context> {
     let text = conn
         .query_opt(LOAD_INPUT, &[Param::Text(execution_id)], |row| row.text(0))?
         .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
     parse_context(&text, "an execution input")
 }
 
-fn finish_execution(
+pub(crate) fn finish_execution(
     conn: &mut dyn Conn,
     execution_id: &str,
     status: ExecutionStatus,

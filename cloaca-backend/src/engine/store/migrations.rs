@@ -150,6 +150,45 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             CREATE INDEX cloaca_executions_finished ON cloaca_executions (finished_at) WHERE finished_at IS NOT NULL;
             CREATE INDEX cloaca_cron_executions_by_execution ON cloaca_cron_executions (execution_id);",
     },
+    Migration {
+        version: 5,
+        name: "task history, steering and idempotent starts",
+        // What a run's records and events are made of, chosen so that the
+        // hot path writes nothing it did not write before: a task row keeps
+        // its last runner and when it became ready, and gains the ended
+        // attempts that are not its last (failures, lost leases, cancelled
+        // attempts) as JSON lines appended to `history`, on the page the
+        // row update writes anyway. Pauses, resumptions, cancellations and
+        // retries are rare and get rows of their own. `attempt_base` counts
+        // the attempts of earlier rounds (before a retry_execution), so that
+        // attempt numbers keep fencing across rounds. A workflow version's
+        // shape is stored once, so that a process without the workflow (the
+        // command line) can retry, picture and finish its executions. The
+        // idempotency key is unique where set: two starts with one key
+        // insert one row, whichever process they come from.
+        sql: "
+            ALTER TABLE cloaca_task_executions ADD COLUMN ready_at INTEGER;
+            ALTER TABLE cloaca_task_executions ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0;
+            ALTER TABLE cloaca_task_executions ADD COLUMN history TEXT;
+            ALTER TABLE cloaca_executions ADD COLUMN idempotency_key TEXT;
+            CREATE UNIQUE INDEX cloaca_executions_idempotency ON cloaca_executions (idempotency_key) WHERE idempotency_key IS NOT NULL;
+            CREATE TABLE cloaca_execution_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                execution_id TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                runner TEXT,
+                detail TEXT
+            );
+            CREATE INDEX cloaca_execution_events_by_execution ON cloaca_execution_events (execution_id, id);
+            CREATE TABLE cloaca_workflow_versions (
+                workflow_name TEXT NOT NULL,
+                workflow_version TEXT NOT NULL,
+                shape TEXT NOT NULL,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (workflow_name, workflow_version)
+            );",
+    },
 ];
 
 /// The schema version this build writes.
@@ -202,7 +241,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
         assert_eq!(pending(MIGRATIONS_VERSION).count(), 0);
     }
 }

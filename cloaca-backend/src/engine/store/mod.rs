@@ -24,18 +24,23 @@
 
 #[cfg(test)]
 use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::error::{Error, Result};
-use super::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
+use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
+use super::sync::lock;
 use super::url::DatabaseUrl;
 use super::workflow::{Dag, Workflows};
+use executions::Created;
 
 mod conn;
+mod control;
 mod executions;
+mod history;
 mod migrations;
 #[cfg(test)]
 mod plans;
@@ -53,6 +58,7 @@ pub(crate) use schedules::{CronRun, CronStats, Fired, LostCandidate, Recovered, 
 
 pub(crate) use retention::{PruneFilter, Pruned};
 
+pub(crate) use history::Shape;
 pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, LoadedContexts};
 
 #[cfg(feature = "postgres")]
@@ -71,6 +77,18 @@ pub(crate) struct Store {
     outage_timeout: Duration,
     /// Set when the owner shuts down: waiting for the database stops.
     closing: AtomicBool,
+    /// Workflow versions whose shape this store has stored: the first
+    /// execution of a version stores it, in its own transaction.
+    stored_shapes: Mutex<HashSet<String>>,
+}
+
+/// Counts of what a database holds, for `get_database_info`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DatabaseCounts {
+    pub(crate) schema_version: i64,
+    pub(crate) executions: BTreeMap<String, i64>,
+    pub(crate) task_executions: i64,
+    pub(crate) cron_schedules: i64,
 }
 
 impl Store {
@@ -80,7 +98,12 @@ impl Store {
     /// connections. Opening is not retried: a database that cannot be
     /// reached now is reported at once.
     pub(crate) fn open(url: &DatabaseUrl, schema: Option<&str>, pool_size: usize, outage_timeout: Duration, now: i64) -> Result<Store> {
-        Ok(Store { db: Db::open(url, schema, pool_size, now)?, outage_timeout, closing: AtomicBool::new(false) })
+        Ok(Store {
+            db: Db::open(url, schema, pool_size, now)?,
+            outage_timeout,
+            closing: AtomicBool::new(false),
+            stored_shapes: Mutex::new(HashSet::new()),
+        })
     }
 
     /// Stops waiting out outages: a retried operation gives up at its next
@@ -133,9 +156,72 @@ impl Store {
         }
     }
 
-    /// Inserts an execution and one row per task (roots ready), in one transaction.
-    pub(crate) fn create_execution(&self, execution_id: &str, dag: &Dag, input: &Context, now: i64) -> Result<()> {
-        self.retrying(|| self.db.write("creating an execution", |c| executions::create_execution(c, execution_id, dag, input, now)))
+    /// Inserts an execution and one row per task (roots ready), in one
+    /// transaction; with an idempotency key already used for this workflow,
+    /// returns that execution instead.
+    pub(crate) fn create_execution(
+        &self,
+        execution_id: &str,
+        dag: &Dag,
+        input: &Context,
+        idempotency_key: Option<&str>,
+        now: i64,
+    ) -> Result<Created> {
+        let shape_stored = lock(&self.stored_shapes).contains(dag.version());
+        let created = self.retrying(|| {
+            self.db.write("creating an execution", |c| {
+                executions::create_execution(c, execution_id, dag, input, idempotency_key, shape_stored, now)
+            })
+        })?;
+        if !shape_stored {
+            lock(&self.stored_shapes).insert(dag.version().to_string());
+        }
+        Ok(created)
+    }
+
+    /// Cancels an unfinished execution; returns the tasks it cancelled.
+    pub(crate) fn cancel_execution(&self, execution_id: &str, runner: &str, now: i64) -> Result<Vec<String>> {
+        self.retrying(|| self.db.write("cancelling an execution", |c| control::cancel(c, execution_id, runner, now)))
+    }
+
+    pub(crate) fn pause_execution(&self, execution_id: &str, runner: &str, now: i64) -> Result<()> {
+        self.retrying(|| self.db.write("pausing an execution", |c| control::pause(c, execution_id, runner, now)))
+    }
+
+    /// Returns how many held tasks became ready.
+    pub(crate) fn resume_execution(&self, execution_id: &str, runner: &str, now: i64) -> Result<u64> {
+        self.retrying(|| self.db.write("resuming an execution", |c| control::resume(c, execution_id, runner, now)))
+    }
+
+    /// Runs a Failed or Cancelled execution again from where it stopped;
+    /// returns how many tasks are ready at once.
+    pub(crate) fn retry_execution(&self, execution_id: &str, runner: &str, now: i64) -> Result<u64> {
+        self.retrying(|| self.db.write("retrying an execution", |c| control::retry(c, execution_id, runner, now)))
+    }
+
+    /// The tasks of an execution, in topological order.
+    pub(crate) fn task_records(&self, execution_id: &str) -> Result<Vec<TaskRecord>> {
+        self.retrying(|| self.db.single(|c| history::task_records(c, execution_id)))
+    }
+
+    /// The events of an execution, oldest first.
+    pub(crate) fn events(&self, execution_id: &str) -> Result<Vec<ExecutionEvent>> {
+        self.retrying(|| self.db.single(|c| history::events(c, execution_id)))
+    }
+
+    /// The stored shape of the workflow version an execution runs.
+    pub(crate) fn shape(&self, execution_id: &str) -> Result<Option<Shape>> {
+        self.retrying(|| self.db.single(|c| history::load_shape(c, execution_id)))
+    }
+
+    /// What the database holds.
+    pub(crate) fn counts(&self) -> Result<DatabaseCounts> {
+        self.retrying(|| self.db.single(|c| history::counts(c)))
+    }
+
+    /// Where the database is (no password), for messages and `get_database_info`.
+    pub(crate) fn target(&self) -> String {
+        self.db.target().to_string()
     }
 
     /// Claims one claimable task of the given workflows: a ready task whose
@@ -167,6 +253,11 @@ impl Store {
             return Ok(());
         }
         self.retrying(|| self.db.single(|c| executions::renew_leases(c, owner, row_ids, expires_at)))
+    }
+
+    /// Which of the rows `row_ids` were cancelled.
+    pub(crate) fn cancelled_rows(&self, row_ids: &[i64]) -> Result<Vec<i64>> {
+        self.retrying(|| self.db.single(|c| executions::cancelled_rows(c, row_ids)))
     }
 
     /// The earliest future time at which a task of these workflows becomes

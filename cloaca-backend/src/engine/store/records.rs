@@ -16,8 +16,14 @@ pub(crate) struct Claim {
     pub(crate) workflow: WorkflowRef,
     /// The attempt number, 1-based; it fences every later write of this attempt.
     pub(crate) attempt: i64,
-    /// Failed attempts so far.
+    /// Failed attempts so far (in this round).
     pub(crate) failures: i64,
+    /// Attempts of earlier rounds (before a retry_execution): `attempt -
+    /// attempt_base` is this attempt's number within its round.
+    pub(crate) attempt_base: i64,
+    /// The runner holding the lease, and when it claimed it (unix ms).
+    pub(crate) owner: String,
+    pub(crate) claimed_at: i64,
 }
 
 /// How an attempt ended, as the runner reports it.
@@ -67,6 +73,9 @@ pub(crate) enum Channel {
     Work,
     /// An execution finished; the payload is its id.
     Done,
+    /// An execution was cancelled; the payload is its id. Runners stop its
+    /// running async tasks.
+    Cancel,
 }
 
 /// Receives notifications: the channel and its payload.

@@ -1,9 +1,10 @@
 //! Retention: deleting finished executions, their task rows and the cron
 //! history rows that point at them, one bounded batch per transaction.
 //!
-//! Only Completed and Failed executions are ever deleted: both are final
-//! (nothing moves an execution out of them), so an execution found finished
-//! inside the batch's transaction stays finished until it commits. Batches
+//! Only finished (Completed, Failed, Cancelled) executions are ever deleted.
+//! `retry_execution` can move a Failed or Cancelled one out of that state,
+//! so the status is checked again by the statement that deletes it: an
+//! execution retried after the batch picked it is left alone. Batches
 //! are safe to run from several processes at once: on PostgreSQL each
 //! locks the executions it picked and skips those another batch holds; on
 //! SQLite the write lock serialises them. Deleting a tick's history row
@@ -39,15 +40,16 @@ pub(crate) struct Pruned {
 // time range to a planner without statistics): that would read and sort
 // every finished execution of the history to find one batch.
 pub(crate) const PRUNABLE: &str = "SELECT id FROM cloaca_executions
-    WHERE finished_at < ?1 AND status || '' IN ('completed', 'failed')
+    WHERE finished_at < ?1 AND status || '' IN ('completed', 'failed', 'cancelled')
       AND (CAST(?2 AS TEXT) IS NULL OR status || '' = ?2)
       AND (CAST(?3 AS TEXT) IS NULL OR workflow_name || '' = ?3)
     ORDER BY finished_at LIMIT ?4 /*LOCK*/";
 // The status is checked again where it is deleted: only a finished row goes,
 // and only the children of rows that went.
 const DELETE_EXECUTIONS: &str = "DELETE FROM cloaca_executions
-    WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('completed', 'failed') RETURNING id";
+    WHERE id IN (SELECT value FROM json_each(?1)) AND status IN ('completed', 'failed', 'cancelled') RETURNING id";
 pub(crate) const DELETE_TASKS: &str = "DELETE FROM cloaca_task_executions WHERE execution_id IN (SELECT value FROM json_each(?1))";
+pub(crate) const DELETE_EVENTS: &str = "DELETE FROM cloaca_execution_events WHERE execution_id IN (SELECT value FROM json_each(?1))";
 pub(crate) const DELETE_CRON_RUNS: &str = "DELETE FROM cloaca_cron_executions WHERE execution_id IN (SELECT value FROM json_each(?1))";
 
 /// Deletes up to `batch_size` executions matching `filter`; run inside one transaction.
@@ -66,6 +68,7 @@ pub(crate) fn prune_batch(conn: &mut dyn Conn, filter: &PruneFilter, batch_size:
     if !deleted.is_empty() {
         let list = json_list(&deleted);
         conn.execute(DELETE_TASKS, &[Param::Text(&list)])?;
+        conn.execute(DELETE_EVENTS, &[Param::Text(&list)])?;
         conn.execute(DELETE_CRON_RUNS, &[Param::Text(&list)])?;
     }
     Ok(Pruned { picked: picked.len() as u64, deleted: deleted.len() as u64 })

@@ -302,7 +302,7 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &
     if recorded == 0 {
         return Ok(false);
     }
-    create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), now)?;
+    create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), None, false, now)?;
     Ok(true)
 }
 

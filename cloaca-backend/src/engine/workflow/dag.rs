@@ -160,6 +160,16 @@ impl Dag {
         self.ordered.iter().map(|t| t.id.clone()).collect()
     }
 
+    /// Each task with the ids of its direct dependencies, both in topological
+    /// order: what a picture of the workflow draws.
+    pub(crate) fn shape(&self) -> Vec<(String, Vec<String>)> {
+        self.ordered
+            .iter()
+            .zip(&self.dependencies)
+            .map(|(task, deps)| (task.id.clone(), deps.iter().map(|&d| self.ordered[d].id.clone()).collect()))
+            .collect()
+    }
+
     /// Tasks grouped by depth: level 0 has no dependencies, level n depends
     /// only on earlier levels. Each level is sorted by task id.
     pub(crate) fn execution_levels(&self) -> Vec<Vec<String>> {
@@ -203,12 +213,18 @@ impl Dag {
     /// when no task completed. Keeping only these "frontier" outputs means a
     /// key a later task removed stays removed.
     pub(crate) fn final_context(&self, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
-        if outputs.is_empty() {
-            return execution_input.clone();
-        }
-        let frontier = (0..self.len()).filter(|i| outputs.contains_key(i) && !self.dependents[*i].iter().any(|d| outputs.contains_key(d)));
-        merge(frontier.filter_map(|i| outputs.get(&i)))
+        frontier_context(&self.dependents, execution_input, outputs)
     }
+}
+
+/// [`Dag::final_context`] over a bare graph (the dependents of each task
+/// position), for a process that has only a workflow version's stored shape.
+pub(crate) fn frontier_context(dependents: &[Vec<usize>], execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
+    if outputs.is_empty() {
+        return execution_input.clone();
+    }
+    let frontier = (0..dependents.len()).filter(|i| outputs.contains_key(i) && !dependents[*i].iter().any(|d| outputs.contains_key(d)));
+    merge(frontier.filter_map(|i| outputs.get(&i)))
 }
 
 /// Merges contexts left to right; later keys win.
@@ -339,6 +355,20 @@ mod tests {
         assert_eq!(dag.roots(), ["a"]);
         assert_eq!(dag.leaves(), ["d"]);
         assert_eq!(dag.descendants_of(dag.position("b").unwrap()), vec![3]);
+    }
+
+    #[test]
+    fn shape_lists_tasks_and_their_dependencies_in_topological_order() {
+        let declared = Dag::new(spec(vec![task("d", &["c", "b", "c"]), task("c", &["a"]), task("b", &["a"]), task("a", &[])])).unwrap();
+        let owned = |deps: &[&str]| deps.iter().map(|d| d.to_string()).collect::<Vec<_>>();
+        let expected = vec![
+            ("a".to_string(), owned(&[])),
+            ("b".to_string(), owned(&["a"])),
+            ("c".to_string(), owned(&["a"])),
+            ("d".to_string(), owned(&["b", "c"])),
+        ];
+        assert_eq!(declared.shape(), expected, "a repeated dependency is listed once, in topological order");
+        assert_eq!(diamond().shape(), expected);
     }
 
     #[test]

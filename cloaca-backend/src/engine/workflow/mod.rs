@@ -1,10 +1,13 @@
-//! Workflows: their structure ([`dag`]), their retry rules ([`retry`]) and
-//! the workflows this process can run ([`registry`]).
+//! Workflows: their structure ([`dag`]), their retry rules ([`retry`]), the
+//! workflows this process can run ([`registry`]) and pictures of them
+//! ([`picture`]).
 
 mod dag;
+mod picture;
 mod registry;
 mod retry;
 
-pub(crate) use dag::{merge, Dag, TaskSpec, WorkflowSpec};
-pub(crate) use registry::{Registry, TaskBody, Workflow, Workflows};
+pub(crate) use dag::{frontier_context, merge, Dag, TaskSpec, WorkflowSpec};
+pub(crate) use picture::{render, PictureFormat, TaskPaint};
+pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
 pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};

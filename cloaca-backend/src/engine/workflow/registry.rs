@@ -5,21 +5,72 @@
 //! for a process that has it instead of running the wrong code.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock, RwLock};
-
-use crate::engine::sync::{read, write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
+
+use crate::engine::sync::{lock, read, write};
 
 use super::dag::Dag;
 use super::retry::TaskFailure;
 use crate::engine::model::Context;
 use crate::engine::model::WorkflowRef;
 
+/// Which attempt a body runs, for its log records, and how it is cancelled.
+pub(crate) struct AttemptInfo<'a> {
+    pub(crate) execution_id: &'a str,
+    pub(crate) workflow: &'a str,
+    pub(crate) task_id: &'a str,
+    /// The attempt's number within its round.
+    pub(crate) attempt: i64,
+    pub(crate) cancellation: &'a Cancellation,
+}
+
+/// A request to stop an attempt (its execution was cancelled). A body that
+/// can stop (an awaited coroutine) registers how; a plain function runs to
+/// its end and its outcome is discarded.
+#[derive(Default)]
+pub(crate) struct Cancellation {
+    requested: AtomicBool,
+    hook: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Cancellation {
+    /// Registers how to stop the attempt; runs it at once if cancellation
+    /// was already requested.
+    pub(crate) fn on_cancel(&self, hook: Box<dyn FnOnce() + Send>) {
+        let mut slot = lock(&self.hook);
+        if self.requested.load(Ordering::SeqCst) {
+            drop(slot);
+            hook();
+        } else {
+            *slot = Some(hook);
+        }
+    }
+
+    /// Forgets the hook (the attempt ended).
+    pub(crate) fn clear(&self) {
+        lock(&self.hook).take();
+    }
+
+    pub(crate) fn cancel(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let hook = lock(&self.hook).take();
+        if let Some(hook) = hook {
+            hook();
+        }
+    }
+
+    pub(crate) fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
 /// The code of one task.
 pub(crate) trait TaskBody: Send + Sync {
     /// Runs one attempt on `input` and returns the output context. `timeout`
     /// is the attempt's time limit.
-    fn run(&self, input: Context, timeout: Duration) -> Result<Context, TaskFailure>;
+    fn run(&self, attempt: &AttemptInfo<'_>, input: Context, timeout: Duration) -> Result<Context, TaskFailure>;
 
     /// True when `run` stops itself at the time limit (an awaited coroutine
     /// can be cancelled; a plain function cannot, so the runner abandons it).

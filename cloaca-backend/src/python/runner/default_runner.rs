@@ -9,9 +9,11 @@ use pyo3::types::PyDict;
 
 use super::config::PyDefaultRunnerConfig;
 use super::cron;
+use super::records::{PyExecutionEvent, PyTaskRecord};
 use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
 use crate::engine::{
-    lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PruneFilter, Registry, Result as EngineResult, Runner, Store,
+    lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PictureFormat, PruneFilter, Registry, Result as EngineResult,
+    Runner, Store,
 };
 use crate::python::context::PyContext;
 use crate::python::errors::to_py;
@@ -102,22 +104,41 @@ impl PyDefaultRunner {
     }
 
     /// Runs the registered workflow `workflow_name` on `context` (a Context,
-    /// a dict or None) and returns its result once it has finished.
-    #[pyo3(signature = (workflow_name, context=None))]
-    fn execute(&self, py: Python<'_>, workflow_name: &str, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyPipelineResult> {
+    /// a dict or None) and returns its result once it has finished. With an
+    /// `idempotency_key` that already started this workflow (from any
+    /// process), waits for and returns that execution instead of starting
+    /// another.
+    #[pyo3(signature = (workflow_name, context=None, idempotency_key=None))]
+    fn execute(
+        &self,
+        py: Python<'_>,
+        workflow_name: &str,
+        context: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&str>,
+    ) -> PyResult<PyPipelineResult> {
         let input = PyContext::from_argument(context)?;
+        check_key(idempotency_key)?;
         let runner = self.runner()?;
         let mut signal = SignalCheck::default();
-        let record = py.detach(|| runner.execute_with(workflow_name, &input, &mut || signal.keep_waiting()));
-        signal.result(record)
+        let record = py.detach(|| runner.execute_with(workflow_name, &input, idempotency_key, &mut || signal.keep_waiting()));
+        signal.result(&runner, record)
     }
 
     /// Starts the workflow and returns at once with a handle to wait on.
-    #[pyo3(signature = (workflow_name, context=None))]
-    fn execute_async(&self, py: Python<'_>, workflow_name: &str, context: Option<&Bound<'_, PyAny>>) -> PyResult<PyExecutionHandle> {
+    /// With an `idempotency_key` that already started this workflow, returns
+    /// a handle to that execution instead.
+    #[pyo3(signature = (workflow_name, context=None, idempotency_key=None))]
+    fn execute_async(
+        &self,
+        py: Python<'_>,
+        workflow_name: &str,
+        context: Option<&Bound<'_, PyAny>>,
+        idempotency_key: Option<&str>,
+    ) -> PyResult<PyExecutionHandle> {
         let input = PyContext::from_argument(context)?;
+        check_key(idempotency_key)?;
         let runner = self.runner()?;
-        let execution_id = py.detach(|| runner.start_execution(workflow_name, &input)).map_err(to_py)?;
+        let execution_id = py.detach(|| runner.start_execution(workflow_name, &input, idempotency_key)).map_err(to_py)?;
         Ok(PyExecutionHandle::new(runner, execution_id))
     }
 
@@ -125,7 +146,94 @@ impl PyDefaultRunner {
     fn get_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<PyPipelineResult> {
         let runner = self.runner()?;
         let record = py.detach(|| runner.record(execution_id)).map_err(to_py)?;
-        Ok(PyPipelineResult::from(record))
+        Ok(PyPipelineResult::new(record, &runner))
+    }
+
+    /// The tasks of any execution in this database, as TaskRecords in
+    /// topological order.
+    fn get_execution_tasks(&self, py: Python<'_>, execution_id: &str) -> PyResult<Vec<PyTaskRecord>> {
+        let runner = self.runner()?;
+        let records = py.detach(|| runner.task_records(execution_id)).map_err(to_py)?;
+        Ok(records.into_iter().map(PyTaskRecord::from).collect())
+    }
+
+    /// The history of any execution in this database, as ExecutionEvents,
+    /// oldest first.
+    fn get_execution_events(&self, py: Python<'_>, execution_id: &str) -> PyResult<Vec<PyExecutionEvent>> {
+        let runner = self.runner()?;
+        let events = py.detach(|| runner.events(execution_id)).map_err(to_py)?;
+        Ok(events.into_iter().map(PyExecutionEvent::from).collect())
+    }
+
+    /// Cancels an unfinished execution, from any process: no task of it
+    /// starts afterwards, running async tasks are cancelled, a running plain
+    /// task runs to its end and its outcome is discarded; the execution and
+    /// its unfinished tasks become "Cancelled".
+    fn cancel_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.cancel_execution(execution_id)).map_err(to_py)
+    }
+
+    /// Pauses an unfinished execution: no new task of it is claimed (running
+    /// ones finish and are recorded) until `resume_execution`; the pause is
+    /// stored, so it outlives runner restarts. Pausing a paused execution
+    /// changes nothing.
+    fn pause_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.pause_execution(execution_id)).map_err(to_py)
+    }
+
+    /// Resumes a paused execution: its held tasks become claimable again.
+    /// Resuming an unfinished execution that is not paused changes nothing.
+    fn resume_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
+        let runner = self.runner()?;
+        py.detach(|| runner.resume_execution(execution_id)).map_err(to_py)
+    }
+
+    /// Runs a Failed or Cancelled execution again from where it stopped:
+    /// completed tasks keep their outputs and do not run; failed, skipped and
+    /// cancelled tasks run again with fresh attempt counts (earlier attempts
+    /// stay in the events). Returns a handle to wait on.
+    fn retry_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<PyExecutionHandle> {
+        let runner = self.runner()?;
+        py.detach(|| runner.retry_execution(execution_id)).map_err(to_py)?;
+        Ok(PyExecutionHandle::new(runner, execution_id.to_string()))
+    }
+
+    /// A picture of an execution in `format` ("mermaid" or "dot"): its
+    /// workflow's graph with each task coloured by its state and labelled
+    /// with its duration and attempts.
+    #[pyo3(signature = (execution_id, format="mermaid"))]
+    fn render_execution(&self, py: Python<'_>, execution_id: &str, format: &str) -> PyResult<String> {
+        let format = PictureFormat::parse(format).map_err(to_py)?;
+        let runner = self.runner()?;
+        py.detach(|| runner.render_execution(execution_id, format)).map_err(to_py)
+    }
+
+    /// This runner's id, as TaskRecord.runner and ExecutionEvent.runner name it.
+    #[getter]
+    fn runner_id(&self) -> PyResult<String> {
+        Ok(self.runner()?.id().to_string())
+    }
+
+    /// What the database holds: backend, database (the URL without its
+    /// password), schema_version, executions (a count per status),
+    /// task_executions and cron_schedules.
+    fn get_database_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let runner = self.runner()?;
+        let (_, counts) = py.detach(|| runner.database_counts()).map_err(to_py)?;
+        let info = PyDict::new(py);
+        info.set_item("backend", Backend::CURRENT.name())?;
+        info.set_item("database", redact(&self.database_url))?;
+        info.set_item("schema_version", counts.schema_version)?;
+        let executions = PyDict::new(py);
+        for (status, count) in &counts.executions {
+            executions.set_item(status, count)?;
+        }
+        info.set_item("executions", executions)?;
+        info.set_item("task_executions", counts.task_executions)?;
+        info.set_item("cron_schedules", counts.cron_schedules)?;
+        Ok(info)
     }
 
     /// Executions in this database, newest first, optionally filtered.
@@ -140,13 +248,13 @@ impl PyDefaultRunner {
         let status = match status.as_deref() {
             None => None,
             Some(s) => Some(ExecutionStatus::from_display(s).ok_or_else(|| {
-                PyValueError::new_err(format!("status={s:?} is not accepted: use \"Pending\", \"Running\", \"Completed\" or \"Failed\""))
+                PyValueError::new_err(format!("status={s:?} is not accepted: use one of {}", ExecutionStatus::accepted()))
             })?),
         };
         cron::check_page(limit, 0)?;
         let runner = self.runner()?;
         let records = py.detach(|| runner.list_executions(workflow_name.as_deref(), status, limit)).map_err(to_py)?;
-        Ok(records.into_iter().map(PyPipelineResult::from).collect())
+        Ok(records.into_iter().map(|r| PyPipelineResult::new(r, &runner)).collect())
     }
 
     /// Schedules the registered workflow `workflow_name` on a cron
@@ -290,4 +398,14 @@ fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResu
         let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         PyTypeError::new_err(format!("{method} needs a cloaca.DefaultRunnerConfig, not {type_name}"))
     })
+}
+
+/// Refuses an empty idempotency key (it would name every keyless start).
+fn check_key(key: Option<&str>) -> PyResult<()> {
+    match key {
+        Some(k) if k.is_empty() => {
+            Err(PyValueError::new_err("idempotency_key=\"\" is not accepted: use a non-empty string, or None for no key"))
+        }
+        _ => Ok(()),
+    }
 }

@@ -1,13 +1,14 @@
 //! `ExecutionHandle` and `PipelineResult`, and the Ctrl-C check of every
 //! blocking wait.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use crate::engine::{rfc3339, ExecutionRecord, Result as EngineResult, Runner};
+use super::records::PyTaskRecord;
+use crate::engine::{rfc3339, ExecutionRecord, Result as EngineResult, Runner, TaskRecord};
 use crate::python::context::PyContext;
 use crate::python::errors::to_py;
 
@@ -30,11 +31,11 @@ impl SignalCheck {
     }
 
     /// The wait's result, or the exception a signal handler raised.
-    pub(crate) fn result(self, record: EngineResult<ExecutionRecord>) -> PyResult<PyPipelineResult> {
+    pub(crate) fn result(self, runner: &Arc<Runner>, record: EngineResult<ExecutionRecord>) -> PyResult<PyPipelineResult> {
         if let Some(raised) = self.raised {
             return Err(raised);
         }
-        record.map(PyPipelineResult::from).map_err(to_py)
+        record.map(|r| PyPipelineResult::new(r, runner)).map_err(to_py)
     }
 }
 
@@ -75,7 +76,12 @@ impl PyExecutionHandle {
         };
         let mut signal = SignalCheck::default();
         let record = py.detach(|| self.runner.wait_with(&self.execution_id, timeout, &mut || signal.keep_waiting()));
-        signal.result(record)
+        signal.result(&self.runner, record)
+    }
+
+    /// Cancels the execution (see `DefaultRunner.cancel_execution`).
+    fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.runner.cancel_execution(&self.execution_id)).map_err(to_py)
     }
 
     fn __repr__(&self) -> String {
@@ -87,17 +93,32 @@ impl PyExecutionHandle {
 #[pyclass(name = "PipelineResult", module = "cloaca", frozen)]
 pub struct PyPipelineResult {
     record: ExecutionRecord,
+    /// Where `tasks` is read from, on first use: most results are never asked.
+    runner: Arc<Runner>,
+    tasks: OnceLock<Vec<TaskRecord>>,
 }
 
-impl From<ExecutionRecord> for PyPipelineResult {
-    fn from(record: ExecutionRecord) -> Self {
-        PyPipelineResult { record }
+impl PyPipelineResult {
+    pub(crate) fn new(record: ExecutionRecord, runner: &Arc<Runner>) -> Self {
+        PyPipelineResult { record, runner: runner.clone(), tasks: OnceLock::new() }
     }
 }
 
 #[pymethods]
 impl PyPipelineResult {
-    /// "Completed" or "Failed" once finished; "Pending" or "Running" before.
+    /// The execution's tasks as TaskRecords, in topological order, as they
+    /// stood when first asked (read from the database then, while the
+    /// runner is open).
+    #[getter]
+    fn tasks(&self, py: Python<'_>) -> PyResult<Vec<PyTaskRecord>> {
+        if self.tasks.get().is_none() {
+            let read = py.detach(|| self.runner.task_records(&self.record.id)).map_err(to_py)?;
+            let _ = self.tasks.set(read);
+        }
+        Ok(self.tasks.get().map(|t| t.iter().cloned().map(PyTaskRecord::from).collect()).unwrap_or_default())
+    }
+
+    /// "Completed", "Failed" or "Cancelled" once finished; "Pending", "Running" or "Paused" before.
     #[getter]
     fn status(&self) -> &'static str {
         self.record.status.display_name()

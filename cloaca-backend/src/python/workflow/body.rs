@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
-use crate::engine::{Context, TaskBody, TaskFailure, TaskSpec};
+use crate::engine::{AttemptInfo, Context, Level, TaskBody, TaskFailure, TaskSpec, Topic};
 use crate::python::context::PyContext;
+use crate::python::logging;
 
 /// Attribute set on a decorated function: its task id.
 pub(crate) const TASK_ID_ATTR: &str = "__cloaca_task_id__";
@@ -38,7 +39,13 @@ impl PythonTask {
         PythonTask { task_id, function, is_async }
     }
 
-    fn call<'py>(&self, py: Python<'py>, ctx: &Bound<'py, PyContext>, timeout: Duration) -> PyResult<Bound<'py, PyAny>> {
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        attempt: &AttemptInfo<'_>,
+        ctx: &Bound<'py, PyContext>,
+        timeout: Duration,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let returned = self.function.bind(py).call1((ctx,))?;
         let inspect = py.import("inspect")?;
         if !inspect.call_method1("isawaitable", (&returned,))?.is_truthy()? {
@@ -55,7 +62,43 @@ impl PythonTask {
             Ok(l)
         })?;
         let limited = asyncio.call_method1("wait_for", (returned, timeout.as_secs_f64()))?;
-        event_loop.bind(py).call_method1("run_until_complete", (limited,))
+        let task = event_loop.bind(py).call_method1("create_task", (limited,))?;
+        // Cancelling the execution cancels the coroutine from whichever
+        // thread learns of it; the loop is thread-safe only through this call.
+        let (cancel_loop, cancel_task) = (event_loop.clone_ref(py), task.clone().unbind());
+        attempt.cancellation.on_cancel(Box::new(move || {
+            Python::attach(|py| {
+                if let Ok(cancel) = cancel_task.bind(py).getattr("cancel") {
+                    let _ = cancel_loop.bind(py).call_method1("call_soon_threadsafe", (cancel,));
+                }
+            })
+        }));
+        event_loop.bind(py).call_method1("run_until_complete", (task,))
+    }
+
+    fn run_held(
+        &self,
+        py: Python<'_>,
+        attempt: &AttemptInfo<'_>,
+        input: Context,
+        timeout: Duration,
+        started: Instant,
+    ) -> Result<Context, TaskFailure> {
+        let ctx = Bound::new(py, PyContext::from_map(input)).map_err(|e| self.failure(py, &e, started, timeout))?;
+        let returned = self.call(py, attempt, &ctx, timeout).map_err(|e| self.failure(py, &e, started, timeout))?;
+        if returned.is_none() {
+            return Ok(std::mem::take(&mut ctx.borrow_mut().data));
+        }
+        if let Ok(out) = returned.cast::<PyContext>() {
+            return Ok(out.borrow().data.clone());
+        }
+        let type_name = returned.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        Err(TaskFailure {
+            error_type: "TypeError".into(),
+            message: format!("task {:?} returned {type_name}; a task must return its Context or None", self.task_id),
+            traceback: None,
+            transient: false,
+        })
     }
 
     fn failure(&self, py: Python<'_>, error: &PyErr, started: Instant, timeout: Duration) -> TaskFailure {
@@ -77,24 +120,23 @@ impl PythonTask {
 }
 
 impl TaskBody for PythonTask {
-    fn run(&self, input: Context, timeout: Duration) -> Result<Context, TaskFailure> {
+    fn run(&self, attempt: &AttemptInfo<'_>, input: Context, timeout: Duration) -> Result<Context, TaskFailure> {
         Python::attach(|py| {
+            // Per-attempt detail is logged here, where the GIL is held anyway.
+            let debug = |message: String| {
+                let (execution, workflow) = (Some(attempt.execution_id), Some(attempt.workflow));
+                logging::log(py, Level::Debug, Topic::Task, &message, execution, workflow, Some(attempt.task_id));
+            };
+            let what = format!("task {:?} of execution {} (attempt {})", self.task_id, attempt.execution_id, attempt.attempt);
+            debug(format!("{what} started"));
             let started = Instant::now();
-            let ctx = Bound::new(py, PyContext::from_map(input)).map_err(|e| self.failure(py, &e, started, timeout))?;
-            let returned = self.call(py, &ctx, timeout).map_err(|e| self.failure(py, &e, started, timeout))?;
-            if returned.is_none() {
-                return Ok(std::mem::take(&mut ctx.borrow_mut().data));
+            let result = self.run_held(py, attempt, input, timeout, started);
+            let took = started.elapsed().as_secs_f64() * 1000.0;
+            match &result {
+                Ok(_) => debug(format!("{what} succeeded in {took:.1} ms")),
+                Err(failure) => debug(format!("{what} raised {}: {} after {took:.1} ms", failure.error_type, failure.message)),
             }
-            if let Ok(out) = returned.cast::<PyContext>() {
-                return Ok(out.borrow().data.clone());
-            }
-            let type_name = returned.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-            Err(TaskFailure {
-                error_type: "TypeError".into(),
-                message: format!("task {:?} returned {type_name}; a task must return its Context or None", self.task_id),
-                traceback: None,
-                transient: false,
-            })
+            result
         })
     }
 

@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::body::{TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
-use crate::engine::{lock, Dag, Registry, TaskBody, Workflow, WorkflowSpec};
+use crate::engine::{lock, render, Dag, PictureFormat, Registry, TaskBody, Workflow, WorkflowSpec};
 use crate::python::errors::to_py;
 
 thread_local! {
@@ -241,6 +241,22 @@ impl PyWorkflow {
     /// Tasks nothing depends on.
     fn get_leaves(&self) -> Vec<String> {
         self.inner.dag.leaves()
+    }
+
+    /// The workflow as a Mermaid flowchart: one node per task, labelled with
+    /// its id, and an arrow from each dependency to its dependent, top to
+    /// bottom, under the workflow's name as title. Paste it into a Mermaid
+    /// renderer, or into a `mermaid` code block of a Markdown file.
+    fn to_mermaid(&self) -> String {
+        render(self.inner.dag.name(), &self.inner.dag.shape(), None, PictureFormat::Mermaid)
+    }
+
+    /// The workflow as a Graphviz DOT digraph: one box per task, labelled
+    /// with its id, and an edge from each dependency to its dependent, top to
+    /// bottom, with the workflow's name as graph name and label. Draw it with
+    /// `dot -Tsvg workflow.dot -o workflow.svg`.
+    fn to_dot(&self) -> String {
+        render(self.inner.dag.name(), &self.inner.dag.shape(), None, PictureFormat::Dot)
     }
 
     /// Checks the workflow; a built workflow is always valid, so this returns None.

@@ -24,19 +24,26 @@ const MIGRATION_LOCK_KEY: i64 = 0x636c_6f61_6361; // "cloaca"
 pub(super) struct SchemaScope {
     work: String,
     done: String,
+    cancel: String,
     pub(super) migration_lock: i64,
 }
 
 impl SchemaScope {
     pub(super) fn new(schema: Option<&str>) -> Self {
         let migration_lock = schema.map_or(MIGRATION_LOCK_KEY, |s| i64::from_be_bytes(schema_digest(s)));
-        SchemaScope { work: channel_name(Channel::Work, schema), done: channel_name(Channel::Done, schema), migration_lock }
+        SchemaScope {
+            work: channel_name(Channel::Work, schema),
+            done: channel_name(Channel::Done, schema),
+            cancel: channel_name(Channel::Cancel, schema),
+            migration_lock,
+        }
     }
 
     pub(super) fn name(&self, channel: Channel) -> &str {
         match channel {
             Channel::Work => &self.work,
             Channel::Done => &self.done,
+            Channel::Cancel => &self.cancel,
         }
     }
 }
@@ -46,6 +53,7 @@ pub(crate) fn channel_name(channel: Channel, schema: Option<&str>) -> String {
     let base = match channel {
         Channel::Work => "cloaca_work",
         Channel::Done => "cloaca_done",
+        Channel::Cancel => "cloaca_cancel",
     };
     match schema {
         None => base.to_string(),
@@ -67,7 +75,12 @@ fn schema_digest(schema: &str) -> [u8; 8] {
 }
 
 pub(super) fn subscribe(client: &mut Client, scope: &SchemaScope) -> Result<(), postgres::Error> {
-    client.batch_execute(&format!("LISTEN {}; LISTEN {};", quote_identifier(&scope.work), quote_identifier(&scope.done)))
+    client.batch_execute(&format!(
+        "LISTEN {}; LISTEN {}; LISTEN {};",
+        quote_identifier(&scope.work),
+        quote_identifier(&scope.done),
+        quote_identifier(&scope.cancel)
+    ))
 }
 
 /// Delivers notifications until `stop`; reconnects when the connection drops
@@ -94,7 +107,11 @@ pub(super) fn listen_loop(
                         if lock(&own).contains(&n.process_id()) {
                             continue;
                         }
-                        let channel = if n.channel() == scope.done { Channel::Done } else { Channel::Work };
+                        let channel = match n.channel() {
+                            c if c == scope.done => Channel::Done,
+                            c if c == scope.cancel => Channel::Cancel,
+                            _ => Channel::Work,
+                        };
                         on_event(channel, n.payload());
                     }
                     Ok(None) => break,
