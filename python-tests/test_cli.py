@@ -446,8 +446,11 @@ def test_retry_runs_a_failed_execution_again(cli, db, workflow_name, wait_until)
     failing["now"] = False
 
     retried = ok_json(cli("executions", "retry", failed.execution_id, "--json"))
+    assert list(retried) == ["execution_id", "action", "status"]
     assert retried["execution_id"] == failed.execution_id and retried["action"] == "retry"
-    wait_for_status(runner, retried["retry_execution_id"], "Completed", wait_until)
+    assert retried["status"] != "Failed"
+    wait_for_status(runner, failed.execution_id, "Completed", wait_until)
+    assert [t.status for t in runner.get_execution_tasks(failed.execution_id)] == ["Completed"] * 3
 
 
 @pytest.mark.parametrize("action", ["cancel", "pause", "resume", "retry"])

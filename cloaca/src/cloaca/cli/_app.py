@@ -247,11 +247,13 @@ CONTROL_ACTIONS = {
     "cancel": ("cancel_execution", "cancelled"),
     "pause": ("pause_execution", "paused"),
     "resume": ("resume_execution", "resumed"),
+    # retry_execution returns a handle on the same execution, which runs again in place.
+    "retry": ("retry_execution", "retried"),
 }
 
 
 def executions_control(args: argparse.Namespace) -> None:
-    """`executions cancel|pause|resume`: change an execution's state, then report its status."""
+    """`executions cancel|pause|resume|retry`: change an execution's state, then report its status."""
     method, done = CONTROL_ACTIONS[args.command]
     with open_runner(args) as runner:
         api(runner, method, "DefaultRunner")(args.id)
@@ -260,20 +262,6 @@ def executions_control(args: argparse.Namespace) -> None:
         out.emit_json({"execution_id": args.id, "action": args.command, "status": status})
     else:
         out.emit(f"{done} execution {args.id} (status {status})")
-
-
-def executions_retry(args: argparse.Namespace) -> None:
-    """`executions retry`: run a finished execution's failed part again."""
-    with open_runner(args) as runner:
-        handle = api(runner, "retry_execution", "DefaultRunner")(args.id)
-        retried = handle.execution_id
-        status = runner.get_execution(retried).status
-    if args.json:
-        out.emit_json({"execution_id": args.id, "action": "retry", "retry_execution_id": retried, "status": status})
-    elif retried == args.id:
-        out.emit(f"retried execution {args.id} (status {status})")
-    else:
-        out.emit(f"retried execution {args.id} as execution {retried} (status {status})")
 
 
 # ---------------------------------------------------------------------------
@@ -515,14 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
     show = command(executions, "show", "show an execution, its tasks and its events", executions_show)
     show.add_argument("id", metavar="ID", help="the execution's id")
     for action, help_text in (
-        ("cancel", "cancel an unfinished execution: its unfinished tasks do not run"),
-        ("pause", "pause an execution: running tasks finish, no new task starts"),
+        ("cancel", "cancel an unfinished execution: no task of it starts afterwards"),
+        ("pause", "pause an unfinished execution: running tasks finish, no new task starts"),
         ("resume", "resume a paused execution"),
+        ("retry", "run a failed or cancelled execution again from where it stopped"),
     ):
         control = command(executions, action, help_text, executions_control)
         control.add_argument("id", metavar="ID", help="the execution's id")
-    retry = command(executions, "retry", "run a failed or cancelled execution again", executions_retry)
-    retry.add_argument("id", metavar="ID", help="the execution's id")
 
     schedules = group("schedules", "list, enable, disable and delete cron schedules")
     command(schedules, "list", "list every cron schedule, oldest first", schedules_list)
