@@ -665,3 +665,71 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     assert_ne!(channel_name(Channel::Work, Some(&one)), channel_name(Channel::Work, Some(&two)));
     assert!(channel_name(Channel::Done, Some(&"a".repeat(63))).len() <= 63);
 }
+
+// ---- steering: cancel, pause, resume, retry, idempotent starts ----------------
+
+#[test]
+fn a_late_outcome_of_an_earlier_round_is_refused_after_a_retry() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let stale = f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().unwrap();
+    f.store.cancel_execution(&id, "r", now_ms()).unwrap();
+    f.store.retry_execution(&id, "r", now_ms()).unwrap();
+    let fresh = f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().expect("the retried task is ready");
+    assert_eq!((fresh.attempt, fresh.attempt - fresh.attempt_base), (2, 1), "numbers go on; the round counts from one");
+    let late = f.store.record_attempt(&stale, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    assert!(!late.accepted, "the cancelled round's attempt must not complete the new round");
+    let done = f.store.record_attempt(&fresh, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    assert_eq!(done.finished, Some(ExecutionStatus::Completed));
+    let kinds: Vec<&str> = f.store.events(&id).unwrap().iter().map(|e| e.kind.name()).collect();
+    assert!(kinds.contains(&"attempt_cancelled") && kinds.contains(&"execution_retried"), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "execution_finished").count(), 2, "{kinds:?}");
+}
+
+#[test]
+fn a_paused_execution_holds_what_becomes_ready_until_resumed() {
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &["a"]), marks("b")), (task("c", &[]), marks("c"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let a = f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().unwrap();
+    f.store.pause_execution(&id, "r", now_ms()).unwrap();
+    assert!(f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().is_none(), "the ready root is held");
+    let recorded = f.store.record_attempt(&a, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    assert!(recorded.accepted && recorded.readied == 0, "a running task finishes; its dependent is held");
+    assert!(f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().is_none());
+    let statuses: Vec<&str> = f.store.task_records(&id).unwrap().iter().map(|t| t.status.display_name()).collect();
+    assert_eq!(statuses, ["Completed", "Paused", "Paused"]);
+    assert_eq!(f.store.get_execution(&id).unwrap().unwrap().status, ExecutionStatus::Paused);
+    assert_eq!(f.store.resume_execution(&id, "r", now_ms()).unwrap(), 2);
+    assert!(f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().is_some());
+    assert!(f.store.claim("r", &refs, now_ms(), 60_000, true).unwrap().is_some());
+}
+
+#[test]
+fn an_idempotency_key_names_one_execution_of_one_workflow() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let other = fixture(vec![(task("only", &[]), marks("only"))]);
+    let first = f.store.create_execution("e-1", &f.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap();
+    let again = f.store.create_execution("e-2", &f.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap();
+    assert_eq!((first.execution_id.as_str(), first.existing), ("e-1", false));
+    assert_eq!((again.execution_id.as_str(), again.existing), ("e-1", true));
+    assert!(f.store.get_execution("e-2").unwrap().is_none(), "nothing was inserted for the second start");
+    let refused = f.store.create_execution("e-3", &other.workflow.dag, &Context::new(), Some("key"), now_ms()).unwrap_err();
+    assert!(matches!(refused, super::error::Error::IdempotencyConflict { .. }), "{refused}");
+    assert!(f.store.get_execution("e-3").unwrap().is_none());
+}
+
+#[test]
+fn cancelled_executions_are_pruned_with_their_events() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    f.store.cancel_execution(&id, "r", now_ms()).unwrap();
+    let filter = PruneFilter { finished_before: now_ms() + 1000, status: None, workflow_name: Some(f.workflow.dag.name()) };
+    let pruned = f.store.prune_batch(&filter, 10).unwrap();
+    assert_eq!(pruned.deleted, 1);
+    assert!(matches!(f.store.events(&id), Err(super::error::Error::UnknownExecution(_))));
+}

@@ -191,10 +191,12 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             // This worker claims again right away, so it takes one of the
             // readied tasks itself.
             shared.wake_workers(recorded.readied.saturating_sub(1));
+            // Logged before a waiting execute() returns, so that its records
+            // come first.
+            log_recorded(shared, claim, outcome, &recorded);
             if recorded.finished.is_some() {
                 shared.execution_finished(&claim.execution_id);
             }
-            log_recorded(shared, claim, outcome, &recorded);
         }
         // The lease will lapse and the attempt run again: at-least-once.
         Err(e) => shared.report("recording a task attempt", &e),

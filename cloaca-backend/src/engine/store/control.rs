@@ -12,11 +12,11 @@ use crate::engine::model::{EventKind, ExecutionStatus, TaskStatus};
 
 // `SET status = status` changes nothing and takes the row lock (PostgreSQL;
 // SQLite's write transaction holds the whole database already).
-const LOCK_EXECUTION: &str = "UPDATE cloaca_executions SET status = status WHERE id = ?1
+pub(crate) const LOCK_EXECUTION: &str = "UPDATE cloaca_executions SET status = status WHERE id = ?1
     RETURNING status, started_at, finished_at, error_message";
 // A running attempt's end goes into the row's history; the attempt's own
 // outcome, when it arrives, is refused by the status fence.
-const CANCEL_TASKS: &str = "UPDATE cloaca_task_executions
+pub(crate) const CANCEL_TASKS: &str = "UPDATE cloaca_task_executions
     SET status = 'cancelled', finished_at = ?2, lease_expires_at = NULL,
         history = CASE WHEN status = 'running' THEN COALESCE(history, '') || '{\"o\":\"cancelled\",\"a\":'
             || CAST(attempt - attempt_base AS TEXT) || ',\"r\":\"' || COALESCE(lease_owner, '') || '\",\"s\":'
@@ -25,12 +25,12 @@ const CANCEL_TASKS: &str = "UPDATE cloaca_task_executions
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held', 'running')
     RETURNING task_id";
 const SET_STATUS: &str = "UPDATE cloaca_executions SET status = ?2 WHERE id = ?1";
-const HOLD_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'held' WHERE execution_id = ?1 AND status = 'ready'";
-const RELEASE_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'ready' WHERE execution_id = ?1 AND status = 'held'";
+pub(crate) const HOLD_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'held' WHERE execution_id = ?1 AND status = 'ready'";
+pub(crate) const RELEASE_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'ready' WHERE execution_id = ?1 AND status = 'held'";
 const TASK_STATES: &str = "SELECT task_id, status FROM cloaca_task_executions WHERE execution_id = ?1";
 // The attempt numbers go on from where they were (they fence late writes of
 // the earlier round); `attempt_base` makes the new round count from one.
-const RESET_TASK: &str = "UPDATE cloaca_task_executions
+pub(crate) const RESET_TASK: &str = "UPDATE cloaca_task_executions
     SET status = ?3, deps_remaining = ?4, attempt_base = attempt, failures = 0, next_attempt_at = ?5, ready_at = ?6,
         error_type = NULL, error_message = NULL, error_traceback = NULL, output_context = NULL,
         started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL

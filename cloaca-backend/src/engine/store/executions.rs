@@ -23,7 +23,7 @@ use crate::engine::workflow::{Dag, TaskFailure};
 const INSERT_EXECUTION: &str = "INSERT INTO cloaca_executions
     (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, idempotency_key)
     VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
-const FIND_BY_KEY: &str = "SELECT id, workflow_name FROM cloaca_executions WHERE idempotency_key = ?1";
+pub(crate) const FIND_BY_KEY: &str = "SELECT id, workflow_name FROM cloaca_executions WHERE idempotency_key = ?1";
 const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
     (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
@@ -215,7 +215,7 @@ pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) FROM (
           AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
     ) AS due_times";
 
-const CANCELLED_ROWS: &str = "SELECT id FROM cloaca_task_executions
+pub(crate) const CANCELLED_ROWS: &str = "SELECT id FROM cloaca_task_executions
     WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND status = 'cancelled'";
 
 pub(crate) fn cancelled_rows(conn: &mut dyn Conn, row_ids: &[i64]) -> Result<Vec<i64>> {

@@ -62,7 +62,7 @@ impl Shape {
     }
 }
 
-const LOAD_SHAPE: &str = "SELECT s.shape FROM cloaca_workflow_versions s JOIN cloaca_executions e
+pub(crate) const LOAD_SHAPE: &str = "SELECT s.shape FROM cloaca_workflow_versions s JOIN cloaca_executions e
     ON s.workflow_name = e.workflow_name AND s.workflow_version = e.workflow_version WHERE e.id = ?1";
 
 /// The shape of the workflow version an execution runs; None for an
@@ -88,10 +88,10 @@ pub(crate) fn load_shape(conn: &mut dyn Conn, execution_id: &str) -> Result<Opti
 }
 
 const EXECUTION_TIMES: &str = "SELECT status, created_at, finished_at, error_message FROM cloaca_executions WHERE id = ?1";
-const TASK_ROWS: &str = "SELECT task_id, status, attempt - attempt_base, started_at, finished_at, error_type, error_message,
+pub(crate) const TASK_ROWS: &str = "SELECT task_id, status, attempt - attempt_base, started_at, finished_at, error_type, error_message,
     error_traceback, lease_owner, next_attempt_at, failures, ready_at, history
     FROM cloaca_task_executions WHERE execution_id = ?1 ORDER BY id";
-const STEERING_EVENTS: &str = "SELECT at, kind, runner, detail FROM cloaca_execution_events WHERE execution_id = ?1 ORDER BY id";
+pub(crate) const STEERING_EVENTS: &str = "SELECT at, kind, runner, detail FROM cloaca_execution_events WHERE execution_id = ?1 ORDER BY id";
 pub(crate) const INSERT_EVENT: &str =
     "INSERT INTO cloaca_execution_events (execution_id, at, kind, runner, detail) VALUES (?1, ?2, ?3, ?4, ?5)";
 

@@ -5,7 +5,7 @@
 //! and again after ANALYZE, on the backend this build has.
 
 use super::conn::{Conn, Param};
-use super::{executions as ex, retention, schedules as sc, Store};
+use super::{control, executions as ex, history, retention, schedules as sc, Store};
 use crate::engine::time::now_ms;
 use crate::engine::url::{test_database_url, DatabaseUrl};
 
@@ -21,6 +21,7 @@ mod dialect {
     /// The column of EXPLAIN's rows that describes a step.
     pub(super) const DETAIL: usize = 3;
     pub(super) const TASK_KEY: &str = "sqlite_autoindex_cloaca_task_executions_1";
+    pub(super) const TASK_ROW_KEY: &str = "INTEGER PRIMARY KEY";
     pub(super) const EXECUTION_KEY: &str = "sqlite_autoindex_cloaca_executions_1";
     pub(super) const CRON_RUN_KEY: &str = "sqlite_autoindex_cloaca_cron_executions_1";
     pub(super) const CRON_HISTORY: &str = "sqlite_autoindex_cloaca_cron_executions_1|cloaca_cron_executions_by_time";
@@ -38,6 +39,7 @@ mod dialect {
     pub(super) const EXPLAIN: &str = "EXPLAIN ";
     pub(super) const DETAIL: usize = 0;
     pub(super) const TASK_KEY: &str = "cloaca_task_executions_execution_id_task_id_key";
+    pub(super) const TASK_ROW_KEY: &str = "cloaca_task_executions_pkey";
     pub(super) const EXECUTION_KEY: &str = "cloaca_executions_id_key";
     pub(super) const CRON_RUN_KEY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key";
     pub(super) const CRON_HISTORY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key|cloaca_cron_executions_by_time";
@@ -115,7 +117,22 @@ fn expectations() -> Vec<Expected> {
             &["cloaca_task_executions_leases|cloaca_task_executions_expiring"],
         ),
         expect("the next due time", ex::NEXT_DUE, vec![workflows, Int(1)], &["cloaca_task_executions_ready"]),
-        expect("releasing dependents", ex::RELEASE_DEPENDENTS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
+        expect("releasing dependents", ex::RELEASE_DEPENDENTS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1), Text("ready")], &[TASK_KEY]),
+        expect("finding cancelled attempts", ex::CANCELLED_ROWS, vec![Text(r#"["1","2"]"#)], &[TASK_ROW_KEY]),
+        expect("finding an idempotency key", ex::FIND_BY_KEY, vec![Text("key")], &["cloaca_executions_idempotency"]),
+        expect("reading task records", history::TASK_ROWS, vec![Text("hist-5")], &[TASK_KEY]),
+        expect("reading a workflow shape", history::LOAD_SHAPE, vec![Text("hist-5")], &[EXECUTION_KEY]),
+        expect("reading steering events", history::STEERING_EVENTS, vec![Text("hist-5")], &["cloaca_execution_events_by_execution"]),
+        expect("locking an execution", control::LOCK_EXECUTION, vec![Text("hist-5")], &[EXECUTION_KEY]),
+        expect("cancelling tasks", control::CANCEL_TASKS, vec![Text("hist-5"), Int(1), Text("1")], &[TASK_KEY]),
+        expect("holding tasks", control::HOLD_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
+        expect("releasing held tasks", control::RELEASE_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
+        expect(
+            "resetting a task",
+            control::RESET_TASK,
+            vec![Text("hist-5"), Text("t1"), Text("ready"), Int(0), Int(1), Int(1)],
+            &[TASK_KEY],
+        ),
         expect("skipping descendants", ex::SKIP_TASKS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
         expect("skipping unfinished tasks", ex::SKIP_UNFINISHED, vec![Text("hist-5"), Int(1)], &[TASK_KEY]),
         expect("failed tasks", ex::FAILED_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
@@ -155,6 +172,7 @@ fn expectations() -> Vec<Expected> {
             &["cloaca_executions_finished"],
         ),
         expect("pruning task rows", retention::DELETE_TASKS, vec![Text(r#"["hist-5"]"#)], &[TASK_KEY]),
+        expect("pruning events", retention::DELETE_EVENTS, vec![Text(r#"["hist-5"]"#)], &["cloaca_execution_events_by_execution"]),
         expect(
             "pruning cron history rows",
             retention::DELETE_CRON_RUNS,
