@@ -64,6 +64,12 @@ def run_quickstart(python, tmp_path, *args):
     return run([python, QUICKSTART, *args], cwd=tmp_path, env=env).stdout
 
 
+def assert_command_line_runs(python, backend):
+    """The `cloaca` script the dispatcher's wheel installs starts, with nothing beyond the wheelhouse."""
+    done = run([python.parent / "cloaca", "--version"], env=base_env())
+    assert done.stdout == f"cloaca {VERSION} ({backend} backend)\n", done.stdout
+
+
 def assert_quickstart_completed(stdout, backend):
     assert f"cloaca {VERSION}, backend: {backend}," in stdout, stdout
     assert "transform_p2 attempt 1 failed" in stdout, stdout
@@ -95,6 +101,7 @@ def test_cloaca_sqlite_from_the_wheelhouse_runs_the_quickstart(wheelhouse, tmp_p
     python = user_venv(tmp_path, wheelhouse, "sqlite")
     assert installed_backends(python) == ["sqlite"]
     assert_quickstart_completed(run_quickstart(python, tmp_path), "sqlite")
+    assert_command_line_runs(python, "sqlite")
 
 
 def test_cloaca_postgres_from_the_wheelhouse_runs_the_quickstart(wheelhouse, tmp_path):
@@ -108,3 +115,4 @@ def test_cloaca_postgres_from_the_wheelhouse_runs_the_quickstart(wheelhouse, tmp
         python = user_venv(tmp_path, wheelhouse, "postgres")
         assert installed_backends(python) == ["postgres"]
         assert_quickstart_completed(run_quickstart(python, tmp_path, url), "postgres")
+        assert_command_line_runs(python, "postgres")
