@@ -185,6 +185,9 @@ fn past_attempts(history: &str) -> Result<Vec<PastAttempt>> {
     Ok(attempts)
 }
 
+/// Where an event sorts: (time, class, task position, attempt, kind).
+type EventOrder = (i64, u8, usize, i64, EventKind);
+
 /// The history of an execution, oldest first.
 pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<ExecutionEvent>> {
     let (status, created_at, finished_at, error) = ensure_exists(conn, execution_id)?;
@@ -195,7 +198,7 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
     // Sorted by time; at one millisecond, by (class, task position,
     // attempt, kind): creation first, the tasks in topological order (a
     // dependency's end before its dependent's start), the finish last.
-    let mut keyed: Vec<((i64, u8, usize, i64, EventKind), ExecutionEvent)> = Vec::new();
+    let mut keyed: Vec<(EventOrder, ExecutionEvent)> = Vec::new();
     let event = |at, kind, task: Option<&str>, attempt: Option<i64>, runner: Option<&str>, detail: Option<String>| ExecutionEvent {
         at,
         kind,
@@ -258,7 +261,7 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
             event(at, EventKind::ExecutionFinished, None, None, None, Some(detail)),
         ));
     }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    keyed.sort_by_key(|(order, _)| *order);
     Ok(keyed.into_iter().map(|(_, e)| e).collect())
 }
 

@@ -403,9 +403,7 @@ fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResu
 /// Refuses an empty idempotency key (it would name every keyless start).
 fn check_key(key: Option<&str>) -> PyResult<()> {
     match key {
-        Some(k) if k.is_empty() => {
-            Err(PyValueError::new_err("idempotency_key=\"\" is not accepted: use a non-empty string, or None for no key"))
-        }
+        Some("") => Err(PyValueError::new_err("idempotency_key=\"\" is not accepted: use a non-empty string, or None for no key")),
         _ => Ok(()),
     }
 }
