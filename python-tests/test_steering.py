@@ -87,6 +87,7 @@ class TestRecords:
         tasks = runner.get_execution_tasks(result.execution_id)
         assert [t.task_id for t in tasks] == ["first", "middle", "last"]
         for t in tasks:
+            assert isinstance(t, cloaca.TaskRecord)
             assert t.status == "Completed" and t.attempts == 1
             assert t.runner == runner.runner_id
             assert t.duration_ms is not None and t.duration_ms >= 0
@@ -111,6 +112,7 @@ class TestRecords:
         (task,) = result.tasks
         assert task.attempts == 3 and task.status == "Completed"
         events = runner.get_execution_events(result.execution_id)
+        assert all(isinstance(e, cloaca.ExecutionEvent) for e in events)
         assert kinds(events, "flaky") == [
             "task_ready",
             "attempt_claimed",
