@@ -47,6 +47,22 @@ fn level_number(level: Level) -> i32 {
     }
 }
 
+fn logger(py: Python<'_>, topic: Topic) -> PyResult<&Bound<'_, PyAny>> {
+    let loggers = loggers(py)?;
+    Ok(match topic {
+        Topic::Runner => &loggers.runner,
+        Topic::Execution => &loggers.execution,
+        Topic::Task => &loggers.task,
+    }
+    .bind(py))
+}
+
+/// Whether `topic`'s logger takes records of `level`: asked before a
+/// per-attempt message is even written, since most programs log no DEBUG.
+pub(crate) fn enabled(py: Python<'_>, level: Level, topic: Topic) -> bool {
+    logger(py, topic).and_then(|l| l.call_method1("isEnabledFor", (level_number(level),))?.is_truthy()).unwrap_or(false)
+}
+
 /// Logs `message` on `topic`'s logger at `level` with the record's extra
 /// fields, if that logger is enabled for the level; needs the GIL.
 pub(crate) fn log(
@@ -59,13 +75,7 @@ pub(crate) fn log(
     task_id: Option<&str>,
 ) {
     let _ = (|| -> PyResult<()> {
-        let loggers = loggers(py)?;
-        let logger = match topic {
-            Topic::Runner => &loggers.runner,
-            Topic::Execution => &loggers.execution,
-            Topic::Task => &loggers.task,
-        }
-        .bind(py);
+        let logger = logger(py, topic)?;
         let number = level_number(level);
         if !logger.call_method1("isEnabledFor", (number,))?.is_truthy()? {
             return Ok(());

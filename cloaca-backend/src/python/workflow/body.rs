@@ -123,6 +123,9 @@ impl TaskBody for PythonTask {
     fn run(&self, attempt: &AttemptInfo<'_>, input: Context, timeout: Duration) -> Result<Context, TaskFailure> {
         Python::attach(|py| {
             // Per-attempt detail is logged here, where the GIL is held anyway.
+            if !logging::enabled(py, Level::Debug, Topic::Task) {
+                return self.run_held(py, attempt, input, timeout, Instant::now());
+            }
             let debug = |message: String| {
                 let (execution, workflow) = (Some(attempt.execution_id), Some(attempt.workflow));
                 logging::log(py, Level::Debug, Topic::Task, &message, execution, workflow, Some(attempt.task_id));
