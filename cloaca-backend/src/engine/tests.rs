@@ -736,3 +736,30 @@ fn cancelled_executions_are_pruned_with_their_events() {
     assert_eq!(pruned.deleted, 1);
     assert!(matches!(f.store.events(&id), Err(super::error::Error::UnknownExecution(_))));
 }
+
+#[test]
+fn a_lost_lease_is_in_the_events_with_the_runner_that_lost_it() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    f.store.claim("dead", &refs, now_ms(), 50, true).unwrap().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let second = f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().expect("the lapsed lease is taken over");
+    f.store.record_attempt(&second, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    let events = f.store.events(&id).unwrap();
+    let of_task: Vec<(&str, Option<i64>, Option<&str>)> =
+        events.iter().filter(|e| e.task_id.is_some()).map(|e| (e.kind.name(), e.attempt, e.runner.as_deref())).collect();
+    assert_eq!(
+        of_task,
+        [
+            ("task_ready", None, None),
+            ("attempt_claimed", Some(1), Some("dead")),
+            ("lease_expired", Some(1), Some("dead")),
+            ("attempt_claimed", Some(2), Some("alive")),
+            ("attempt_succeeded", Some(2), Some("alive")),
+        ]
+    );
+    let records = f.store.task_records(&id).unwrap();
+    assert_eq!((records[0].attempts, records[0].runner.as_deref()), (2, Some("alive")));
+}
