@@ -37,6 +37,7 @@ COMMANDS = [
     ["executions", "pause"],
     ["executions", "resume"],
     ["executions", "retry"],
+    ["executions", "graph"],
     ["schedules"],
     ["schedules", "list"],
     ["schedules", "enable"],
@@ -423,6 +424,23 @@ def test_retry_runs_a_failed_execution_again(cli, db, workflow_name, wait_until)
     assert retried["status"] != "Failed"
     wait_for_status(runner, failed.execution_id, "Completed", wait_until)
     assert [t.status for t in runner.get_execution_tasks(failed.execution_id)] == ["Completed"] * 3
+
+
+def test_graph_of_an_execution_paints_its_tasks(cli, db, two_executions):
+    _, runner = db
+    _, failed = two_executions
+    text = ok(cli("executions", "graph", failed.execution_id))
+    assert text.rstrip("\n") == runner.render_execution(failed.execution_id).rstrip("\n")
+    assert "Failed" in text and "Completed" in text
+    dot = ok_json(cli("--json", "executions", "graph", failed.execution_id, "--format", "dot"))
+    assert dot == {
+        "execution_id": failed.execution_id,
+        "format": "dot",
+        "graph": runner.render_execution(failed.execution_id, "dot"),
+    }
+    error_line(cli("executions", "graph", failed.execution_id, "--format", "svg"), 2)
+    missing = str(uuid.uuid4())
+    assert missing in error_line(cli("executions", "graph", missing), 1)
 
 
 @pytest.mark.parametrize("action", ["cancel", "pause", "resume", "retry"])

@@ -264,6 +264,16 @@ def executions_control(args: argparse.Namespace) -> None:
         out.emit(f"{done} execution {args.id} (status {status})")
 
 
+def executions_graph(args: argparse.Namespace) -> None:
+    """`executions graph`: an execution's task graph, each task coloured by its state."""
+    with open_runner(args) as runner:
+        text = api(runner, "render_execution", "DefaultRunner")(args.id, format=args.format)
+    if args.json:
+        out.emit_json({"execution_id": args.id, "format": args.format, "graph": text})
+    else:
+        out.emit(text.rstrip("\n"))
+
+
 # ---------------------------------------------------------------------------
 # schedules
 # ---------------------------------------------------------------------------
@@ -510,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         control = command(executions, action, help_text, executions_control)
         control.add_argument("id", metavar="ID", help="the execution's id")
+    picture = command(
+        executions, "graph", "print an execution's task graph, each task coloured by its state", executions_graph
+    )
+    picture.add_argument("id", metavar="ID", help="the execution's id")
+    picture.add_argument("--format", choices=GRAPH_FORMATS, default="mermaid", help="mermaid (default) or dot")
 
     schedules = group("schedules", "list, enable, disable and delete cron schedules")
     command(schedules, "list", "list every cron schedule, oldest first", schedules_list)
