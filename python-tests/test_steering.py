@@ -490,6 +490,20 @@ class TestLogging:
         assert [r.levelname for r in mine] == ["INFO", "INFO"]
         assert "Completed" in mine[-1].getMessage() and mine[-1].task is None
 
+    def test_steering_is_logged_at_info(self, runner, workflow_name, caplog):
+        gate = threading.Event()
+        declare_chain(workflow_name, gate=gate)
+        handle = runner.execute_async(workflow_name, {})
+        wait_for_status(runner, handle.execution_id, "Running", task_id="middle")
+        with caplog.at_level(logging.INFO, logger="cloaca.execution"):
+            runner.pause_execution(handle.execution_id)
+            runner.resume_execution(handle.execution_id)
+            runner.cancel_execution(handle.execution_id)
+        gate.set()
+        messages = [r.getMessage() for r in caplog.records if getattr(r, "execution_id", None) == handle.execution_id]
+        assert [m.split()[-1] for m in messages[:2]] == ["paused", "resumed"]
+        assert "cancelled" in messages[2] and all(r.levelname == "INFO" for r in caplog.records)
+
     def test_nothing_is_printed_when_logging_is_not_configured(self, run_python, fresh_database_url):
         code = (
             "import cloaca\n"

@@ -296,13 +296,16 @@ impl Runner {
     /// [`Runner::resume_execution`].
     pub(crate) fn pause_execution(&self, execution_id: &str) -> Result<()> {
         self.ensure_running()?;
-        self.shared.store.pause_execution(execution_id, &self.shared.owner, now_ms())
+        self.shared.store.pause_execution(execution_id, &self.shared.owner, now_ms())?;
+        self.note_steering(execution_id, "paused");
+        Ok(())
     }
 
     pub(crate) fn resume_execution(&self, execution_id: &str) -> Result<()> {
         self.ensure_running()?;
         let released = self.shared.store.resume_execution(execution_id, &self.shared.owner, now_ms())?;
         self.shared.wake_workers(released.max(1));
+        self.note_steering(execution_id, "resumed");
         Ok(())
     }
 
@@ -311,7 +314,16 @@ impl Runner {
         self.ensure_running()?;
         let ready = self.shared.store.retry_execution(execution_id, &self.shared.owner, now_ms())?;
         self.shared.wake_workers(ready);
+        self.note_steering(execution_id, "retried");
         Ok(())
+    }
+
+    /// Logs a steering request at INFO (it is done; a failed read of the
+    /// workflow's name only leaves it out of the record).
+    fn note_steering(&self, execution_id: &str, done: &str) {
+        let workflow = self.record(execution_id).map(|r| r.workflow_name).unwrap_or_default();
+        let message = format!("execution {execution_id} of workflow {workflow:?} {done}");
+        self.shared.note(Level::Info, Topic::Execution, message, execution_id, &workflow, None);
     }
 
     /// The tasks of an execution, in topological order.
