@@ -342,23 +342,25 @@ const RESCHEDULE_ATTEMPT: &str = "UPDATE cloaca_task_executions
         lease_expires_at = NULL, next_attempt_at = ?6, finished_at = ?9, history = COALESCE(history, '') || ?7
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 // SET expressions read the row as it was, so `deps_remaining = 1` means
-// "this was the last dependency". A paused execution's newly ready tasks
-// are held (?4 = 'held') until resume_execution.
+// "this was the last dependency".
 pub(crate) const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
     SET deps_remaining = deps_remaining - 1,
-        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE status END,
+        status = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
         next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE next_attempt_at END,
         ready_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?3 ELSE ready_at END
     WHERE execution_id = ?1 AND task_id IN (SELECT value FROM json_each(?2))
     RETURNING status";
+// A paused execution's newly ready tasks are held until resume_execution.
+pub(crate) const HOLD_READIED: &str = "UPDATE cloaca_task_executions SET status = 'held'
+    WHERE execution_id = ?1 AND status = 'ready' AND task_id IN (SELECT value FROM json_each(?2))";
 pub(crate) const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held') AND task_id IN (SELECT value FROM json_each(?2))";
 pub(crate) const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
     SET status = 'skipped', finished_at = ?2, lease_expires_at = NULL
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held', 'running')";
-// Updating the execution row first locks it (PostgreSQL), so that a pause,
-// a cancellation and this attempt's consequences are applied in one order;
-// its status says whether readied tasks are held.
+// Updating the execution row locks it (PostgreSQL), so that a pause, a
+// cancellation and this attempt's consequences are applied in one order;
+// its status says whether readied tasks are to be held.
 pub(crate) const DECREMENT_REMAINING: &str =
     "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining, status";
 pub(crate) const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
@@ -382,13 +384,22 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
             if conn.execute(COMPLETE_ATTEMPT, &[fence[0], fence[1], Param::Text(&text), Param::Int(now)])? != 1 {
                 return Ok(AttemptRecorded::default());
             }
-            let (remaining, status) = count_finished(conn, execution, 1)?;
             let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
             if !dependents.is_empty() {
-                recorded.readied = release_dependents(conn, execution, &dependents, ready_status(status), now)?;
-                if recorded.readied > 0 {
-                    conn.notify(Channel::Work, &recorded.readied.to_string())?;
-                }
+                recorded.readied = release_dependents(conn, execution, &dependents, now)?;
+            }
+            // The execution row is locked last, as before steering existed:
+            // taken first, it is held through the dependents' update and
+            // completions of one execution queue on it longer (a fan-out on
+            // PostgreSQL lost a fifth of its rate). A pause that committed
+            // meanwhile is seen here, and what this attempt readied is held.
+            let (remaining, status) = count_finished(conn, execution, 1)?;
+            if recorded.readied > 0 && status == ExecutionStatus::Paused {
+                conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&json_list(&dependents))])?;
+                recorded.readied = 0;
+            }
+            if recorded.readied > 0 {
+                conn.notify(Channel::Work, &recorded.readied.to_string())?;
             }
             recorded.finished = settle(conn, execution, remaining, dag, now)?;
         }
@@ -465,10 +476,10 @@ fn count_finished(conn: &mut dyn Conn, execution_id: &str, finished: i64) -> Res
 }
 
 /// Decrements the pending-dependency count of `dependents`; those reaching
-/// zero become `ready_status`. Returns how many became claimable.
-fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&str], ready_status: &str, now: i64) -> Result<u64> {
+/// zero become ready. Returns how many.
+fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&str], now: i64) -> Result<u64> {
     let list = json_list(dependents);
-    let params = [Param::Text(execution_id), Param::Text(&list), Param::Int(now), Param::Text(ready_status)];
+    let params = [Param::Text(execution_id), Param::Text(&list), Param::Int(now)];
     let statuses = conn.query_all(RELEASE_DEPENDENTS, &params, |row| row.text(0))?;
     Ok(statuses.iter().filter(|s| *s == "ready").count() as u64)
 }
