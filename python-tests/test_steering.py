@@ -289,7 +289,9 @@ class TestPause:
         assert result.status == "Completed" and runs["last"] == 1
         assert {"execution_paused", "execution_resumed"} <= set(kinds(runner.get_execution_events(handle.execution_id)))
 
-    def test_a_pause_survives_a_runner_restart(self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path):
+    def test_a_pause_survives_a_runner_restart(
+        self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
+    ):
         side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
         common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
         worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
@@ -309,7 +311,9 @@ class TestPause:
             assert statuses == {"first": "Completed", "gated": "Completed", "last": "Paused"}
             assert "last" not in side.read_text().split()
             observer.resume_execution(execution_id)
-            wait_until(lambda: observer.get_execution(execution_id).status == "Completed", WAIT, "resume", proc=restarted)
+            wait_until(
+                lambda: observer.get_execution(execution_id).status == "Completed", WAIT, "resume", proc=restarted
+            )
         assert side.read_text().split().count("last") == 1
         (tmp_path / "gate.stop").touch()
 
@@ -350,7 +354,9 @@ class TestRetry:
         with pytest.raises(cloaca.ExecutionStateError, match="Completed"):
             runner.retry_execution(result.execution_id)
 
-    def test_retry_after_a_sigkill_interrupted_run(self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path):
+    def test_retry_after_a_sigkill_interrupted_run(
+        self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
+    ):
         side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
         common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
         worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
@@ -407,7 +413,9 @@ class TestIdempotency:
         gate.touch()
         common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
         racers = [
-            run_scenario.start("gated_runner.py", *common, "--key", "race", "--barrier", barrier, "--id-file", tmp_path / f"id{i}")
+            run_scenario.start(
+                "gated_runner.py", *common, "--key", "race", "--barrier", barrier, "--id-file", tmp_path / f"id{i}"
+            )
             for i in range(2)
         ]
         time.sleep(2)  # both have opened their runners and wait at the barrier
