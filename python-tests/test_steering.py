@@ -346,6 +346,9 @@ class TestRetry:
         assert by_id["middle"].attempts == 1 and by_id["middle"].error_type is None
         events = runner.get_execution_events(failed.execution_id)
         assert kinds(events, "middle").count("attempt_failed") == 1, "the earlier attempt stays in the history"
+        assert kinds(events, "middle").count("task_ready") == 2, "and so does the earlier round's ready time"
+        retried_at = kinds(events).index("execution_retried")
+        assert kinds(events)[retried_at - 1] == "execution_finished" and "task_ready" in kinds(events)[retried_at:]
         assert kinds(events).count("execution_finished") == 2 and "execution_retried" in kinds(events)
 
     def test_only_failed_or_cancelled_executions_are_retried(self, runner, workflow_name):

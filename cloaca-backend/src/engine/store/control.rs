@@ -29,9 +29,13 @@ pub(crate) const HOLD_TASKS: &str = "UPDATE cloaca_task_executions SET status = 
 pub(crate) const RELEASE_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'ready' WHERE execution_id = ?1 AND status = 'held'";
 const TASK_STATES: &str = "SELECT task_id, status FROM cloaca_task_executions WHERE execution_id = ?1";
 // The attempt numbers go on from where they were (they fence late writes of
-// the earlier round); `attempt_base` makes the new round count from one.
+// the earlier round); `attempt_base` makes the new round count from one. The
+// earlier round's ready time moves into the history.
 pub(crate) const RESET_TASK: &str = "UPDATE cloaca_task_executions
     SET status = ?3, deps_remaining = ?4, attempt_base = attempt, failures = 0, next_attempt_at = ?5, ready_at = ?6,
+        history = CASE WHEN ready_at IS NULL THEN history
+                       ELSE COALESCE(history, '') || '{\"o\":\"ready\",\"e\":' || CAST(ready_at AS TEXT) || '}
+' END,
         error_type = NULL, error_message = NULL, error_traceback = NULL, output_context = NULL,
         started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
     WHERE execution_id = ?1 AND task_id = ?2";

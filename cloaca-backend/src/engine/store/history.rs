@@ -196,8 +196,9 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
         Ok((row.int(0)?, EventKind::from_name(&row.text(1)?)?, row.opt_text(2)?, row.opt_text(3)?))
     })?;
     // Sorted by time; at one millisecond, by (class, task position,
-    // attempt, kind): creation first, the tasks in topological order (a
-    // dependency's end before its dependent's start), the finish last.
+    // attempt, kind): creation first, then a steering request (before the
+    // task changes it made), the tasks in topological order (a dependency's
+    // end before its dependent's start), the finish last.
     let mut keyed: Vec<(EventOrder, ExecutionEvent)> = Vec::new();
     let event = |at, kind, task: Option<&str>, attempt: Option<i64>, runner: Option<&str>, detail: Option<String>| ExecutionEvent {
         at,
@@ -212,12 +213,17 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
     for (position, row) in rows.iter().enumerate() {
         let task = Some(row.record.task_id.as_str());
         let mut push = |at: i64, kind, attempt: Option<i64>, runner: Option<&str>, detail| {
-            keyed.push(((at, 1, position, attempt.unwrap_or(0), kind), event(at, kind, task, attempt, runner, detail)));
+            keyed.push(((at, 2, position, attempt.unwrap_or(0), kind), event(at, kind, task, attempt, runner, detail)));
         };
         if let Some(at) = row.ready_at {
             push(at, EventKind::TaskReady, None, None, None);
         }
         for past in past_attempts(row.history.as_deref().unwrap_or(""))? {
+            if past.outcome == "ready" {
+                // A ready time of an earlier round (before a retry_execution).
+                push(past.ended, EventKind::TaskReady, None, None, None);
+                continue;
+            }
             let (a, r) = (Some(past.attempt), Some(past.runner.as_str()));
             push(past.started, EventKind::AttemptClaimed, a, r, None);
             match past.outcome.as_str() {
@@ -251,15 +257,12 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
     for (at, kind, runner, detail) in steering {
         // A retried execution's earlier finish is stored as a row: sort it
         // as a finish.
-        let class = if kind == EventKind::ExecutionFinished { 2 } else { 1 };
-        keyed.push(((at, class, usize::MAX, 0, kind), event(at, kind, None, None, runner.as_deref(), detail)));
+        let class = if kind == EventKind::ExecutionFinished { 3 } else { 1 };
+        keyed.push(((at, class, 0, 0, kind), event(at, kind, None, None, runner.as_deref(), detail)));
     }
     if let (true, Some(at)) = (status.is_finished(), finished_at) {
         let detail = finish_detail(status, error.as_deref());
-        keyed.push((
-            (at, 2, usize::MAX, 0, EventKind::ExecutionFinished),
-            event(at, EventKind::ExecutionFinished, None, None, None, Some(detail)),
-        ));
+        keyed.push(((at, 3, 0, 0, EventKind::ExecutionFinished), event(at, EventKind::ExecutionFinished, None, None, None, Some(detail))));
     }
     keyed.sort_by_key(|(order, _)| *order);
     Ok(keyed.into_iter().map(|(_, e)| e).collect())

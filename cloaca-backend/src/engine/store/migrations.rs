@@ -157,7 +157,8 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         // hot path writes nothing it did not write before: a task row keeps
         // its last runner and when it became ready, and gains the ended
         // attempts that are not its last (failures, lost leases, cancelled
-        // attempts) as JSON lines appended to `history`, on the page the
+        // attempts, and earlier rounds' ready times) as JSON lines appended
+        // to `history`, on the page the
         // row update writes anyway. Pauses, resumptions, cancellations and
         // retries are rare and get rows of their own. `attempt_base` counts
         // the attempts of earlier rounds (before a retry_execution), so that
