@@ -199,6 +199,21 @@ class TestCancel:
         events = runner.get_execution_events(handle.execution_id)
         assert "execution_cancelled" in kinds(events) and kinds(events, "middle")[-1] == "attempt_cancelled"
 
+    def test_cancelled_executions_are_pruned_with_their_events(
+        self, runner, workflow_name, fresh_database_url, db_query
+    ):
+        gate = threading.Event()
+        declare_chain(workflow_name, gate=gate)
+        handle = runner.execute_async(workflow_name, {})
+        runner.cancel_execution(handle.execution_id)
+        gate.set()
+        assert runner.prune_executions("2999-01-01T00:00:00Z", status="Completed") == 0
+        assert runner.prune_executions("2999-01-01T00:00:00Z", status="Cancelled") == 1
+        with pytest.raises(cloaca.ExecutionNotFoundError):
+            runner.get_execution_events(handle.execution_id)
+        rows = db_query(fresh_database_url, "SELECT COUNT(*) FROM cloaca_execution_events")
+        assert int(rows[0][0]) == 0
+
     def test_cancel_stops_a_running_async_task(self, runner, workflow_name):
         started, finished = threading.Event(), []
         with cloaca.WorkflowBuilder(workflow_name):

@@ -328,7 +328,7 @@ impl PyDefaultRunner {
         cron::stats_dict(py, &stats)
     }
 
-    /// Deletes finished (Completed or Failed) executions that finished before
+    /// Deletes finished (Completed, Failed or Cancelled) executions that finished before
     /// `older_than` (an RFC 3339 string with an offset, or a datetime with a
     /// tzinfo), with their task rows and cron history rows, `batch_size`
     /// executions per transaction; `status` ("Completed" or "Failed") and
@@ -352,7 +352,7 @@ impl PyDefaultRunner {
                 Some(found) if found.is_finished() => Some(found),
                 _ => {
                     return Err(PyValueError::new_err(format!(
-                        "status={s:?} is not accepted: only finished executions are pruned; use \"Completed\", \"Failed\" or None for both"
+                        "status={s:?} is not accepted: only finished executions are pruned; use \"Completed\", \"Failed\", \"Cancelled\" or None for all three"
                     )))
                 }
             },
