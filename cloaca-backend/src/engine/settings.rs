@@ -213,7 +213,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "execution_retention_days",
         Kind::OptionalDays,
         Value::None,
-        "Delete Completed and Failed executions (with their tasks and cron history) that finished longer ago than this, in the background; None keeps every execution (a float is accepted).",
+        "Delete finished (Completed, Failed, Cancelled) executions, with their tasks, events and cron history, that finished longer ago than this, in the background; None keeps every execution (a float is accepted).",
     ),
 ];
 

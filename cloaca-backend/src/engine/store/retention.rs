@@ -20,7 +20,7 @@ use crate::engine::model::ExecutionStatus;
 pub(crate) struct PruneFilter<'a> {
     /// Executions that finished strictly before this time (unix ms).
     pub(crate) finished_before: i64,
-    /// Completed or Failed only; None for both.
+    /// One finished status only; None for all of them.
     pub(crate) status: Option<ExecutionStatus>,
     pub(crate) workflow_name: Option<&'a str>,
 }

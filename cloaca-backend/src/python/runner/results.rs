@@ -59,7 +59,7 @@ impl PyExecutionHandle {
         &self.execution_id
     }
 
-    /// "Pending", "Running", "Completed" or "Failed".
+    /// "Pending", "Running", "Paused", "Completed", "Failed" or "Cancelled".
     fn status(&self, py: Python<'_>) -> PyResult<&'static str> {
         let record = py.detach(|| self.runner.record(&self.execution_id)).map_err(to_py)?;
         Ok(record.status.display_name())
