@@ -27,6 +27,23 @@ import pytest
 #: Standalone scripts the scenario tests run in their own processes.
 SCENARIOS_DIR = Path(__file__).resolve().parent / "scenarios"
 
+# Workflow shapes ({task_id: [dependency ids]}) that several suites declare.
+# DIAMOND is declared out of alphabetical order on purpose: the topological
+# order breaks ties by task id, not by declaration.
+DIAMOND = {"start": [], "zeta": ["start"], "alpha": ["start"], "end": ["zeta", "alpha"]}
+
+WIDE = {
+    "load_config": [],
+    "fetch_users": [],
+    "fetch_orders": [],
+    "clean_users": ["fetch_users"],
+    "clean_orders": ["fetch_orders"],
+    "audit": ["fetch_orders"],
+    "join": ["clean_users", "clean_orders"],
+    "report": ["join", "load_config"],
+    "notify": ["report"],
+}
+
 
 def _required_env(name: str) -> str:
     value = os.environ.get(name)

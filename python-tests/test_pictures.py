@@ -16,24 +16,11 @@ import pydot
 import pytest
 
 import cloaca
+from conftest import DIAMOND, WIDE
 
 # pydot 4 calls pyparsing's camelCase names, which pyparsing 3.3 deprecates; the warnings are about pydot, not cloaca.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pydot")
 
-# Declared out of alphabetical order on purpose: nodes follow the topological order, ties by id.
-DIAMOND = {"start": [], "zeta": ["start"], "alpha": ["start"], "end": ["zeta", "alpha"]}
-
-WIDE = {
-    "load_config": [],
-    "fetch_users": [],
-    "fetch_orders": [],
-    "clean_users": ["fetch_users"],
-    "clean_orders": ["fetch_orders"],
-    "audit": ["fetch_orders"],
-    "join": ["clean_users", "clean_orders"],
-    "report": ["join", "load_config"],
-    "notify": ["report"],
-}
 
 # Characters that mean something in Mermaid, DOT, HTML labels or YAML front matter.
 AWKWARD = {

@@ -70,6 +70,19 @@ def wait_for_status(runner, execution_id, wanted, task_id=None, timeout=WAIT):
         time.sleep(0.02)
 
 
+def start_gated(run_scenario, wait_until, url, workflow_name, tmp_path, *extra):
+    """Start scenarios/gated_runner.py (first -> gated -> last) and wait until its gated task runs.
+
+    Returns (process, execution id, side-effect file, gate file, the script's common arguments);
+    creating the gate file lets the gated task finish.
+    """
+    side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
+    common = ["--url", url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
+    worker = run_scenario.start("gated_runner.py", *common, "--start", id_file, *extra)
+    wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
+    return worker, id_file.read_text(), side, gate, common
+
+
 def kinds(events, task_id=None):
     return [e.kind for e in events if task_id is None or e.task_id == task_id]
 
@@ -247,11 +260,8 @@ class TestCancel:
         assert runner.get_execution(result.execution_id).status == "Completed"
 
     def test_cancel_from_another_process(self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path):
-        side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
-        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
-        worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
-        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
-        execution_id = id_file.read_text()
+        started = start_gated(run_scenario, wait_until, fresh_database_url, workflow_name, tmp_path)
+        worker, execution_id, side, gate, common = started
         steered = run_scenario("steer.py", fresh_database_url, "cancel", execution_id)
         assert json.loads(steered.stdout) == {"ok": True}, steered.stderr
         gate.touch()
@@ -268,11 +278,8 @@ class TestCancel:
     def test_cancel_from_another_process_stops_a_running_async_task(
         self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
     ):
-        side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
-        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
-        worker = run_scenario.start("gated_runner.py", *common, "--start", id_file, "--async-gate")
-        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
-        execution_id = id_file.read_text()
+        started = start_gated(run_scenario, wait_until, fresh_database_url, workflow_name, tmp_path, "--async-gate")
+        worker, execution_id, side, gate, common = started
         assert json.loads(run_scenario("steer.py", fresh_database_url, "cancel", execution_id).stdout) == {"ok": True}
         # NOTIFY on postgres; the runner's poll of its running attempts on sqlite.
         wait_until(lambda: "gated-cancelled" in side.read_text(), WAIT, "the coroutine to be cancelled", proc=worker)
@@ -307,11 +314,8 @@ class TestPause:
     def test_a_pause_survives_a_runner_restart(
         self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
     ):
-        side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
-        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
-        worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
-        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
-        execution_id = id_file.read_text()
+        started = start_gated(run_scenario, wait_until, fresh_database_url, workflow_name, tmp_path)
+        worker, execution_id, side, gate, common = started
         assert json.loads(run_scenario("steer.py", fresh_database_url, "pause", execution_id).stdout) == {"ok": True}
         gate.touch()
         wait_until(lambda: "gated-done" in side.read_text(), WAIT, "the running task to finish", proc=worker)
@@ -375,11 +379,8 @@ class TestRetry:
     def test_retry_after_a_sigkill_interrupted_run(
         self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
     ):
-        side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
-        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
-        worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
-        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
-        execution_id = id_file.read_text()
+        started = start_gated(run_scenario, wait_until, fresh_database_url, workflow_name, tmp_path)
+        worker, execution_id, side, gate, common = started
         worker.kill()
         worker.wait(WAIT)
         assert json.loads(run_scenario("steer.py", fresh_database_url, "cancel", execution_id).stdout) == {"ok": True}

@@ -15,6 +15,7 @@ import re
 import pytest
 
 import cloaca
+from conftest import DIAMOND, WIDE
 
 # --------------------------------------------------------------------------- helpers
 
@@ -82,22 +83,6 @@ def assert_topological(order, tasks):
 
 def sorted_levels(levels):
     return [sorted(level) for level in levels]
-
-
-# Declared out of alphabetical order on purpose: ties are broken by task id.
-DIAMOND = {"start": [], "zeta": ["start"], "alpha": ["start"], "end": ["zeta", "alpha"]}
-
-WIDE = {
-    "load_config": [],
-    "fetch_users": [],
-    "fetch_orders": [],
-    "clean_users": ["fetch_users"],
-    "clean_orders": ["fetch_orders"],
-    "audit": ["fetch_orders"],
-    "join": ["clean_users", "clean_orders"],
-    "report": ["join", "load_config"],
-    "notify": ["report"],
-}
 
 
 # --------------------------------------------------------------------------- @cloaca.task
