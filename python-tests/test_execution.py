@@ -28,6 +28,11 @@ def parse_time(text):
     return parsed
 
 
+def as_json(value) -> str:
+    """JSON text with sorted keys: tells 1, 1.0 and True apart, which == does not."""
+    return json.dumps(value, sort_keys=True)
+
+
 def sql_str(value: str) -> str:
     """A SQL string literal (the values here are uuids and generated names)."""
     return "'" + value.replace("'", "''") + "'"
@@ -151,7 +156,7 @@ class TestTasks:
             "c_value": 22,
         }
 
-    def test_diamond_merges_sibling_outputs_later_key_wins(self, runner, workflow_name):
+    def test_diamond_merges_sibling_outputs_a_later_scalar_wins(self, runner, workflow_name):
         """root -> zeta, alpha -> join: the topological order is root, alpha, zeta, join
         (ties by id), so zeta's value of a shared key wins in join's input, whatever the
         order the siblings were declared or listed in."""
@@ -189,6 +194,73 @@ class TestTasks:
             assert join_inputs[-1] == expected_join_input
             assert result.final_context.to_dict() == {**expected_join_input, "joined": "zeta"}
         assert len(join_inputs) == 3
+
+    def test_branches_appending_to_one_list_and_dict_both_keep_their_entries(self, runner, workflow_name):
+        """Dependency outputs merge deeply: lists are joined (without adding an element
+        already there), objects key by key; the final context merges the same way."""
+        join_inputs = []
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="root")
+            def root(ctx):
+                ctx.set("log", ["root"])
+                ctx.set("meta", {"by": {"root": 1}, "n": 1})
+                return ctx
+
+            @cloaca.task(id="left", dependencies=["root"])
+            def left(ctx):
+                ctx.set("log", ctx.get("log") + ["left"])
+                ctx.set("meta", {**ctx.get("meta"), "by": {**ctx.get("meta")["by"], "left": 1}, "n": 2})
+                ctx.set("kind", [1])
+                return ctx
+
+            @cloaca.task(id="right", dependencies=["root"])
+            def right(ctx):
+                ctx.set("log", ctx.get("log") + ["right", "right"])
+                ctx.set("meta", {**ctx.get("meta"), "by": {**ctx.get("meta")["by"], "right": 1}, "n": 3})
+                ctx.set("kind", {"now": "an object"})
+                ctx.set("num", [1.0, True])
+                return ctx
+
+            @cloaca.task(id="join", dependencies=["right", "left"])
+            def join(ctx):
+                join_inputs.append(ctx.to_dict())
+                return ctx
+
+        result = runner.execute(workflow_name, {"input_only": True})
+        assert result.status == "Completed", result.error_message
+        expected = {
+            "input_only": True,
+            # right's own duplicate collapses: each element is checked against the growing result
+            "log": ["root", "left", "right"],
+            "meta": {"by": {"root": 1, "left": 1, "right": 1}, "n": 3},
+            "kind": {"now": "an object"},
+            "num": [1.0, True],
+        }
+        assert as_json(join_inputs[0]) == as_json(expected)
+        assert as_json(result.final_context.to_dict()) == as_json(expected)
+
+    def test_deep_merge_keeps_equal_looking_values_of_other_json_types(self, runner, workflow_name):
+        join_inputs = []
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="a")
+            def a(ctx):
+                ctx.set("values", [1, 1])
+                return ctx
+
+            @cloaca.task(id="b")
+            def b(ctx):
+                ctx.set("values", [1, 1.0, True, 1])
+                return ctx
+
+            @cloaca.task(id="join", dependencies=["a", "b"])
+            def join(ctx):
+                join_inputs.append(ctx.to_dict())
+                return ctx
+
+        assert runner.execute(workflow_name, {}).status == "Completed"
+        assert as_json(join_inputs[0]) == as_json({"values": [1, 1, 1.0, True]})
 
     def test_merge_order_is_topological_not_alphabetical(self, runner, workflow_name):
         """root -> y; root -> z -> x; join <- x, y. Kahn's order with ties by id is

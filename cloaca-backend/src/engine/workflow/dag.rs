@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use super::merge::merge;
 use super::retry::RetryPolicy;
 use crate::engine::error::{Error, Result};
 use crate::engine::model::Context;
@@ -199,7 +200,7 @@ impl Dag {
     }
 
     /// The input of task `i`: the execution input for a root, otherwise the
-    /// outputs of its dependencies merged in topological order (later keys win).
+    /// outputs of its dependencies merged deeply in topological order (see [`super::merge`]).
     #[cfg(test)]
     pub(crate) fn task_input(&self, i: usize, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
         if self.dependencies[i].is_empty() {
@@ -225,17 +226,6 @@ pub(crate) fn frontier_context(dependents: &[Vec<usize>], execution_input: &Cont
     }
     let frontier = (0..dependents.len()).filter(|i| outputs.contains_key(i) && !dependents[*i].iter().any(|d| outputs.contains_key(d)));
     merge(frontier.filter_map(|i| outputs.get(&i)))
-}
-
-/// Merges contexts left to right; later keys win.
-pub(crate) fn merge<'a>(contexts: impl Iterator<Item = &'a Context>) -> Context {
-    let mut merged = Context::new();
-    for ctx in contexts {
-        for (k, v) in ctx {
-            merged.insert(k.clone(), v.clone());
-        }
-    }
-    merged
 }
 
 /// Kahn's algorithm with ties broken by task id, so the order is the same

@@ -1,13 +1,16 @@
-//! Workflows: their structure ([`dag`]), their retry rules ([`retry`]), the
+//! Workflows: their structure ([`dag`]), how contexts merge ([`merge`]), their
+//! retry rules ([`retry`]), the
 //! workflows this process can run ([`registry`]) and pictures of them
 //! ([`picture`]).
 
 mod dag;
+mod merge;
 mod picture;
 mod registry;
 mod retry;
 
-pub(crate) use dag::{frontier_context, merge, Dag, TaskSpec, WorkflowSpec};
+pub(crate) use dag::{frontier_context, Dag, TaskSpec, WorkflowSpec};
+pub(crate) use merge::merge;
 pub(crate) use picture::{render, PictureFormat, TaskPaint};
 pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
 pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};
