@@ -11,7 +11,7 @@ WRAPPER_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.py.j2"
 MOD_RS = "cloaca-backend/src/python/mod.rs"
 STUB_TEMPLATE = "templates/python/cloaca_{{backend}}/__init__.pyi.j2"
 API_DOC = "docs/api.md"
-EXECUTE_IN_API_DOC = "DefaultRunner.execute(workflow_name: str, context: _ContextInput = None) -> PipelineResult"
+EXECUTE_IN_API_DOC = "DefaultRunner.execute(workflow_name: str, context: _ContextInput = None, idempotency_key: str | None = None) -> PipelineResult"  # noqa: E501
 LAST_REGISTRATION = "m.add_class::<smoke::HelloClass>()?;"
 
 
