@@ -10,4 +10,4 @@ mod retry;
 pub(crate) use dag::{frontier_context, merge, Dag, TaskSpec, WorkflowSpec};
 pub(crate) use picture::{render, PictureFormat, TaskPaint};
 pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
-pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};
+pub(crate) use retry::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskFailure};
