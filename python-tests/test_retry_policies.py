@@ -213,7 +213,9 @@ class TestRetryKeyword:
 
     def test_jittered_delays_stay_within_a_quarter_of_the_delay(self, runner, workflow_name):
         attempts = []
-        policy = RetryPolicy.builder().max_attempts(3).initial_delay(0.08).backoff_strategy(BackoffStrategy.fixed()).build()
+        policy = (
+            RetryPolicy.builder().max_attempts(3).initial_delay(0.08).backoff_strategy(BackoffStrategy.fixed()).build()
+        )
         define_failing(workflow_name, attempts, lambda n: RuntimeError("j"), retry=policy)
 
         assert runner.execute(workflow_name).status == "Failed"
@@ -224,7 +226,9 @@ class TestRetryKeyword:
     def test_the_condition_of_the_policy_applies(self, runner, workflow_name):
         attempts = []
         policy = fast(5, condition=RetryCondition.error_pattern(["RATE LIMIT"]))
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("rate limit hit" if n < 3 else "fatal"), retry=policy)
+        define_failing(
+            workflow_name, attempts, lambda n: RuntimeError("rate limit hit" if n < 3 else "fatal"), retry=policy
+        )
 
         result = runner.execute(workflow_name)
 
@@ -257,7 +261,9 @@ class TestRetryKeyword:
 
     def test_never_and_all_errors(self, runner, workflow_name):
         never, every = [], []
-        define_failing(workflow_name, never, lambda n: ConnectionError("x"), retry=fast(3, condition=RetryCondition.never()))
+        define_failing(
+            workflow_name, never, lambda n: ConnectionError("x"), retry=fast(3, condition=RetryCondition.never())
+        )
         assert runner.execute(workflow_name).status == "Failed"
         define_failing(
             workflow_name + "_all", every, lambda n: KeyError("x"), retry=fast(3, condition=RetryCondition.all_errors())
@@ -291,10 +297,8 @@ class TestRetryKeyword:
                 )
             message = str(caught.value)
             assert "cannot be combined with the retry_* keyword arguments" in message
-            assert (
-                "(got: retry_attempts, retry_backoff, retry_delay_ms, retry_max_delay_ms, retry_condition, retry_jitter)"
-                in message
-            )
+            names = "retry_attempts, retry_backoff, retry_delay_ms, retry_max_delay_ms, retry_condition, retry_jitter"
+            assert f"(got: {names})" in message
             with pytest.raises(ValueError, match=r"\(got: retry_delay_ms\)"):
                 cloaca.task(id="t", retry=RetryPolicy.default(), retry_delay_ms=0)
             # a keyword passed as None does not count
@@ -335,7 +339,12 @@ class TestKeywordVocabulary:
     def test_all(self, runner, workflow_name, condition):
         attempts = []
         define_failing(
-            workflow_name, attempts, lambda n: KeyError("x"), retry_attempts=2, retry_delay_ms=5, retry_condition=condition
+            workflow_name,
+            attempts,
+            lambda n: KeyError("x"),
+            retry_attempts=2,
+            retry_delay_ms=5,
+            retry_condition=condition,
         )
         assert runner.execute(workflow_name).status == "Failed"
         assert len(attempts) == 3, "retry_attempts=2 means two retries after the first attempt"

@@ -10,11 +10,6 @@ use pyo3::prelude::*;
 
 use crate::engine::{lock, Backoff, Jitter, RetryCondition, RetryPolicy};
 
-/// The defaults of `RetryPolicy.default()` and of every unset builder field.
-const DEFAULT_MAX_ATTEMPTS: u32 = 3;
-const DEFAULT_INITIAL_DELAY: f64 = 1.0;
-const DEFAULT_MAX_DELAY: f64 = 60.0;
-
 /// The policy `set_default_retry_policy` set: used by tasks decorated
 /// without any retry keyword (None: ours, one attempt).
 static DEFAULT_POLICY: Mutex<Option<RetryPolicy>> = Mutex::new(None);
@@ -90,9 +85,7 @@ impl PyRetryPolicy {
     /// The delay in seconds after attempt `attempt` (from 1) failed, with jitter when enabled.
     fn calculate_delay(&self, attempt: i64) -> PyResult<f64> {
         if attempt < 1 {
-            return Err(PyValueError::new_err(format!(
-                "attempt={attempt} is not accepted: attempts are numbered from 1 (the first run)"
-            )));
+            return Err(PyValueError::new_err(format!("attempt={attempt} is not accepted: attempts are numbered from 1 (the first run)")));
         }
         let n = u32::try_from(attempt).unwrap_or(u32::MAX);
         Ok(self.policy.jittered_delay_ms(n) / 1000.0)
@@ -176,16 +169,17 @@ impl PyRetryPolicyBuilder {
 
     /// The policy; unset fields take the defaults of `RetryPolicy.default()`.
     fn build(&self) -> PyRetryPolicy {
-        let max_attempts = self.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
-        let initial_delay = self.initial_delay.unwrap_or(DEFAULT_INITIAL_DELAY);
-        let max_delay = self.max_delay.unwrap_or(DEFAULT_MAX_DELAY);
+        let defaults = RetryPolicy::object_default();
+        let max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts());
+        let initial_delay = self.initial_delay.unwrap_or(defaults.delay_ms as f64 / 1000.0);
+        let max_delay = self.max_delay.unwrap_or(defaults.max_delay_ms as f64 / 1000.0);
         let policy = RetryPolicy {
             retries: max_attempts.max(1) - 1,
-            backoff: self.backoff.unwrap_or(Backoff::EXPONENTIAL),
+            backoff: self.backoff.unwrap_or(defaults.backoff),
             delay_ms: millis(initial_delay),
             max_delay_ms: millis(max_delay),
-            jitter: if self.jitter.unwrap_or(true) { Jitter::Spread } else { Jitter::Off },
-            condition: self.condition.clone().unwrap_or(RetryCondition::AllErrors),
+            jitter: if self.jitter == Some(false) { Jitter::Off } else { defaults.jitter },
+            condition: self.condition.clone().unwrap_or(defaults.condition),
         };
         PyRetryPolicy { max_attempts, initial_delay, max_delay, policy }
     }
