@@ -141,18 +141,18 @@ impl RetryCondition {
         }
     }
 
-    /// The text used in the workflow version.
+    /// The text used in the workflow version: what the keywords gave
+    /// before pattern lists existed, so that their workflows keep their
+    /// versions, and a JSON list for several patterns (or one with a comma).
     fn fingerprint(&self) -> String {
         match self {
             RetryCondition::AllErrors => "all_errors".into(),
             RetryCondition::Never => "never".into(),
-            // Transient and pattern matching changed meaning when the word
-            // rule and case-insensitive lists came; new texts, new versions.
-            RetryCondition::TransientOnly => "transient".into(),
-            RetryCondition::Patterns(patterns) => {
-                let lowered: Vec<String> = patterns.iter().map(|p| p.to_lowercase()).collect();
-                format!("patterns:{}", serde_json::to_string(&lowered).expect("a list of strings serialises"))
-            }
+            RetryCondition::TransientOnly => "transient_only".into(),
+            RetryCondition::Patterns(patterns) => match patterns.as_slice() {
+                [one] if !one.contains(',') => format!("pattern:{one}"),
+                _ => format!("patterns:{}", serde_json::to_string(patterns).expect("a list of strings serialises")),
+            },
         }
     }
 }
@@ -429,9 +429,10 @@ mod tests {
         .collect();
         let distinct: std::collections::BTreeSet<&String> = texts.iter().collect();
         assert_eq!(distinct.len(), texts.len(), "{texts:#?}");
-        let upper = RetryPolicy { condition: RetryCondition::Patterns(vec!["A".into()]), ..Default::default() };
-        let lower = RetryPolicy { condition: RetryCondition::Patterns(vec!["a".into()]), ..Default::default() };
-        assert_eq!(upper.fingerprint(), lower.fingerprint(), "patterns match case-insensitively");
+        let condition = |c: &str| RetryPolicy { condition: RetryCondition::parse(c).unwrap(), ..Default::default() }.fingerprint();
+        assert!(condition("transient").ends_with(";condition=transient_only"));
+        assert!(condition("rate limit").ends_with(";condition=pattern:rate limit"), "one pattern: the text it always had");
+        assert!(condition("a, b").ends_with(r#";condition=patterns:["a","b"]"#));
     }
 
     #[test]
