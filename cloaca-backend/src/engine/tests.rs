@@ -16,7 +16,7 @@ use super::settings::RunnerConfig;
 use super::store::{AttemptOutcome, PruneFilter, Store};
 use super::time::now_ms;
 use super::url::{test_database_url, DatabaseUrl};
-use super::workflow::{AttemptInfo, Backoff, Dag, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
+use super::workflow::{AttemptInfo, Backoff, Dag, Jitter, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
 
 type Behaviour = dyn Fn(usize, Context) -> Result<Context, TaskFailure> + Send + Sync;
 
@@ -146,7 +146,7 @@ fn a_failed_task_skips_its_dependents_while_an_independent_branch_finishes() {
 #[test]
 fn retries_follow_the_policy_until_success() {
     let mut flaky = task("flaky", &[]);
-    flaky.retry = RetryPolicy { retries: 3, backoff: Backoff::Fixed, delay_ms: 5, jitter: false, ..RetryPolicy::default() };
+    flaky.retry = RetryPolicy { retries: 3, backoff: Backoff::Fixed, delay_ms: 5, jitter: Jitter::Off, ..RetryPolicy::default() };
     let f = fixture(vec![(
         flaky,
         Box::new(|run, mut ctx| {
@@ -168,7 +168,7 @@ fn retries_follow_the_policy_until_success() {
 #[test]
 fn exhausted_retries_fail_with_the_attempt_count() {
     let mut flaky = task("flaky", &[]);
-    flaky.retry = RetryPolicy { retries: 2, backoff: Backoff::Fixed, delay_ms: 1, jitter: false, ..RetryPolicy::default() };
+    flaky.retry = RetryPolicy { retries: 2, backoff: Backoff::Fixed, delay_ms: 1, jitter: Jitter::Off, ..RetryPolicy::default() };
     let f = fixture(vec![(flaky, Box::new(|_, _| Err(failure("always"))))]);
     let runner = f.runner(quick());
     let record = runner.execute(f.workflow.dag.name(), &Context::new()).unwrap();
@@ -181,7 +181,7 @@ fn exhausted_retries_fail_with_the_attempt_count() {
 fn a_stuck_attempt_times_out_is_abandoned_and_the_retry_completes() {
     let mut slow = task("slow", &[]);
     slow.timeout = Some(Duration::from_millis(100));
-    slow.retry = RetryPolicy { retries: 1, backoff: Backoff::Fixed, delay_ms: 1, jitter: false, ..RetryPolicy::default() };
+    slow.retry = RetryPolicy { retries: 1, backoff: Backoff::Fixed, delay_ms: 1, jitter: Jitter::Off, ..RetryPolicy::default() };
     let f = fixture(vec![(
         slow,
         Box::new(|run, ctx| {

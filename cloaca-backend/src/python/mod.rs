@@ -39,6 +39,11 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workflow::PyWorkflowBuilder>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     m.add_function(wrap_pyfunction!(workflow::register_workflow_constructor, m)?)?;
+    m.add_class::<workflow::retry::PyRetryPolicy>()?;
+    m.add_class::<workflow::retry::PyRetryPolicyBuilder>()?;
+    m.add_class::<workflow::retry::PyBackoffStrategy>()?;
+    m.add_class::<workflow::retry::PyRetryCondition>()?;
+    m.add_function(wrap_pyfunction!(workflow::retry::set_default_retry_policy, m)?)?;
     m.add_class::<runner::PyDefaultRunnerConfig>()?;
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;

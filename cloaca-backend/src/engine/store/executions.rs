@@ -95,7 +95,7 @@ pub(crate) fn create_execution(
                 Param::Text(dag.version()),
                 Param::Text(if deps == 0 { "ready" } else { "pending" }),
                 Param::Int(deps),
-                Param::Int(i64::from(task.retry.retries) + 1),
+                Param::Int(i64::from(task.retry.max_attempts())),
                 Param::Int(now),
                 Param::NullableInt((deps == 0).then_some(now)),
             ],

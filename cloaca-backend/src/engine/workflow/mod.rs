@@ -13,4 +13,4 @@ pub(crate) use dag::{frontier_context, Dag, TaskSpec, WorkflowSpec};
 pub(crate) use merge::merge;
 pub(crate) use picture::{render, PictureFormat, TaskPaint};
 pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
-pub(crate) use retry::{Backoff, RetryCondition, RetryPolicy, TaskFailure};
+pub(crate) use retry::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskFailure};

@@ -9,39 +9,65 @@ use pyo3::prelude::*;
 
 use super::body::{PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
 use super::builder::declare_task;
-use crate::engine::{Backoff, RetryCondition, RetryPolicy, TaskSpec};
+use super::retry::{default_policy, extract_policy};
+use crate::engine::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskSpec};
 use crate::python::errors::to_py;
 
 /// Declares a task; use as `@cloaca.task(...)` inside a
 /// `with cloaca.WorkflowBuilder(name):` block. Returns the function itself.
 #[pyfunction]
-#[pyo3(signature = (id=None, dependencies=None, retry_attempts=0, retry_backoff="exponential",
-    retry_delay_ms=1000, retry_max_delay_ms=30000, retry_condition="all_errors", retry_jitter=true,
-    timeout_seconds=None))]
+#[pyo3(signature = (id=None, dependencies=None, retry_attempts=None, retry_backoff=None,
+    retry_delay_ms=None, retry_max_delay_ms=None, retry_condition=None, retry_jitter=None,
+    timeout_seconds=None, retry=None, invokes=None, post_invocation=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn task(
     py: Python<'_>,
     id: Option<Bound<'_, PyAny>>,
     dependencies: Option<Bound<'_, PyAny>>,
-    retry_attempts: i64,
-    retry_backoff: &str,
-    retry_delay_ms: i64,
-    retry_max_delay_ms: i64,
-    retry_condition: &str,
-    retry_jitter: bool,
+    retry_attempts: Option<i64>,
+    retry_backoff: Option<&str>,
+    retry_delay_ms: Option<i64>,
+    retry_max_delay_ms: Option<i64>,
+    retry_condition: Option<&str>,
+    retry_jitter: Option<bool>,
     timeout_seconds: Option<f64>,
+    retry: Option<Bound<'_, PyAny>>,
+    invokes: Option<Bound<'_, PyAny>>,
+    post_invocation: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let non_negative = |name: &str, value: i64| -> PyResult<u64> {
-        u64::try_from(value).map_err(|_| PyValueError::new_err(format!("{name}={value} is not accepted: it must be 0 or more")))
-    };
-    let retries = non_negative("retry_attempts", retry_attempts)?;
-    let retry = RetryPolicy {
-        retries: u32::try_from(retries).map_err(|_| PyValueError::new_err(format!("retry_attempts={retries} is too large")))?,
-        backoff: retry_backoff.parse::<Backoff>().map_err(to_py)?,
-        delay_ms: non_negative("retry_delay_ms", retry_delay_ms)?,
-        max_delay_ms: non_negative("retry_max_delay_ms", retry_max_delay_ms)?,
+    for (name, value) in [("invokes", &invokes), ("post_invocation", &post_invocation)] {
+        if value.is_some() {
+            return Err(PyValueError::new_err(format!(
+                "{name}= is not supported: computation graphs are unsupported in cloaca; declare the graph's \
+                 steps as tasks with dependencies instead"
+            )));
+        }
+    }
+    let keywords = RetryKeywords {
+        attempts: retry_attempts,
+        backoff: retry_backoff,
+        delay_ms: retry_delay_ms,
+        max_delay_ms: retry_max_delay_ms,
+        condition: retry_condition,
         jitter: retry_jitter,
-        condition: RetryCondition::parse(retry_condition).map_err(to_py)?,
+    };
+    let retry = match retry {
+        Some(policy) => {
+            let policy = extract_policy("retry=", &policy)?;
+            let given = keywords.given();
+            if !given.is_empty() {
+                return Err(PyValueError::new_err(format!(
+                    "retry= cannot be combined with the retry_* keyword arguments (got: {}); give the whole \
+                     policy with retry=RetryPolicy.builder()...build(), or only the keywords",
+                    given.join(", ")
+                )));
+            }
+            policy
+        }
+        None => match default_policy() {
+            Some(policy) if keywords.given().is_empty() => policy,
+            _ => keywords.policy()?,
+        },
     };
     let timeout = match timeout_seconds {
         Some(t) if !(t.is_finite() && t > 0.0) => {
@@ -66,6 +92,68 @@ pub fn task(
     match bare_function {
         Some(function) => decorator.decorate(py, function),
         None => Ok(Py::new(py, decorator)?.into_any()),
+    }
+}
+
+/// The `retry_*` keywords of `@task`; None is "not given".
+struct RetryKeywords<'a> {
+    attempts: Option<i64>,
+    backoff: Option<&'a str>,
+    delay_ms: Option<i64>,
+    max_delay_ms: Option<i64>,
+    condition: Option<&'a str>,
+    jitter: Option<bool>,
+}
+
+impl RetryKeywords<'_> {
+    /// The names of the keywords given, in the order of the signature.
+    fn given(&self) -> Vec<&'static str> {
+        [
+            ("retry_attempts", self.attempts.is_some()),
+            ("retry_backoff", self.backoff.is_some()),
+            ("retry_delay_ms", self.delay_ms.is_some()),
+            ("retry_max_delay_ms", self.max_delay_ms.is_some()),
+            ("retry_condition", self.condition.is_some()),
+            ("retry_jitter", self.jitter.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
+
+    /// The policy the keywords give, each one not given at its default:
+    /// `retry_attempts` retries after the first attempt (0), exponential
+    /// backoff from 1000 ms capped at 30000 ms, jitter, every error.
+    fn policy(&self) -> PyResult<RetryPolicy> {
+        let non_negative = |name: &str, value: i64| -> PyResult<u64> {
+            u64::try_from(value).map_err(|_| PyValueError::new_err(format!("{name}={value} is not accepted: it must be 0 or more")))
+        };
+        let defaults = RetryPolicy::default();
+        let retries = non_negative("retry_attempts", self.attempts.unwrap_or(0))?;
+        Ok(RetryPolicy {
+            retries: u32::try_from(retries).map_err(|_| PyValueError::new_err(format!("retry_attempts={retries} is too large")))?,
+            backoff: match self.backoff {
+                Some(b) => b.parse::<Backoff>().map_err(to_py)?,
+                None => defaults.backoff,
+            },
+            delay_ms: match self.delay_ms {
+                Some(d) => non_negative("retry_delay_ms", d)?,
+                None => defaults.delay_ms,
+            },
+            max_delay_ms: match self.max_delay_ms {
+                Some(d) => non_negative("retry_max_delay_ms", d)?,
+                None => defaults.max_delay_ms,
+            },
+            jitter: match self.jitter {
+                Some(false) => Jitter::Off,
+                Some(true) => Jitter::Shorten,
+                None => defaults.jitter,
+            },
+            condition: match self.condition {
+                Some(c) => RetryCondition::parse(c).map_err(to_py)?,
+                None => defaults.condition,
+            },
+        })
     }
 }
 
