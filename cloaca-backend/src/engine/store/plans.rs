@@ -22,6 +22,7 @@ mod dialect {
     pub(super) const DETAIL: usize = 3;
     pub(super) const TASK_KEY: &str = "sqlite_autoindex_cloaca_task_executions_1";
     pub(super) const TASK_ROW_KEY: &str = "INTEGER PRIMARY KEY";
+    pub(super) const TASK_KEY_OR_READY: &str = "sqlite_autoindex_cloaca_task_executions_1|cloaca_task_executions_ready";
     pub(super) const EXECUTION_KEY: &str = "sqlite_autoindex_cloaca_executions_1";
     pub(super) const CRON_RUN_KEY: &str = "sqlite_autoindex_cloaca_cron_executions_1";
     pub(super) const CRON_HISTORY: &str = "sqlite_autoindex_cloaca_cron_executions_1|cloaca_cron_executions_by_time";
@@ -40,6 +41,7 @@ mod dialect {
     pub(super) const DETAIL: usize = 0;
     pub(super) const TASK_KEY: &str = "cloaca_task_executions_execution_id_task_id_key";
     pub(super) const TASK_ROW_KEY: &str = "cloaca_task_executions_pkey";
+    pub(super) const TASK_KEY_OR_READY: &str = "cloaca_task_executions_execution_id_task_id_key|cloaca_task_executions_ready";
     pub(super) const EXECUTION_KEY: &str = "cloaca_executions_id_key";
     pub(super) const CRON_RUN_KEY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key";
     pub(super) const CRON_HISTORY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key|cloaca_cron_executions_by_time";
@@ -121,7 +123,8 @@ fn expectations() -> Vec<Expected> {
         ),
         expect("the next due time", ex::NEXT_DUE, vec![workflows, Int(1)], &["cloaca_task_executions_ready"]),
         expect("releasing dependents", ex::RELEASE_DEPENDENTS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
-        expect("holding readied tasks", ex::HOLD_READIED, vec![Text("hist-5"), Text(r#"["t2"]"#)], &[TASK_KEY]),
+        // With statistics, PostgreSQL may read the few ready rows by status.
+        expect("holding readied tasks", ex::HOLD_READIED, vec![Text("hist-5"), Text(r#"["t2"]"#)], &[TASK_KEY_OR_READY]),
         expect("finding cancelled attempts", ex::CANCELLED_ROWS, vec![Text(r#"["1","2"]"#)], &[TASK_ROW_KEY]),
         expect("finding an idempotency key", ex::FIND_BY_KEY, vec![Text("key")], &["cloaca_executions_idempotency"]),
         expect("reading task records", history::TASK_ROWS, vec![Text("hist-5")], &[TASK_KEY]),
@@ -129,7 +132,7 @@ fn expectations() -> Vec<Expected> {
         expect("reading steering events", history::STEERING_EVENTS, vec![Text("hist-5")], &["cloaca_execution_events_by_execution"]),
         expect("locking an execution", control::LOCK_EXECUTION, vec![Text("hist-5")], &[EXECUTION_KEY]),
         expect("cancelling tasks", control::CANCEL_TASKS, vec![Text("hist-5"), Int(1), Text("1")], &[TASK_KEY]),
-        expect("holding tasks", control::HOLD_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
+        expect("holding tasks", control::HOLD_TASKS, vec![Text("hist-5")], &[TASK_KEY_OR_READY]),
         expect("releasing held tasks", control::RELEASE_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
         expect(
             "resetting a task",
