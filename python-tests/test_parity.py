@@ -11,6 +11,13 @@ import pytest
 
 import cloaca
 
+
+@pytest.fixture
+def runner(fresh_database_url):
+    with cloaca.DefaultRunner(fresh_database_url) as r:
+        yield r
+
+
 # ------------------------------------------------------------ var / var_or ---
 
 
@@ -108,3 +115,38 @@ def test_db_pool_size_zero_is_refused_with_the_usual_phrase():
     with pytest.raises(ValueError) as raised:
         cloaca.DefaultRunnerConfig(db_pool_size=0)
     assert "Invalid configuration: db_pool_size must be > 0" in str(raised.value)
+
+
+# -------------------------------------------------------------- WorkflowResult ---
+
+
+def test_workflow_result_is_pipeline_result():
+    assert cloaca.WorkflowResult is cloaca.PipelineResult
+    assert "WorkflowResult" in cloaca.__all__
+
+
+def test_a_result_shows_status_and_error_and_keeps_its_execution_id(runner, workflow_name):
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="ok")
+        def ok(context):
+            context.set("done", True)
+
+    result = runner.execute(workflow_name)
+    assert isinstance(result, cloaca.WorkflowResult)
+    assert repr(result) == "WorkflowResult(status=Completed, error=None)"
+    assert result.execution_id and result.end_time is not None and isinstance(result.start_time, str)
+    assert result.final_context.get("done") is True
+
+
+def test_a_failed_result_shows_its_error(runner, workflow_name):
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="boom")
+        def boom(context):
+            raise RuntimeError("no luck")
+
+    result = runner.execute(workflow_name)
+    assert result.status == "Failed"
+    assert repr(result) == f"WorkflowResult(status=Failed, error={result.error_message})"
+    assert "no luck" in repr(result)

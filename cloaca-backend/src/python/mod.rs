@@ -45,6 +45,8 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
+    // The current original bindings' name for the same class.
+    m.add("WorkflowResult", m.getattr("PipelineResult")?)?;
     m.add_class::<runner::PyTaskRecord>()?;
     m.add_class::<runner::PyExecutionEvent>()?;
     m.add_function(wrap_pyfunction!(vars::var, m)?)?;
