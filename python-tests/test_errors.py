@@ -43,7 +43,7 @@ HIERARCHY = {
     "IdempotencyKeyError": (ValueError,),
     "WaitTimeoutError": (TimeoutError,),
     "InvalidScheduleError": (ValueError,),
-    "ScheduleNotFoundError": (KeyError,),
+    "ScheduleNotFoundError": (ValueError, KeyError),
     "TenantError": (ValueError,),
     "RunnerShutDownError": (RuntimeError, ValueError),
 }

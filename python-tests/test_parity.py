@@ -6,6 +6,7 @@ differs, docs/migrating.md says how. These run on both backends.
 
 import os
 import time
+import uuid
 
 import pytest
 
@@ -150,3 +151,132 @@ def test_a_failed_result_shows_its_error(runner, workflow_name):
     assert result.status == "Failed"
     assert repr(result) == f"WorkflowResult(status=Failed, error={result.error_message})"
     assert "no luck" in repr(result)
+
+
+# ------------------------------------------------------------------------ cron ---
+
+
+@pytest.fixture
+def scheduled(runner, workflow_name):
+    """A runner with one registered workflow and one schedule of it (that fires nothing soon)."""
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="noop")
+        def noop(context):
+            pass
+
+    return runner, runner.register_cron_workflow(workflow_name, "0 3 1 1 *", "UTC")
+
+
+def test_listing_and_history_take_none_for_their_defaults(scheduled):
+    runner, schedule_id = scheduled
+    listed = runner.list_cron_schedules()
+    assert runner.list_cron_schedules(None, None, None) == listed
+    assert runner.list_cron_schedules(enabled_only=None, limit=None, offset=None) == listed
+    assert runner.list_cron_schedules(True, 1, 0) == listed
+    assert runner.get_cron_execution_history(schedule_id, None, None) == []
+    assert runner.get_cron_execution_history(schedule_id, limit=None, offset=None) == []
+
+
+def test_a_schedule_dict_has_every_key_of_the_original_bindings(scheduled):
+    runner, schedule_id = scheduled
+    schedule = runner.get_cron_schedule(schedule_id)
+    for key in (
+        "id",
+        "workflow_name",
+        "cron_expression",
+        "timezone",
+        "enabled",
+        "catchup_policy",
+        "next_run_at",
+        "last_run_at",
+        "created_at",
+        "updated_at",
+    ):
+        assert key in schedule, key
+    assert schedule["catchup_policy"] == "run_all"
+
+
+def test_a_history_row_names_the_execution_as_workflow_execution_id(fresh_database_url, workflow_name):
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="noop")
+        def noop(context):
+            pass
+
+    config = cloaca.DefaultRunnerConfig(cron_poll_interval_seconds=0.2)
+    with cloaca.DefaultRunner.with_config(fresh_database_url, config) as runner:
+        schedule_id = runner.register_cron_workflow(workflow_name, "* * * * * *", "UTC")
+        deadline = time.monotonic() + 30
+        while not (rows := runner.get_cron_execution_history(schedule_id)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        runner.set_cron_schedule_enabled(schedule_id, False)
+    assert rows, "no tick started within 30 s"
+    assert rows[0]["workflow_execution_id"] == rows[0]["execution_id"]
+
+
+UNKNOWN_ID_CALLS = {
+    "get": ("Failed to get cron schedule", lambda r, sid: r.get_cron_schedule(sid)),
+    "update": ("Failed to update cron schedule", lambda r, sid: r.update_cron_schedule(sid, "0 4 * * *")),
+    "enable": ("Failed to update cron schedule", lambda r, sid: r.set_cron_schedule_enabled(sid, True)),
+    "delete": ("Failed to delete cron schedule", lambda r, sid: r.delete_cron_schedule(sid)),
+    "history": ("Failed to get cron execution history", lambda r, sid: r.get_cron_execution_history(sid)),
+}
+
+
+@pytest.mark.parametrize(("prefix", "call"), UNKNOWN_ID_CALLS.values(), ids=UNKNOWN_ID_CALLS.keys())
+def test_an_unknown_schedule_id_is_both_key_error_and_value_error(scheduled, prefix, call):
+    runner, _ = scheduled
+    unknown = str(uuid.uuid4())
+    with pytest.raises(cloaca.ScheduleNotFoundError) as raised:
+        call(runner, unknown)
+    assert isinstance(raised.value, KeyError) and isinstance(raised.value, ValueError)
+    assert prefix in str(raised.value) and unknown in str(raised.value)
+
+
+@pytest.mark.parametrize(("prefix", "call"), UNKNOWN_ID_CALLS.values(), ids=UNKNOWN_ID_CALLS.keys())
+def test_a_malformed_schedule_id_is_a_value_error_saying_so(scheduled, prefix, call):
+    runner, _ = scheduled
+    with pytest.raises(ValueError) as raised:
+        call(runner, "not-a-schedule")
+    assert prefix in str(raised.value) and "Invalid schedule ID" in str(raised.value)
+    assert "not-a-schedule" in str(raised.value)
+
+
+def test_a_deleted_schedule_id_raises_the_same_class(scheduled):
+    runner, schedule_id = scheduled
+    runner.delete_cron_schedule(schedule_id)
+    with pytest.raises(ValueError, match="Failed to get cron schedule") as raised:
+        runner.get_cron_schedule(schedule_id)
+    assert type(raised.value) is cloaca.ScheduleNotFoundError and schedule_id in str(raised.value)
+
+
+def test_every_error_of_a_cron_method_carries_its_prefix(scheduled, workflow_name):
+    runner, schedule_id = scheduled
+    cases = [
+        ("Failed to register cron workflow", lambda: runner.register_cron_workflow("no_such_workflow", "0 3 * * *")),
+        ("Failed to register cron workflow", lambda: runner.register_cron_workflow(workflow_name, "61 * * * *")),
+        ("Failed to register cron workflow", lambda: runner.register_cron_workflow(workflow_name, "0 3 * * *", "Mars/X")),
+        ("Failed to list cron schedules", lambda: runner.list_cron_schedules(limit=0)),
+        ("Failed to list cron schedules", lambda: runner.list_cron_schedules(offset=-1)),
+        ("Failed to update cron schedule", lambda: runner.update_cron_schedule(schedule_id, "not cron")),
+        ("Failed to get cron execution history", lambda: runner.get_cron_execution_history(schedule_id, limit=0)),
+        ("Failed to get cron execution stats", lambda: runner.get_cron_execution_stats("yesterday")),
+    ]
+    for prefix, call in cases:
+        with pytest.raises(ValueError) as raised:
+            call()
+        assert prefix in str(raised.value), (prefix, str(raised.value))
+
+
+def test_a_bad_since_says_invalid_datetime_format(scheduled):
+    runner, _ = scheduled
+    with pytest.raises(ValueError, match="Invalid datetime format"):
+        runner.get_cron_execution_stats("2026-13-45")
+
+
+def test_a_shut_down_runner_still_names_the_method(fresh_database_url):
+    runner = cloaca.DefaultRunner(fresh_database_url)
+    runner.shutdown()
+    with pytest.raises(cloaca.RunnerShutDownError, match="Failed to list cron schedules"):
+        runner.list_cron_schedules()

@@ -68,8 +68,11 @@ class InvalidScheduleError(CloacaError, ValueError):
     """A cron expression or time zone that cannot be scheduled."""
 
 
-class ScheduleNotFoundError(CloacaError, KeyError):
-    """No cron schedule with the given id exists in the database."""
+class ScheduleNotFoundError(CloacaError, KeyError, ValueError):
+    """No cron schedule with the given id exists in the database, or the id is not a schedule id at all.
+
+    A ValueError too, as the original bindings raise for these.
+    """
 
 
 class TenantError(CloacaError, ValueError):

@@ -262,70 +262,109 @@ impl PyDefaultRunner {
     /// returns the schedule's id. Each tick starts one execution.
     #[pyo3(signature = (workflow_name, cron_expression, timezone="UTC"))]
     fn register_cron_workflow(&self, py: Python<'_>, workflow_name: &str, cron_expression: &str, timezone: &str) -> PyResult<String> {
-        let runner = self.runner()?;
-        let record = py.detach(|| runner.schedules().register(workflow_name, cron_expression, timezone)).map_err(to_py)?;
-        Ok(record.id)
+        let register = || {
+            let runner = self.runner()?;
+            let record = py.detach(|| runner.schedules().register(workflow_name, cron_expression, timezone)).map_err(to_py)?;
+            Ok(record.id)
+        };
+        register().map_err(|e| cron::prefixed(cron::REGISTER, e))
     }
 
-    /// Schedules in this database, oldest first, as dicts.
-    #[pyo3(signature = (enabled_only=false, limit=100, offset=0))]
-    fn list_cron_schedules<'py>(&self, py: Python<'py>, enabled_only: bool, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        cron::check_page(limit, offset)?;
-        let runner = self.runner()?;
-        let records = py.detach(|| runner.schedules().list(enabled_only, limit, offset)).map_err(to_py)?;
-        records.iter().map(|r| cron::schedule_dict(py, r)).collect()
+    /// Schedules in this database, oldest first, as dicts. None for an
+    /// argument means its default (False, 100, 0).
+    #[pyo3(signature = (enabled_only=None, limit=None, offset=None))]
+    fn list_cron_schedules<'py>(
+        &self,
+        py: Python<'py>,
+        enabled_only: Option<bool>,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let list = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            cron::check_page(limit, offset)?;
+            let runner = self.runner()?;
+            let records = py.detach(|| runner.schedules().list(enabled_only.unwrap_or(false), limit, offset)).map_err(to_py)?;
+            records.iter().map(|r| cron::schedule_dict(py, r)).collect()
+        };
+        list().map_err(|e| cron::prefixed(cron::LIST, e))
     }
 
-    /// One schedule as a dict; KeyError when there is none with this id.
+    /// One schedule as a dict; ScheduleNotFoundError when there is none with this id.
     fn get_cron_schedule<'py>(&self, py: Python<'py>, schedule_id: &str) -> PyResult<Bound<'py, PyDict>> {
-        let runner = self.runner()?;
-        let record = py.detach(|| runner.schedules().get(schedule_id)).map_err(to_py)?;
-        cron::schedule_dict(py, &record)
+        let get = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            let record = py.detach(|| runner.schedules().get(schedule_id)).map_err(to_py)?;
+            cron::schedule_dict(py, &record)
+        };
+        get().map_err(|e| cron::prefixed(cron::GET, e))
     }
 
     /// Replaces a schedule's expression (and time zone; None keeps it).
     /// The next tick is computed from now.
     #[pyo3(signature = (schedule_id, cron_expression, timezone=None))]
     fn update_cron_schedule(&self, py: Python<'_>, schedule_id: &str, cron_expression: &str, timezone: Option<&str>) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().update(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+        let update = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().update(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+        };
+        update().map_err(|e| cron::prefixed(cron::UPDATE, e))
     }
 
     /// Enables or disables a schedule; re-enabled, it starts from the next
     /// tick after now (ticks missed while disabled are not caught up).
     fn set_cron_schedule_enabled(&self, py: Python<'_>, schedule_id: &str, enabled: bool) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().set_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+        let set_enabled = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().set_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+        };
+        set_enabled().map_err(|e| cron::prefixed(cron::UPDATE, e))
     }
 
     /// Deletes a schedule and its history; executions it started go on.
     fn delete_cron_schedule(&self, py: Python<'_>, schedule_id: &str) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().delete(schedule_id)).map_err(to_py)
+        let delete = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().delete(schedule_id)).map_err(to_py)
+        };
+        delete().map_err(|e| cron::prefixed(cron::DELETE, e))
     }
 
-    /// The executions a schedule's ticks started, newest tick first, as dicts.
-    #[pyo3(signature = (schedule_id, limit=100, offset=0))]
+    /// The executions a schedule's ticks started, newest tick first, as
+    /// dicts. None for `limit` or `offset` means its default (100, 0).
+    #[pyo3(signature = (schedule_id, limit=None, offset=None))]
     fn get_cron_execution_history<'py>(
         &self,
         py: Python<'py>,
         schedule_id: &str,
-        limit: i64,
-        offset: i64,
+        limit: Option<i64>,
+        offset: Option<i64>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        cron::check_page(limit, offset)?;
-        let runner = self.runner()?;
-        let runs = py.detach(|| runner.schedules().history(schedule_id, limit, offset)).map_err(to_py)?;
-        runs.iter().map(|r| cron::run_dict(py, r)).collect()
+        let history = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            cron::check_page(limit, offset)?;
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            let runs = py.detach(|| runner.schedules().history(schedule_id, limit, offset)).map_err(to_py)?;
+            runs.iter().map(|r| cron::run_dict(py, r)).collect()
+        };
+        history().map_err(|e| cron::prefixed(cron::HISTORY, e))
     }
 
     /// Counts of the executions of ticks scheduled at or after `since` (an
     /// RFC 3339 string or a datetime); success_rate is a percentage.
     fn get_cron_execution_stats<'py>(&self, py: Python<'py>, since: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let since = cron::since_ms(py, since)?;
-        let runner = self.runner()?;
-        let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
-        cron::stats_dict(py, &stats)
+        let stats = || {
+            let since = cron::since_ms(py, since)?;
+            let runner = self.runner()?;
+            let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
+            cron::stats_dict(py, &stats)
+        };
+        stats().map_err(|e| cron::prefixed(cron::STATS, e))
     }
 
     /// Deletes finished (Completed, Failed or Cancelled) executions that finished before
