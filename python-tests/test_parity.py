@@ -256,7 +256,10 @@ def test_every_error_of_a_cron_method_carries_its_prefix(scheduled, workflow_nam
     cases = [
         ("Failed to register cron workflow", lambda: runner.register_cron_workflow("no_such_workflow", "0 3 * * *")),
         ("Failed to register cron workflow", lambda: runner.register_cron_workflow(workflow_name, "61 * * * *")),
-        ("Failed to register cron workflow", lambda: runner.register_cron_workflow(workflow_name, "0 3 * * *", "Mars/X")),
+        (
+            "Failed to register cron workflow",
+            lambda: runner.register_cron_workflow(workflow_name, "0 3 * * *", "Mars/X"),
+        ),
         ("Failed to list cron schedules", lambda: runner.list_cron_schedules(limit=0)),
         ("Failed to list cron schedules", lambda: runner.list_cron_schedules(offset=-1)),
         ("Failed to update cron schedule", lambda: runner.update_cron_schedule(schedule_id, "not cron")),
@@ -280,3 +283,98 @@ def test_a_shut_down_runner_still_names_the_method(fresh_database_url):
     runner.shutdown()
     with pytest.raises(cloaca.RunnerShutDownError, match="Failed to list cron schedules"):
         runner.list_cron_schedules()
+
+
+# ------------------------------------------------------ creating a DefaultRunner ---
+
+PREFIX = "Failed to create DefaultRunner: "
+
+
+def other_backend_url(backend):
+    return {"sqlite": "postgresql://user@127.0.0.1:1/db", "postgres": "sqlite:///tmp/x.db"}[backend]
+
+
+def assert_creation_failure(error, specific=None):
+    assert isinstance(error, cloaca.RunnerCreationError), type(error).__mro__
+    assert isinstance(error, ValueError) and isinstance(error, RuntimeError)
+    assert str(error).startswith(PREFIX), str(error)
+    if specific is not None:
+        assert isinstance(error, specific) and type(error).__name__ == specific.__name__
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "not a url", "sqlite://"])
+def test_a_bad_url_is_a_creation_failure_and_an_invalid_url_error(backend, url):
+    with pytest.raises(RuntimeError) as raised:
+        cloaca.DefaultRunner(url)
+    assert_creation_failure(raised.value, cloaca.InvalidUrlError)
+    assert url in str(raised.value)
+
+
+def test_the_other_backends_url_is_a_creation_failure(backend):
+    with pytest.raises(ValueError) as raised:
+        cloaca.DefaultRunner(other_backend_url(backend))
+    assert_creation_failure(raised.value, cloaca.InvalidUrlError)
+
+
+def test_an_unreachable_database_is_a_creation_failure_and_a_connection_error(backend, tmp_path):
+    url = {
+        "sqlite": f"sqlite:///{tmp_path}/missing/dir/x.db",
+        "postgres": "postgresql://postgres@127.0.0.1:1/postgres?connect_timeout=2",
+    }[backend]
+    config = cloaca.DefaultRunnerConfig(database_outage_timeout_seconds=0)
+    with pytest.raises(ConnectionError) as raised:
+        cloaca.DefaultRunner.with_config(url, config)
+    assert_creation_failure(raised.value, cloaca.DatabaseUnavailableError)
+
+
+def test_with_schema_requires_postgresql(backend, fresh_database_url):
+    url = fresh_database_url if backend == "sqlite" else "sqlite:///tmp/x.db"
+    with pytest.raises(ValueError) as raised:
+        cloaca.DefaultRunner.with_schema(url, "tenant_a")
+    assert "requires PostgreSQL" in str(raised.value)
+    assert_creation_failure(raised.value)
+
+
+@pytest.mark.usefixtures("postgres_only")
+class TestWithSchemaNames:
+    URL = "postgresql://postgres@127.0.0.1:1/postgres"
+
+    def test_an_empty_name(self):
+        with pytest.raises(ValueError, match="Schema name cannot be empty") as raised:
+            cloaca.DefaultRunner.with_schema(self.URL, "")
+        assert_creation_failure(raised.value, cloaca.TenantError)
+
+    @pytest.mark.parametrize("name", ["tenant-a", "a b", "x;DROP", "tenant\n", "ten\0ant"])
+    def test_a_character_that_is_not_accepted(self, name):
+        with pytest.raises(ValueError) as raised:
+            cloaca.DefaultRunner.with_schema(self.URL, name)
+        assert "Schema name must contain only alphanumeric characters and underscores" in str(raised.value)
+        assert_creation_failure(raised.value, cloaca.TenantError)
+
+    @pytest.mark.parametrize("name", ["1abc", "a" * 64, "pg_x", "information_schema"])
+    def test_names_the_rule_refuses(self, name):
+        with pytest.raises(ValueError) as raised:
+            cloaca.DefaultRunner.with_schema(self.URL, name)
+        assert_creation_failure(raised.value, cloaca.TenantError)
+        assert "127.0.0.1:1" not in str(raised.value), "refused before connecting"
+
+    def test_an_upper_case_name_is_folded_to_lower_case(self, fresh_database_url, workflow_name, db_query):
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="mark")
+            def mark(context):
+                context.set("marked", True)
+
+        with cloaca.DefaultRunner.with_schema(fresh_database_url, "Tenant_A") as runner:
+            assert runner.execute(workflow_name).status == "Completed"
+        with cloaca.DefaultRunner.with_schema(fresh_database_url, "tenant_a") as runner:
+            assert [r.workflow_name for r in runner.list_executions()] == [workflow_name]
+        schemas = {row[0] for row in db_query(fresh_database_url, "SELECT nspname FROM pg_namespace")}
+        assert "tenant_a" in schemas and "Tenant_A" not in schemas
+
+    def test_a_connection_failure_starts_with_the_phrase(self):
+        config = cloaca.DefaultRunnerConfig(database_outage_timeout_seconds=0)
+        with pytest.raises(RuntimeError) as raised:
+            cloaca.DefaultRunner.with_schema(self.URL + "?connect_timeout=2", "tenant_a", config)
+        assert_creation_failure(raised.value, cloaca.DatabaseUnavailableError)
+        assert isinstance(raised.value, ConnectionError)

@@ -80,6 +80,11 @@ impl PyDefaultRunnerConfig {
         Self::defaults(py)
     }
 
+    /// A copy of these settings.
+    pub(crate) fn clone_config(&self, py: Python<'_>) -> PyResult<Self> {
+        Ok(PyDefaultRunnerConfig { values: self.values.iter().map(|(k, (v, o))| (*k, (*v, o.clone_ref(py)))).collect() })
+    }
+
     fn set(&mut self, name: &str, value: &Bound<'_, PyAny>, unknown: impl FnOnce() -> PyErr) -> PyResult<()> {
         let setting = find_setting(name).ok_or_else(unknown)?;
         let used = setting_aliases(setting.name).find(|alias| *alias == name).unwrap_or(setting.name);

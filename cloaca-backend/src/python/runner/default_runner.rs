@@ -16,7 +16,7 @@ use crate::engine::{
     Runner, Store,
 };
 use crate::python::context::PyContext;
-use crate::python::errors::to_py;
+use crate::python::errors::{creation_failure, raise, to_py};
 use crate::python::logging;
 
 /// Runners not yet shut down, so that interpreter exit can stop them
@@ -71,14 +71,14 @@ impl PyDefaultRunner {
     /// starts the runner's workers, which also resume interrupted executions.
     #[new]
     fn new(py: Python<'_>, database_url: &str) -> PyResult<Self> {
-        Self::open(py, database_url, None, &PyDefaultRunnerConfig::default_config(py)?)
+        Self::open(py, database_url, None, &PyDefaultRunnerConfig::default_config(py)?).map_err(creation_failure)
     }
 
     /// Like `DefaultRunner(database_url)`, with settings.
     #[staticmethod]
     fn with_config(py: Python<'_>, database_url: &str, config: &Bound<'_, PyAny>) -> PyResult<Self> {
         let config = runner_config(config, "with_config")?;
-        Self::open(py, database_url, None, &config.borrow())
+        Self::open(py, database_url, None, &config.borrow()).map_err(creation_failure)
     }
 
     /// Like `DefaultRunner(database_url)` with every table in the Postgres
@@ -87,20 +87,29 @@ impl PyDefaultRunner {
     #[staticmethod]
     #[pyo3(signature = (database_url, schema, config=None))]
     fn with_schema(py: Python<'_>, database_url: &str, schema: &str, config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        if Backend::CURRENT != Backend::Postgres {
-            return Err(PyValueError::new_err(format!(
-                "with_schema (multi-tenancy) needs the postgres backend (pip install cloaca[postgres]); this is the {} backend, \
-                 whose database holds one set of tables: use a separate database file per tenant instead",
-                Backend::CURRENT.name()
-            )));
-        }
-        // Before the URL or any connection: a bad name is the caller's first problem.
-        #[cfg(feature = "postgres")]
-        crate::engine::validate_name("schema name", schema).map_err(to_py)?;
-        match config {
-            Some(config) => Self::open(py, database_url, Some(schema), &runner_config(config, "with_schema")?.borrow()),
-            None => Self::open(py, database_url, Some(schema), &PyDefaultRunnerConfig::default_config(py)?),
-        }
+        let config = match config {
+            Some(config) => runner_config(config, "with_schema")?.borrow().clone_config(py)?,
+            None => PyDefaultRunnerConfig::default_config(py)?,
+        };
+        let create = || {
+            // Before any connection: the backend, then the name, are the caller's first problems.
+            if Backend::CURRENT != Backend::Postgres {
+                return Err(PyValueError::new_err(format!(
+                    "with_schema: schema multi-tenancy requires PostgreSQL (the postgres backend: pip install cloaca[postgres]); \
+                     this is the {} backend, whose database holds one set of tables: use a separate database file per tenant instead",
+                    Backend::CURRENT.name()
+                )));
+            }
+            if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+                return Err(PyValueError::new_err(format!(
+                    "with_schema: schema multi-tenancy requires PostgreSQL: {:?} is not a postgres:// or postgresql:// URL",
+                    redact(database_url)
+                )));
+            }
+            let schema = schema_name(schema)?;
+            Self::open(py, database_url, Some(&schema), &config)
+        };
+        create().map_err(creation_failure)
     }
 
     /// Runs the registered workflow `workflow_name` on `context` (a Context,
@@ -437,6 +446,35 @@ fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResu
         let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         PyTypeError::new_err(format!("{method} needs a cloaca.DefaultRunnerConfig, not {type_name}"))
     })
+}
+
+/// The schema name `schema` as stored: checked (empty, then characters,
+/// then the full rule) and folded to lower case, as PostgreSQL folds an
+/// unquoted name, so that "Tenant_A" and "tenant_a" are one schema.
+fn schema_name(schema: &str) -> PyResult<String> {
+    if schema.is_empty() {
+        return Err(raise(
+            "TenantError",
+            "Schema name cannot be empty: schema name \"\" is not accepted; give a name such as \"tenant_a\"",
+        ));
+    }
+    if !schema.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(raise(
+            "TenantError",
+            format!(
+                "Schema name must contain only alphanumeric characters and underscores: schema name {schema:?} is not accepted; \
+                 use [A-Za-z_][A-Za-z0-9_]{{0,62}} (folded to lower case)"
+            ),
+        ));
+    }
+    let folded = if schema.is_ascii() { schema.to_ascii_lowercase() } else { schema.to_string() };
+    #[cfg(feature = "postgres")]
+    crate::engine::validate_name("schema name", &folded).map_err(|e| {
+        // The message shows the name as the caller wrote it.
+        let message = e.to_string().replacen(&format!("{folded:?}"), &format!("{schema:?}"), 1);
+        raise("TenantError", message)
+    })?;
+    Ok(folded)
 }
 
 /// Refuses an empty idempotency key (it would name every keyless start).
