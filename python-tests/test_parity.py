@@ -378,3 +378,67 @@ class TestWithSchemaNames:
             cloaca.DefaultRunner.with_schema(self.URL + "?connect_timeout=2", "tenant_a", config)
         assert_creation_failure(raised.value, cloaca.DatabaseUnavailableError)
         assert isinstance(raised.value, ConnectionError)
+
+
+# ------------------------------------------------------------ SQLite URL forms ---
+
+
+def run_marked(url, workflow_name):
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="mark")
+        def mark(context):
+            context.set("marked", True)
+
+    with cloaca.DefaultRunner(url) as runner:
+        result = runner.execute(workflow_name)
+        assert result.status == "Completed", result.error_message
+        return runner.list_executions()
+
+
+@pytest.mark.usefixtures("sqlite_only")
+class TestSqliteUrlForms:
+    @pytest.mark.parametrize("form", ["{abs}/a.db", "./rel.db", "rel.sqlite", "rel.sqlite3", "sub/rel.db", "../up.db"])
+    def test_a_bare_path(self, tmp_path, monkeypatch, workflow_name, form):
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "cwd").mkdir()
+        monkeypatch.chdir(tmp_path / "cwd" if form.startswith("../") else tmp_path)
+        url = form.format(abs=tmp_path)
+        run_marked(url, workflow_name)
+        target = (tmp_path / "cwd" / url).resolve() if form.startswith("../") else tmp_path / url
+        assert target.exists(), target
+
+    @pytest.mark.parametrize("form", ["file:{abs}/f.db", "file://{abs}/f.db", "file:rel.db"])
+    def test_a_file_uri(self, tmp_path, monkeypatch, workflow_name, form):
+        monkeypatch.chdir(tmp_path)
+        run_marked(form.format(abs=tmp_path), workflow_name)
+        assert (tmp_path / ("rel.db" if "rel" in form else "f.db")).exists()
+
+    @pytest.mark.parametrize("url", [":memory:", "sqlite://:memory:", "file::memory:"])
+    def test_memory_databases_are_private_to_their_runner(self, tmp_path, monkeypatch, workflow_name, url):
+        monkeypatch.chdir(tmp_path)
+        assert len(run_marked(url, workflow_name)) == 1
+        with cloaca.DefaultRunner(url) as other:
+            assert other.list_executions() == [], "a second runner sees its own, empty database"
+        assert list(tmp_path.iterdir()) == [], "nothing is left behind"
+
+    def test_our_query_options_keep_working_on_every_form(self, tmp_path, monkeypatch, workflow_name):
+        monkeypatch.chdir(tmp_path)
+        run_marked("opts.db?_journal_mode=DELETE&_synchronous=FULL&_busy_timeout=100", workflow_name)
+        with cloaca.DefaultRunner(f"{tmp_path}/opts.db?mode=rw") as runner:
+            assert len(runner.list_executions()) == 1
+        with pytest.raises(ValueError, match="colour"):
+            cloaca.DefaultRunner("x.db?colour=red")
+
+    def test_a_bare_word_is_still_refused(self, tmp_path, monkeypatch):
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(cloaca.InvalidUrlError, match="no scheme"):
+            cloaca.DefaultRunner("database")
+        assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.usefixtures("postgres_only")
+@pytest.mark.parametrize("url", [":memory:", "/tmp/x.db", "x.sqlite", "file:x.db"])
+def test_the_sqlite_forms_name_the_installed_backend_on_postgres(url):
+    with pytest.raises(cloaca.InvalidUrlError, match="postgres backend is installed"):
+        cloaca.DefaultRunner(url)
