@@ -63,6 +63,7 @@ SCHEDULE_KEYS = {
     "created_at",
     "updated_at",
     "skipped_ticks",
+    "catchup_policy",
 }
 HISTORY_KEYS = {
     "id",
@@ -72,6 +73,7 @@ HISTORY_KEYS = {
     "claimed_at",
     "execution_id",
     "pipeline_execution_id",
+    "workflow_execution_id",
     "attempt",
     "status",
     "created_at",
@@ -199,6 +201,7 @@ def assert_schedule(schedule, *, schedule_id, workflow, expression, tz, enabled=
     assert schedule["timezone"] == tz
     assert schedule["enabled"] is enabled
     assert type(schedule["skipped_ticks"]) is int
+    assert schedule["catchup_policy"] == "run_all"
     instant(schedule["next_run_at"])
     assert schedule["last_run_at"] is None or isinstance(schedule["last_run_at"], str)
     assert instant(schedule["updated_at"], utc=False) >= instant(schedule["created_at"], utc=False)
@@ -210,7 +213,7 @@ def assert_history_row(row, *, schedule_id, workflow):
     assert row["schedule_id"] == schedule_id
     assert row["workflow_name"] == workflow
     assert isinstance(row["execution_id"], str) and row["execution_id"]
-    assert row["pipeline_execution_id"] == row["execution_id"]
+    assert row["pipeline_execution_id"] == row["workflow_execution_id"] == row["execution_id"]
     assert type(row["attempt"]) is int and row["attempt"] >= 1
     assert row["status"] in ("Pending", "Running", "Completed", "Failed", "Lost"), row
     scheduled = instant(row["scheduled_time"])

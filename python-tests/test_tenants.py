@@ -223,6 +223,10 @@ def rust_debug(text: str) -> str:
     return '"' + "".join(escapes.get(c) or (c if c.isprintable() else f"\\u{{{ord(c):x}}}") for c in text) + '"'
 
 
+#: What with_schema refuses: BAD_NAMES but upper case, which it folds to lower case.
+BAD_SCHEMA_NAMES = {key: name for key, name in BAD_NAMES.items() if key != "uppercase"}
+
+
 def assert_shows_name(message: str, name: str) -> None:
     """The message quotes the refused name exactly: as Python's repr() writes it, or as
     the engine's Rust formatting ({:?}) does; either shows the value unambiguously."""
@@ -340,7 +344,7 @@ class TestSchemaNames:
             assert hasattr(cloaca, name), name
             assert name in cloaca.__all__, name
 
-    @pytest.mark.parametrize("name", list(BAD_NAMES.values()), ids=list(BAD_NAMES))
+    @pytest.mark.parametrize("name", list(BAD_SCHEMA_NAMES.values()), ids=list(BAD_SCHEMA_NAMES))
     def test_a_bad_name_is_refused_before_connecting(self, name):
         """The URL points at a closed port: the error must be about the name."""
         port = closed_port()
@@ -359,7 +363,7 @@ class TestSchemaNames:
 
     def test_bad_names_leave_the_database_untouched(self, fresh_database_url):
         schemas_before, roles_before = schemas(fresh_database_url), roles(fresh_database_url)
-        for name in BAD_NAMES.values():
+        for name in BAD_SCHEMA_NAMES.values():
             with pytest.raises(ValueError) as excinfo:
                 cloaca.DefaultRunner.with_schema(fresh_database_url, name)
             assert_shows_name(str(excinfo.value), name)

@@ -701,6 +701,10 @@ def settings_rows(settings: list[dict]) -> list[str]:
         if column == "name":
             return f"`{value}`"
         if column == "default":
+            # A setting whose default differs by backend shows each backend's.
+            by_backend = setting.get("defaults") or {}
+            if len({repr(v) for v in by_backend.values()}) > 1:
+                return ", ".join(f"`{v!r}` on {b}" for b, v in by_backend.items())
             return f"`{value!r}`"
         return str(value).replace("|", "\\|")
 

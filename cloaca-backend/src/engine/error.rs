@@ -43,8 +43,11 @@ pub(crate) enum Error {
     #[error("{0}")]
     InvalidWorkflow(String),
     /// A runner setting outside its accepted range.
-    #[error("{name}={value} is not accepted: {name} must be {accepted}")]
-    InvalidSetting { name: &'static str, value: String, accepted: &'static str },
+    /// The message starts with the rule in the original bindings' words
+    /// ("Invalid configuration: db_pool_size must be > 0"), which programs
+    /// written for them may look for.
+    #[error("Invalid configuration: {name} must be {rule}; {name}={value} is not accepted: {name} must be {accepted}")]
+    InvalidSetting { name: &'static str, value: String, rule: &'static str, accepted: &'static str },
     /// An argument value one call does not accept (the message names the
     /// argument, the value and what is accepted).
     #[error("{name}={value:?} is not accepted: use {accepted}")]
@@ -310,7 +313,10 @@ mod tests {
         assert!(!error.is_conflict());
         let unknown = Error::UnknownWorkflow { name: "etl".into(), registered: vec![] };
         assert!(unknown.to_string().contains("no workflow is registered yet"), "{unknown}");
-        let setting = Error::InvalidSetting { name: "max_concurrent_tasks", value: "0".into(), accepted: "an int above 0" };
-        assert_eq!(setting.to_string(), "max_concurrent_tasks=0 is not accepted: max_concurrent_tasks must be an int above 0");
+        let setting = Error::InvalidSetting { name: "max_concurrent_tasks", value: "0".into(), rule: "> 0", accepted: "an int above 0" };
+        assert_eq!(
+            setting.to_string(),
+            "Invalid configuration: max_concurrent_tasks must be > 0; max_concurrent_tasks=0 is not accepted: max_concurrent_tasks must be an int above 0"
+        );
     }
 }

@@ -35,7 +35,7 @@ pub(crate) use backend::Backend;
 pub(crate) use error::{Error, ErrorKind, Result};
 pub(crate) use model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord};
 pub(crate) use runner::{Level, Note, Reporter, Runner, Topic};
-pub(crate) use settings::{find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
+pub(crate) use settings::{aliases_of as setting_aliases, find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
 pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store};

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use super::backend::Backend;
 use super::error::Error;
 
 /// What values a setting takes.
@@ -36,6 +37,16 @@ impl Kind {
             Kind::NonNegativeSeconds => "a number of seconds, 0 or more",
             Kind::PositiveMinutes => "a number of minutes above 0",
             Kind::OptionalDays => "a number of days above 0, or None to keep every execution",
+            Kind::Bool => "True or False",
+        }
+    }
+
+    /// The accepted range in short ("> 0"), as the first words of the message say it.
+    pub(crate) fn rule(self) -> &'static str {
+        match self {
+            Kind::PositiveInt | Kind::PositiveSeconds | Kind::PositiveMinutes => "> 0",
+            Kind::OptionalSeconds | Kind::OptionalDays => "> 0 or None",
+            Kind::NonNegativeSeconds => ">= 0",
             Kind::Bool => "True or False",
         }
     }
@@ -85,15 +96,43 @@ pub(crate) struct Setting {
     pub(crate) name: &'static str,
     pub(crate) kind: Kind,
     pub(crate) default: Value,
+    /// The default on SQLite, where it differs (else `default`).
+    pub(crate) sqlite_default: Value,
     pub(crate) doc: &'static str,
 }
 
 impl Setting {
+    /// The default on `backend`.
+    pub(crate) fn default_on(&self, backend: Backend) -> Value {
+        match backend {
+            Backend::Sqlite => self.sqlite_default,
+            Backend::Postgres => self.default,
+        }
+    }
+
+    /// The default on the installed backend.
+    pub(crate) fn current_default(&self) -> Value {
+        self.default_on(Backend::CURRENT)
+    }
+
     /// Checks `value` for this setting; `shown` is the value as the caller
     /// wrote it, for the message.
+    #[cfg(test)]
     pub(crate) fn check(&self, value: Value, shown: &str) -> Result<(), Refused> {
-        let out_of_range =
-            || Refused::OutOfRange(Error::InvalidSetting { name: self.name, value: shown.to_string(), accepted: self.kind.accepted() });
+        self.check_as(self.name, value, shown)
+    }
+
+    /// [`Setting::check`], the message naming the setting `name` (an alias
+    /// when the caller used one).
+    pub(crate) fn check_as(&self, name: &'static str, value: Value, shown: &str) -> Result<(), Refused> {
+        let out_of_range = || {
+            Refused::OutOfRange(Error::InvalidSetting {
+                name,
+                value: shown.to_string(),
+                rule: self.kind.rule(),
+                accepted: self.kind.accepted(),
+            })
+        };
         match (self.kind, value) {
             (Kind::Bool, Value::Bool(_)) | (Kind::OptionalSeconds | Kind::OptionalDays, Value::None) => Ok(()),
             (Kind::PositiveInt, Value::Int(i)) => {
@@ -127,7 +166,7 @@ impl Setting {
 }
 
 const fn setting(name: &'static str, kind: Kind, default: Value, doc: &'static str) -> Setting {
-    Setting { name, kind, default, doc }
+    Setting { name, kind, default, sqlite_default: default, doc }
 }
 
 /// Every runner setting, in the order `to_dict()` lists them.
@@ -155,7 +194,7 @@ pub(crate) const SETTINGS: &[Setting] = &[
         "pipeline_timeout_seconds",
         Kind::OptionalSeconds,
         Value::Int(3600),
-        "Time limit of execute(): past it the execution is failed and its unfinished tasks skipped. None waits as long as it takes.",
+        "Time limit of execute(): past it the execution is failed and its unfinished tasks skipped. None waits as long as it takes. Also named workflow_timeout_seconds.",
     ),
     setting(
         "database_outage_timeout_seconds",
@@ -163,7 +202,14 @@ pub(crate) const SETTINGS: &[Setting] = &[
         Value::Int(60),
         "How long a call or a worker waits out a database that cannot be reached (restarting, failing over, locked by another process) before it raises DatabaseUnavailableError; 0 fails at once.",
     ),
-    setting("db_pool_size", Kind::PositiveInt, Value::Int(10), "Most connections a PostgreSQL runner opens (SQLite uses one)."),
+    // 1 on SQLite, as the original bindings report there (SQLite uses one connection).
+    Setting {
+        name: "db_pool_size",
+        kind: Kind::PositiveInt,
+        default: Value::Int(10),
+        sqlite_default: Value::Int(1),
+        doc: "Most connections a PostgreSQL runner opens (SQLite uses one).",
+    },
     setting(
         "enable_recovery",
         Kind::Bool,
@@ -217,9 +263,20 @@ pub(crate) const SETTINGS: &[Setting] = &[
     ),
 ];
 
-/// The setting called `name`.
+/// Other names of settings (alias, setting): the names the current original
+/// bindings use. An alias is the same setting under a second name: the
+/// constructor, the attributes and `to_dict()` accept and show both.
+pub(crate) const ALIASES: &[(&str, &str)] = &[("workflow_timeout_seconds", "pipeline_timeout_seconds")];
+
+/// The setting called `name`, or of which `name` is an alias.
 pub(crate) fn find(name: &str) -> Option<&'static Setting> {
+    let name = ALIASES.iter().find(|(alias, _)| *alias == name).map_or(name, |(_, setting)| *setting);
     SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// The aliases of the setting `name`.
+pub(crate) fn aliases_of(name: &str) -> impl Iterator<Item = &'static str> + '_ {
+    ALIASES.iter().filter(move |(_, setting)| *setting == name).map(|(alias, _)| *alias)
 }
 
 /// How a runner behaves.
@@ -272,7 +329,7 @@ impl RunnerConfig {
     pub(crate) fn from_values(values: &BTreeMap<&str, Value>) -> Self {
         let value = |name: &str| {
             let setting = find(name).expect("a setting of the table");
-            values.get(name).copied().unwrap_or(setting.default)
+            values.get(name).copied().unwrap_or(setting.current_default())
         };
         let int = |name: &str| match value(name) {
             Value::Int(i) => i,
@@ -319,6 +376,7 @@ mod tests {
     fn every_default_passes_its_own_check_and_every_setting_is_read() {
         for setting in SETTINGS {
             setting.check(setting.default, "default").unwrap_or_else(|e| panic!("{}: {e:?}", setting.name));
+            setting.check(setting.sqlite_default, "default").unwrap_or_else(|e| panic!("{}: {e:?}", setting.name));
             assert!(!setting.doc.is_empty(), "{} has a doc line", setting.name);
         }
         let config = RunnerConfig::default();
@@ -333,6 +391,15 @@ mod tests {
         assert!(retention.check(Value::None, "None").is_ok());
         assert!(matches!(retention.check(Value::Int(0), "0"), Err(Refused::OutOfRange(_))));
         assert!(matches!(retention.check(Value::Number(1e8), "1e8"), Err(Refused::OutOfRange(_))));
+        let pool = find("db_pool_size").unwrap();
+        assert_eq!((pool.default_on(Backend::Sqlite), pool.default_on(Backend::Postgres)), (Value::Int(1), Value::Int(10)));
+    }
+
+    #[test]
+    fn an_alias_names_the_same_setting() {
+        assert_eq!(find("workflow_timeout_seconds").unwrap().name, "pipeline_timeout_seconds");
+        assert_eq!(aliases_of("pipeline_timeout_seconds").collect::<Vec<_>>(), ["workflow_timeout_seconds"]);
+        assert_eq!(aliases_of("db_pool_size").count(), 0);
     }
 
     #[test]
@@ -343,7 +410,8 @@ mod tests {
                 Err(Refused::OutOfRange(e)) => {
                     assert_eq!(
                         e.to_string(),
-                        "task_timeout_seconds=x is not accepted: task_timeout_seconds must be a number of seconds above 0"
+                        "Invalid configuration: task_timeout_seconds must be > 0; \
+                         task_timeout_seconds=x is not accepted: task_timeout_seconds must be a number of seconds above 0"
                     )
                 }
                 other => panic!("{bad:?}: {other:?}"),

@@ -68,8 +68,11 @@ class InvalidScheduleError(CloacaError, ValueError):
     """A cron expression or time zone that cannot be scheduled."""
 
 
-class ScheduleNotFoundError(CloacaError, KeyError):
-    """No cron schedule with the given id exists in the database."""
+class ScheduleNotFoundError(CloacaError, KeyError, ValueError):
+    """No cron schedule with the given id exists in the database, or the id is not a schedule id at all.
+
+    A ValueError too, as the original bindings raise for these.
+    """
 
 
 class TenantError(CloacaError, ValueError):
@@ -78,3 +81,43 @@ class TenantError(CloacaError, ValueError):
 
 class RunnerShutDownError(CloacaError, RuntimeError, ValueError):
     """The DefaultRunner was shut down; open a new one."""
+
+
+class RunnerCreationError(CloacaError, ValueError, RuntimeError):
+    """A DefaultRunner could not be created; the message starts with "Failed to create DefaultRunner: ".
+
+    Every construction failure (a bad or other backend's URL, an unreachable database, a bad schema name) is one, so
+    ``except ValueError`` and ``except RuntimeError`` both catch it. It is also an instance of the specific class
+    (InvalidUrlError, DatabaseUnavailableError, SchemaVersionError, TenantError, ...) where there is one.
+    """
+
+
+CREATION_PREFIX = "Failed to create DefaultRunner: "
+
+#: Specific class -> its construction-failure subclass, made on first use.
+_creation_classes = {}
+
+
+def _creation_class(cls):
+    """The class deriving from both ``cls`` and RunnerCreationError, shown under ``cls``'s name."""
+    if issubclass(cls, RunnerCreationError):
+        return cls
+    if not issubclass(cls, CloacaError):
+        return RunnerCreationError
+    found = _creation_classes.get(cls)
+    if found is None:
+        namespace = {"__doc__": cls.__doc__, "__module__": "cloaca", "__qualname__": cls.__qualname__}
+        found = _creation_classes[cls] = type(cls.__name__, (cls, RunnerCreationError), namespace)
+    return found
+
+
+def runner_creation_error(error):
+    """``error``, raised while creating a runner, as a RunnerCreationError (other errors are returned as they are)."""
+    if not isinstance(error, (CloacaError, ValueError, RuntimeError)):
+        return error
+    message = error.args[0] if len(error.args) == 1 and isinstance(error.args[0], str) else str(error)
+    if not message.startswith(CREATION_PREFIX):
+        message = CREATION_PREFIX + message
+    created = _creation_class(type(error))(message)
+    created.__cause__ = error.__cause__
+    return created

@@ -27,6 +27,7 @@ const CLASSES: &[&str] = &[
     "ScheduleNotFoundError",
     "TenantError",
     "RunnerShutDownError",
+    "RunnerCreationError",
 ];
 
 static MODULE: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
@@ -63,6 +64,19 @@ pub(crate) fn raise(name: &str, message: impl Into<String>) -> PyErr {
     Python::attach(|py| match class(py, name) {
         Ok(class) => PyErr::from_type(class, message),
         Err(e) => e,
+    })
+}
+
+/// `error`, raised while a runner was being created, as a
+/// `RunnerCreationError` ("Failed to create DefaultRunner: ..."), which is
+/// also of the error's own class (a TypeError stays as it is).
+pub(crate) fn creation_failure(error: PyErr) -> PyErr {
+    Python::attach(|py| {
+        let converted = module(py).and_then(|m| m.getattr("runner_creation_error")?.call1((error.value(py),)));
+        match converted {
+            Ok(value) => PyErr::from_value(value),
+            Err(e) => e,
+        }
     })
 }
 

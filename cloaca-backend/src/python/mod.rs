@@ -10,7 +10,8 @@
 //!
 //! The layer mirrors the engine: [`errors`] (the exception hierarchy),
 //! [`context`] and [`json`] (values), [`workflow`] (tasks and workflows),
-//! [`runner`] (runners, results, settings, schedules) and, on PostgreSQL,
+//! [`runner`] (runners, results, settings, schedules), [`vars`] (values
+//! from the environment) and, on PostgreSQL,
 //! [`tenants`]. It uses only the engine's face (`crate::engine::*`).
 
 mod context;
@@ -21,6 +22,7 @@ mod runner;
 mod smoke;
 #[cfg(feature = "postgres")]
 mod tenants;
+mod vars;
 mod workflow;
 
 use pyo3::prelude::*;
@@ -48,8 +50,12 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;
     m.add_class::<runner::PyPipelineResult>()?;
+    // The current original bindings' name for the same class.
+    m.add("WorkflowResult", m.getattr("PipelineResult")?)?;
     m.add_class::<runner::PyTaskRecord>()?;
     m.add_class::<runner::PyExecutionEvent>()?;
+    m.add_function(wrap_pyfunction!(vars::var, m)?)?;
+    m.add_function(wrap_pyfunction!(vars::var_or, m)?)?;
     errors::register(m)?;
     logging::install(m.py())?;
     // Multi-tenancy is a Postgres feature (schemas and roles).

@@ -22,7 +22,9 @@ pub(crate) fn accepted_forms(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
             "sqlite:///absolute/path.db, sqlite://relative/path.db or sqlite://:memory:, optionally with \
-             ?mode=ro|rw|rwc&_journal_mode=WAL&_busy_timeout=MS&_synchronous=OFF|NORMAL|FULL|EXTRA"
+             ?mode=ro|rw|rwc&_journal_mode=WAL&_busy_timeout=MS&_synchronous=OFF|NORMAL|FULL|EXTRA; \
+             also :memory:, a bare path (starting with /, ./ or ../, or ending in .db, .sqlite or .sqlite3) \
+             and file: URIs"
         }
         Backend::Postgres => "postgresql://user:password@host:port/database (or postgres://...)",
     }
@@ -45,6 +47,18 @@ impl DatabaseUrl {
     /// Parses `url` for `backend` (separate so both are unit-tested in one build).
     pub(crate) fn parse_for(url: &str, backend: Backend) -> Result<Self> {
         let invalid = |reason: String| Error::InvalidUrl { url: url.to_string(), reason };
+        if let Some(rest) = sqlite_without_scheme(url) {
+            if backend != Backend::Sqlite {
+                return Err(invalid(format!(
+                    "it names a SQLite database, but the {backend} backend is installed, which accepts {}; \
+                     install cloaca[sqlite] to use sqlite",
+                    accepted_forms(backend)
+                )));
+            }
+            return sqlite::parse(rest).map(DatabaseUrl::Sqlite).map_err(|reason| {
+                invalid(format!("{reason}; the {backend} backend is installed and accepts {}", accepted_forms(backend)))
+            });
+        }
         let scheme_end = url.find("://").ok_or_else(|| {
             invalid(format!("it has no scheme; the {backend} backend is installed and accepts {}", accepted_forms(backend)))
         })?;
@@ -80,6 +94,28 @@ impl DatabaseUrl {
             }
         }
     }
+}
+
+/// The SQLite forms that have no `sqlite://` scheme, as what would follow
+/// `sqlite://`: `:memory:`, `file:` URIs, and bare paths that start with
+/// `/`, `./` or `../` or end in `.db`, `.sqlite` or `.sqlite3`.
+fn sqlite_without_scheme(url: &str) -> Option<&str> {
+    if url == ":memory:" {
+        return Some(url);
+    }
+    if let Some(uri) = url.strip_prefix("file:") {
+        // file:///abs.db names /abs.db; file:rel.db and file::memory: as written.
+        return Some(uri.strip_prefix("//").unwrap_or(uri));
+    }
+    if url.contains("://") {
+        return None;
+    }
+    let path = url.split_once('?').map_or(url, |(path, _)| path);
+    let bare = url.starts_with('/')
+        || url.starts_with("./")
+        || url.starts_with("../")
+        || [".db", ".sqlite", ".sqlite3"].iter().any(|ending| path.ends_with(ending));
+    bare.then_some(url)
 }
 
 /// The URL without its password, for display.
@@ -137,6 +173,26 @@ mod tests {
             (SqliteMode::ReadWrite, "DELETE", 10, "FULL")
         );
         assert_eq!(sqlite("sqlite:///x.db").synchronous, "NORMAL");
+    }
+
+    #[test]
+    fn sqlite_forms_without_the_scheme() {
+        assert_eq!(sqlite(":memory:").location, SqliteLocation::Memory);
+        assert_eq!(sqlite("/tmp/x.db").location, SqliteLocation::File("/tmp/x.db".into()));
+        assert_eq!(sqlite("./x").location, SqliteLocation::File("./x".into()));
+        assert_eq!(sqlite("../data/x").location, SqliteLocation::File("../data/x".into()));
+        assert_eq!(sqlite("x.sqlite3").location, SqliteLocation::File("x.sqlite3".into()));
+        assert_eq!(sqlite("dir/x.sqlite").location, SqliteLocation::File("dir/x.sqlite".into()));
+        assert_eq!(sqlite("file:///tmp/x.db").location, SqliteLocation::File("/tmp/x.db".into()));
+        assert_eq!(sqlite("file:rel.db").location, SqliteLocation::File("rel.db".into()));
+        assert_eq!(sqlite("file::memory:").location, SqliteLocation::Memory);
+        assert_eq!(sqlite("file:x.db?mode=memory").location, SqliteLocation::Memory);
+        assert_eq!(sqlite("/tmp/x.db?mode=ro").mode, SqliteMode::ReadOnly);
+        for url in [":memory:", "/tmp/x.db", "x.db", "file:x.db"] {
+            let message = DatabaseUrl::parse_for(url, Backend::Postgres).unwrap_err().to_string();
+            assert!(message.contains("postgres backend is installed"), "{message}");
+        }
+        assert!(DatabaseUrl::parse_for("x", Backend::Sqlite).unwrap_err().to_string().contains("no scheme"));
     }
 
     #[test]

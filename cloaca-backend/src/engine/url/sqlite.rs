@@ -51,10 +51,15 @@ pub(super) fn parse(rest: &str) -> std::result::Result<SqliteUrl, String> {
         match key {
             "mode" => {
                 parsed.mode = match value {
+                    // A file: URI's in-memory database (SQLite's own mode name).
+                    "memory" => {
+                        parsed.location = SqliteLocation::Memory;
+                        SqliteMode::ReadWriteCreate
+                    }
                     "ro" => SqliteMode::ReadOnly,
                     "rw" => SqliteMode::ReadWrite,
                     "rwc" => SqliteMode::ReadWriteCreate,
-                    _ => return Err(format!("mode={value:?} is not accepted: use ro, rw or rwc")),
+                    _ => return Err(format!("mode={value:?} is not accepted: use ro, rw, rwc or memory")),
                 }
             }
             "_journal_mode" => {

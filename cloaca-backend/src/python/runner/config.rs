@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use pyo3::exceptions::{PyAttributeError, PyTypeError};
+use pyo3::exceptions::{PyAttributeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList};
 
-use crate::engine::{find_setting, Refused, RunnerConfig, SettingValue, SETTINGS};
+use crate::engine::{find_setting, setting_aliases, Backend, Refused, RunnerConfig, SettingValue, SETTINGS};
 use crate::python::errors::to_py;
 
 /// A Python value as a setting value; None for a type no setting takes.
@@ -46,7 +46,7 @@ fn validate(name: &'static str, value: &Bound<'_, PyAny>) -> PyResult<(SettingVa
         PyTypeError::new_err(format!("{name}={shown} has type {type_name}; {name} must be {}", setting.kind.accepted()))
     };
     let checked = setting_value(value).ok_or_else(wrong_type)?;
-    match setting.check(checked, &shown) {
+    match setting.check_as(name, checked, &shown) {
         Ok(()) => Ok((checked, value.clone().unbind())),
         Err(Refused::WrongType) => Err(wrong_type()),
         Err(Refused::OutOfRange(error)) => Err(to_py(error)),
@@ -65,7 +65,7 @@ impl PyDefaultRunnerConfig {
     fn defaults(py: Python<'_>) -> PyResult<Self> {
         let mut values = BTreeMap::new();
         for s in SETTINGS {
-            values.insert(s.name, (s.default, to_python(py, s.default)?));
+            values.insert(s.name, (s.current_default(), to_python(py, s.current_default())?));
         }
         Ok(PyDefaultRunnerConfig { values })
     }
@@ -80,9 +80,15 @@ impl PyDefaultRunnerConfig {
         Self::defaults(py)
     }
 
+    /// A copy of these settings.
+    pub(crate) fn clone_config(&self, py: Python<'_>) -> PyResult<Self> {
+        Ok(PyDefaultRunnerConfig { values: self.values.iter().map(|(k, (v, o))| (*k, (*v, o.clone_ref(py)))).collect() })
+    }
+
     fn set(&mut self, name: &str, value: &Bound<'_, PyAny>, unknown: impl FnOnce() -> PyErr) -> PyResult<()> {
         let setting = find_setting(name).ok_or_else(unknown)?;
-        self.values.insert(setting.name, validate(setting.name, value)?);
+        let used = setting_aliases(setting.name).find(|alias| *alias == name).unwrap_or(setting.name);
+        self.values.insert(setting.name, validate(used, value)?);
         Ok(())
     }
 }
@@ -94,8 +100,22 @@ impl PyDefaultRunnerConfig {
     #[pyo3(signature = (**kwargs))]
     fn new(py: Python<'_>, kwargs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let mut config = Self::defaults(py)?;
+        // The keyword (of a setting's names) that set each setting, and its value.
+        let mut given: BTreeMap<&'static str, (String, Bound<'_, PyAny>)> = BTreeMap::new();
         for (key, value) in kwargs.into_iter().flat_map(|k| k.iter()) {
             let key: String = key.extract()?;
+            if let Some(setting) = find_setting(&key) {
+                if let Some((earlier, earlier_value)) = given.get(setting.name) {
+                    if !earlier_value.eq(&value)? {
+                        return Err(PyValueError::new_err(format!(
+                            "{earlier}={} and {key}={} name the same setting with different values: give one of them",
+                            earlier_value.repr()?,
+                            value.repr()?
+                        )));
+                    }
+                }
+                given.insert(setting.name, (key.clone(), value.clone()));
+            }
             config.set(&key, &value, || {
                 let names: Vec<&str> = SETTINGS.iter().map(|s| s.name).collect();
                 PyTypeError::new_err(format!("DefaultRunnerConfig has no field {key:?}; its fields are: {}", names.join(", ")))
@@ -123,14 +143,15 @@ impl PyDefaultRunnerConfig {
     }
 
     fn __dir__(&self) -> Vec<&'static str> {
-        let mut names: Vec<&'static str> = SETTINGS.iter().map(|s| s.name).collect();
+        let mut names: Vec<&'static str> = SETTINGS.iter().flat_map(|s| std::iter::once(s.name).chain(setting_aliases(s.name))).collect();
         names.extend(["to_dict", "default", "settings"]);
         names
     }
 
     /// Every setting of the table: a list of dicts with its `name`, Python
-    /// `type`, `default`, the values it `accepted` and its `doc` line, in
-    /// the order of `to_dict()`.
+    /// `type`, `default` (on this backend), `defaults` (by backend), its
+    /// `aliases`, the values it `accepted` and its `doc` line, in the order
+    /// of `to_dict()` (an alias is listed with its setting, not as a row).
     #[staticmethod]
     fn settings(py: Python<'_>) -> PyResult<Bound<'_, PyList>> {
         let list = PyList::empty(py);
@@ -138,7 +159,13 @@ impl PyDefaultRunnerConfig {
             let entry = PyDict::new(py);
             entry.set_item("name", s.name)?;
             entry.set_item("type", s.kind.python_type())?;
-            entry.set_item("default", to_python(py, s.default)?)?;
+            entry.set_item("default", to_python(py, s.current_default())?)?;
+            let defaults = PyDict::new(py);
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                defaults.set_item(backend.name(), to_python(py, s.default_on(backend))?)?;
+            }
+            entry.set_item("defaults", defaults)?;
+            entry.set_item("aliases", setting_aliases(s.name).collect::<Vec<_>>())?;
             entry.set_item("accepted", s.kind.accepted())?;
             entry.set_item("doc", s.doc)?;
             list.append(entry)?;
@@ -146,11 +173,15 @@ impl PyDefaultRunnerConfig {
         Ok(list)
     }
 
-    /// Every field and its value, in declaration order.
+    /// Every field and its value, in declaration order; an alias follows its
+    /// setting, with the same value.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
         for s in SETTINGS {
             dict.set_item(s.name, self.values[s.name].1.bind(py))?;
+            for alias in setting_aliases(s.name) {
+                dict.set_item(alias, self.values[s.name].1.bind(py))?;
+            }
         }
         Ok(dict)
     }

@@ -6,6 +6,50 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use crate::engine::{rfc3339, CronRun, CronStats, ScheduleRecord};
+use crate::python::errors::raise;
+
+/// The first words of every error of each cron method, as the original
+/// bindings word them, so that handlers matching on them keep working.
+pub(crate) const REGISTER: &str = "Failed to register cron workflow";
+pub(crate) const LIST: &str = "Failed to list cron schedules";
+pub(crate) const GET: &str = "Failed to get cron schedule";
+/// Of `update_cron_schedule` and `set_cron_schedule_enabled`.
+pub(crate) const UPDATE: &str = "Failed to update cron schedule";
+pub(crate) const DELETE: &str = "Failed to delete cron schedule";
+pub(crate) const HISTORY: &str = "Failed to get cron execution history";
+pub(crate) const STATS: &str = "Failed to get cron execution stats";
+
+/// `error` as an exception of the same class whose message starts with
+/// `prefix: ` (a signal's KeyboardInterrupt is left as it is).
+pub(crate) fn prefixed(prefix: &str, error: PyErr) -> PyErr {
+    Python::attach(|py| {
+        if error.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) {
+            return error;
+        }
+        let value = error.value(py);
+        // The message as given: str() of a KeyError would quote it.
+        let message = match value.getattr("args").and_then(|a| a.get_item(0)).and_then(|m| m.extract::<String>()) {
+            Ok(message) => message,
+            Err(_) => value.str().map(|s| s.to_string()).unwrap_or_default(),
+        };
+        PyErr::from_type(error.get_type(py), format!("{prefix}: {message}"))
+    })
+}
+
+/// Refuses a schedule id that is not one (ids are UUIDs) with
+/// ScheduleNotFoundError, whose message says "Invalid schedule ID".
+pub(crate) fn check_schedule_id(id: &str) -> PyResult<()> {
+    match uuid::Uuid::try_parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(raise(
+            "ScheduleNotFoundError",
+            format!(
+                "Invalid schedule ID: {id:?} is not a schedule id (a UUID, as register_cron_workflow returns); \
+                 no cron schedule has it"
+            ),
+        )),
+    }
+}
 
 pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
@@ -14,6 +58,8 @@ pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResul
     d.set_item("cron_expression", &s.cron_expression)?;
     d.set_item("timezone", &s.timezone)?;
     d.set_item("enabled", s.enabled)?;
+    // Missed ticks are started (the most recent cron_max_catchup_executions).
+    d.set_item("catchup_policy", "run_all")?;
     d.set_item("next_run_at", rfc3339(s.next_run_at))?;
     d.set_item("last_run_at", s.last_run_at.map(rfc3339))?;
     d.set_item("skipped_ticks", s.skipped_ticks)?;
@@ -32,6 +78,8 @@ pub(crate) fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py,
     d.set_item("execution_id", &r.execution_id)?;
     // The original bindings' name for the same id.
     d.set_item("pipeline_execution_id", &r.execution_id)?;
+    // The current original bindings' name for it.
+    d.set_item("workflow_execution_id", &r.execution_id)?;
     d.set_item("attempt", r.attempt)?;
     d.set_item("status", r.status.display_name())?;
     d.set_item("created_at", rfc3339(r.claimed_at))?;
@@ -71,7 +119,7 @@ pub(crate) fn time_ms(py: Python<'_>, value: &Bound<'_, PyAny>, name: &str, naiv
         let text = text.to_cow()?;
         return chrono::DateTime::parse_from_rfc3339(&text)
             .map(|t| t.timestamp_millis())
-            .map_err(|e| PyValueError::new_err(format!("{name}={text:?} is not accepted ({e}); {accepted}")));
+            .map_err(|e| PyValueError::new_err(format!("Invalid datetime format: {name}={text:?} is not accepted ({e}); {accepted}")));
     }
     let datetime = py.import("datetime")?;
     if value.is_instance(&datetime.getattr("datetime")?)? {

@@ -16,7 +16,7 @@ use crate::engine::{
     Runner, Store,
 };
 use crate::python::context::PyContext;
-use crate::python::errors::to_py;
+use crate::python::errors::{creation_failure, raise, to_py};
 use crate::python::logging;
 
 /// Runners not yet shut down, so that interpreter exit can stop them
@@ -71,14 +71,14 @@ impl PyDefaultRunner {
     /// starts the runner's workers, which also resume interrupted executions.
     #[new]
     fn new(py: Python<'_>, database_url: &str) -> PyResult<Self> {
-        Self::open(py, database_url, None, &PyDefaultRunnerConfig::default_config(py)?)
+        Self::open(py, database_url, None, &PyDefaultRunnerConfig::default_config(py)?).map_err(creation_failure)
     }
 
     /// Like `DefaultRunner(database_url)`, with settings.
     #[staticmethod]
     fn with_config(py: Python<'_>, database_url: &str, config: &Bound<'_, PyAny>) -> PyResult<Self> {
         let config = runner_config(config, "with_config")?;
-        Self::open(py, database_url, None, &config.borrow())
+        Self::open(py, database_url, None, &config.borrow()).map_err(creation_failure)
     }
 
     /// Like `DefaultRunner(database_url)` with every table in the Postgres
@@ -87,20 +87,29 @@ impl PyDefaultRunner {
     #[staticmethod]
     #[pyo3(signature = (database_url, schema, config=None))]
     fn with_schema(py: Python<'_>, database_url: &str, schema: &str, config: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        if Backend::CURRENT != Backend::Postgres {
-            return Err(PyValueError::new_err(format!(
-                "with_schema (multi-tenancy) needs the postgres backend (pip install cloaca[postgres]); this is the {} backend, \
-                 whose database holds one set of tables: use a separate database file per tenant instead",
-                Backend::CURRENT.name()
-            )));
-        }
-        // Before the URL or any connection: a bad name is the caller's first problem.
-        #[cfg(feature = "postgres")]
-        crate::engine::validate_name("schema name", schema).map_err(to_py)?;
-        match config {
-            Some(config) => Self::open(py, database_url, Some(schema), &runner_config(config, "with_schema")?.borrow()),
-            None => Self::open(py, database_url, Some(schema), &PyDefaultRunnerConfig::default_config(py)?),
-        }
+        let config = match config {
+            Some(config) => runner_config(config, "with_schema")?.borrow().clone_config(py)?,
+            None => PyDefaultRunnerConfig::default_config(py)?,
+        };
+        let create = || {
+            // Before any connection: the backend, then the name, are the caller's first problems.
+            if Backend::CURRENT != Backend::Postgres {
+                return Err(PyValueError::new_err(format!(
+                    "with_schema: schema multi-tenancy requires PostgreSQL (the postgres backend: pip install cloaca[postgres]); \
+                     this is the {} backend, whose database holds one set of tables: use a separate database file per tenant instead",
+                    Backend::CURRENT.name()
+                )));
+            }
+            if !(database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+                return Err(PyValueError::new_err(format!(
+                    "with_schema: schema multi-tenancy requires PostgreSQL: {:?} is not a postgres:// or postgresql:// URL",
+                    redact(database_url)
+                )));
+            }
+            let schema = schema_name(schema)?;
+            Self::open(py, database_url, Some(&schema), &config)
+        };
+        create().map_err(creation_failure)
     }
 
     /// Runs the registered workflow `workflow_name` on `context` (a Context,
@@ -262,70 +271,109 @@ impl PyDefaultRunner {
     /// returns the schedule's id. Each tick starts one execution.
     #[pyo3(signature = (workflow_name, cron_expression, timezone="UTC"))]
     fn register_cron_workflow(&self, py: Python<'_>, workflow_name: &str, cron_expression: &str, timezone: &str) -> PyResult<String> {
-        let runner = self.runner()?;
-        let record = py.detach(|| runner.schedules().register(workflow_name, cron_expression, timezone)).map_err(to_py)?;
-        Ok(record.id)
+        let register = || {
+            let runner = self.runner()?;
+            let record = py.detach(|| runner.schedules().register(workflow_name, cron_expression, timezone)).map_err(to_py)?;
+            Ok(record.id)
+        };
+        register().map_err(|e| cron::prefixed(cron::REGISTER, e))
     }
 
-    /// Schedules in this database, oldest first, as dicts.
-    #[pyo3(signature = (enabled_only=false, limit=100, offset=0))]
-    fn list_cron_schedules<'py>(&self, py: Python<'py>, enabled_only: bool, limit: i64, offset: i64) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        cron::check_page(limit, offset)?;
-        let runner = self.runner()?;
-        let records = py.detach(|| runner.schedules().list(enabled_only, limit, offset)).map_err(to_py)?;
-        records.iter().map(|r| cron::schedule_dict(py, r)).collect()
+    /// Schedules in this database, oldest first, as dicts. None for an
+    /// argument means its default (False, 100, 0).
+    #[pyo3(signature = (enabled_only=None, limit=None, offset=None))]
+    fn list_cron_schedules<'py>(
+        &self,
+        py: Python<'py>,
+        enabled_only: Option<bool>,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let list = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            cron::check_page(limit, offset)?;
+            let runner = self.runner()?;
+            let records = py.detach(|| runner.schedules().list(enabled_only.unwrap_or(false), limit, offset)).map_err(to_py)?;
+            records.iter().map(|r| cron::schedule_dict(py, r)).collect()
+        };
+        list().map_err(|e| cron::prefixed(cron::LIST, e))
     }
 
-    /// One schedule as a dict; KeyError when there is none with this id.
+    /// One schedule as a dict; ScheduleNotFoundError when there is none with this id.
     fn get_cron_schedule<'py>(&self, py: Python<'py>, schedule_id: &str) -> PyResult<Bound<'py, PyDict>> {
-        let runner = self.runner()?;
-        let record = py.detach(|| runner.schedules().get(schedule_id)).map_err(to_py)?;
-        cron::schedule_dict(py, &record)
+        let get = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            let record = py.detach(|| runner.schedules().get(schedule_id)).map_err(to_py)?;
+            cron::schedule_dict(py, &record)
+        };
+        get().map_err(|e| cron::prefixed(cron::GET, e))
     }
 
     /// Replaces a schedule's expression (and time zone; None keeps it).
     /// The next tick is computed from now.
     #[pyo3(signature = (schedule_id, cron_expression, timezone=None))]
     fn update_cron_schedule(&self, py: Python<'_>, schedule_id: &str, cron_expression: &str, timezone: Option<&str>) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().update(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+        let update = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().update(schedule_id, cron_expression, timezone)).map(|_| ()).map_err(to_py)
+        };
+        update().map_err(|e| cron::prefixed(cron::UPDATE, e))
     }
 
     /// Enables or disables a schedule; re-enabled, it starts from the next
     /// tick after now (ticks missed while disabled are not caught up).
     fn set_cron_schedule_enabled(&self, py: Python<'_>, schedule_id: &str, enabled: bool) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().set_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+        let set_enabled = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().set_enabled(schedule_id, enabled)).map(|_| ()).map_err(to_py)
+        };
+        set_enabled().map_err(|e| cron::prefixed(cron::UPDATE, e))
     }
 
     /// Deletes a schedule and its history; executions it started go on.
     fn delete_cron_schedule(&self, py: Python<'_>, schedule_id: &str) -> PyResult<()> {
-        let runner = self.runner()?;
-        py.detach(|| runner.schedules().delete(schedule_id)).map_err(to_py)
+        let delete = || {
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            py.detach(|| runner.schedules().delete(schedule_id)).map_err(to_py)
+        };
+        delete().map_err(|e| cron::prefixed(cron::DELETE, e))
     }
 
-    /// The executions a schedule's ticks started, newest tick first, as dicts.
-    #[pyo3(signature = (schedule_id, limit=100, offset=0))]
+    /// The executions a schedule's ticks started, newest tick first, as
+    /// dicts. None for `limit` or `offset` means its default (100, 0).
+    #[pyo3(signature = (schedule_id, limit=None, offset=None))]
     fn get_cron_execution_history<'py>(
         &self,
         py: Python<'py>,
         schedule_id: &str,
-        limit: i64,
-        offset: i64,
+        limit: Option<i64>,
+        offset: Option<i64>,
     ) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        cron::check_page(limit, offset)?;
-        let runner = self.runner()?;
-        let runs = py.detach(|| runner.schedules().history(schedule_id, limit, offset)).map_err(to_py)?;
-        runs.iter().map(|r| cron::run_dict(py, r)).collect()
+        let history = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            cron::check_page(limit, offset)?;
+            cron::check_schedule_id(schedule_id)?;
+            let runner = self.runner()?;
+            let runs = py.detach(|| runner.schedules().history(schedule_id, limit, offset)).map_err(to_py)?;
+            runs.iter().map(|r| cron::run_dict(py, r)).collect()
+        };
+        history().map_err(|e| cron::prefixed(cron::HISTORY, e))
     }
 
     /// Counts of the executions of ticks scheduled at or after `since` (an
     /// RFC 3339 string or a datetime); success_rate is a percentage.
     fn get_cron_execution_stats<'py>(&self, py: Python<'py>, since: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
-        let since = cron::since_ms(py, since)?;
-        let runner = self.runner()?;
-        let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
-        cron::stats_dict(py, &stats)
+        let stats = || {
+            let since = cron::since_ms(py, since)?;
+            let runner = self.runner()?;
+            let stats = py.detach(|| runner.schedules().stats(since)).map_err(to_py)?;
+            cron::stats_dict(py, &stats)
+        };
+        stats().map_err(|e| cron::prefixed(cron::STATS, e))
     }
 
     /// Deletes finished (Completed, Failed or Cancelled) executions that finished before
@@ -398,6 +446,35 @@ fn runner_config<'a, 'py>(config: &'a Bound<'py, PyAny>, method: &str) -> PyResu
         let type_name = config.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         PyTypeError::new_err(format!("{method} needs a cloaca.DefaultRunnerConfig, not {type_name}"))
     })
+}
+
+/// The schema name `schema` as stored: checked (empty, then characters,
+/// then the full rule) and folded to lower case, as PostgreSQL folds an
+/// unquoted name, so that "Tenant_A" and "tenant_a" are one schema.
+fn schema_name(schema: &str) -> PyResult<String> {
+    if schema.is_empty() {
+        return Err(raise(
+            "TenantError",
+            "Schema name cannot be empty: schema name \"\" is not accepted; give a name such as \"tenant_a\"",
+        ));
+    }
+    if !schema.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return Err(raise(
+            "TenantError",
+            format!(
+                "Schema name must contain only alphanumeric characters and underscores: schema name {schema:?} is not accepted; \
+                 use [A-Za-z_][A-Za-z0-9_]{{0,62}} (folded to lower case)"
+            ),
+        ));
+    }
+    let folded = if schema.is_ascii() { schema.to_ascii_lowercase() } else { schema.to_string() };
+    #[cfg(feature = "postgres")]
+    crate::engine::validate_name("schema name", &folded).map_err(|e| {
+        // The message shows the name as the caller wrote it.
+        let message = e.to_string().replacen(&format!("{folded:?}"), &format!("{schema:?}"), 1);
+        raise("TenantError", message)
+    })?;
+    Ok(folded)
 }
 
 /// Refuses an empty idempotency key (it would name every keyless start).

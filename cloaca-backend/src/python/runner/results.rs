@@ -89,7 +89,8 @@ impl PyExecutionHandle {
     }
 }
 
-/// The outcome (or current state) of an execution.
+/// The outcome (or current state) of an execution; exported as both
+/// `PipelineResult` and `WorkflowResult` (one class).
 #[pyclass(name = "PipelineResult", module = "cloaca", frozen)]
 pub struct PyPipelineResult {
     record: ExecutionRecord,
@@ -158,12 +159,13 @@ impl PyPipelineResult {
         &self.record.workflow_name
     }
 
+    /// `WorkflowResult(status=<status>, error=<message or None>)`, as the
+    /// current original bindings show their result class.
     fn __repr__(&self) -> String {
         format!(
-            "PipelineResult(workflow_name={:?}, status={:?}, execution_id={:?})",
-            self.record.workflow_name,
+            "WorkflowResult(status={}, error={})",
             self.record.status.display_name(),
-            self.record.id
+            self.record.error_message.as_deref().unwrap_or("None")
         )
     }
 }
