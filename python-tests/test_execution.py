@@ -209,14 +209,14 @@ class TestTasks:
 
             @cloaca.task(id="left", dependencies=["root"])
             def left(ctx):
-                ctx.set("log", ctx.get("log") + ["left"])
+                ctx.set("log", [*ctx.get("log"), "left"])
                 ctx.set("meta", {**ctx.get("meta"), "by": {**ctx.get("meta")["by"], "left": 1}, "n": 2})
                 ctx.set("kind", [1])
                 return ctx
 
             @cloaca.task(id="right", dependencies=["root"])
             def right(ctx):
-                ctx.set("log", ctx.get("log") + ["right", "right"])
+                ctx.set("log", [*ctx.get("log"), "right", "right"])
                 ctx.set("meta", {**ctx.get("meta"), "by": {**ctx.get("meta")["by"], "right": 1}, "n": 3})
                 ctx.set("kind", {"now": "an object"})
                 ctx.set("num", [1.0, True])
