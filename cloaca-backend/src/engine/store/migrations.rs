@@ -190,6 +190,28 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
                 PRIMARY KEY (workflow_name, workflow_version)
             );",
     },
+    Migration {
+        version: 6,
+        name: "why a task was skipped",
+        // A skipped task says whether its own trigger rule was false
+        // ('trigger_rule'), a dependency failed ('upstream_failed') or its
+        // execution was stopped ('stopped'): dependents with the default rule
+        // are skipped after the second only, and users are told which.
+        sql: "
+            ALTER TABLE cloaca_task_executions ADD COLUMN skip_reason TEXT;",
+    },
+    Migration {
+        version: 7,
+        name: "parameterised cron instances",
+        // A named instance of a workflow on a schedule carries a snapshot of
+        // its parameters, reused unchanged by every tick and every recovery of
+        // a lost one; a workflow's instance names are unique.
+        sql: "
+            ALTER TABLE cloaca_cron_schedules ADD COLUMN instance_name TEXT;
+            ALTER TABLE cloaca_cron_schedules ADD COLUMN params TEXT;
+            CREATE UNIQUE INDEX cloaca_cron_schedules_instance ON cloaca_cron_schedules (workflow_name, instance_name)
+                WHERE instance_name IS NOT NULL;",
+    },
 ];
 
 /// The schema version this build writes.
@@ -242,7 +264,7 @@ mod tests {
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(m.version, i as i64 + 1, "{}", m.name);
         }
-        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+        assert_eq!(pending(1).map(|m| m.version).collect::<Vec<_>>(), (2..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         assert_eq!(pending(MIGRATIONS_VERSION).count(), 0);
     }
 }
