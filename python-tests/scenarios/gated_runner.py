@@ -2,7 +2,7 @@
 waits for a gate file; used to steer, restart and SIGKILL runs mid-task.
 
 usage: gated_runner.py --url U --workflow W --side-file F --gate G
-                       [--start ID_FILE] [--key KEY --barrier B --id-file ID_FILE] [--async-gate]
+                       [--start ID_FILE] [--key KEY --barrier B --id-file ID_FILE] [--async-gate] [--rules]
 
 Every task appends "<task_id> <pid>" to the side-effect file when it runs
 (gated: when it starts, and again as "gated-done" when the gate opened, or
@@ -11,6 +11,8 @@ Every task appends "<task_id> <pid>" to the side-effect file when it runs
 --key: wait for the barrier file, start with this idempotency key, write the
 id to ID_FILE and exit (two processes racing one key).
 Without either: serve until killed or until the file "<gate>.stop" exists.
+--rules: `last` has the trigger rule "gated completed and first's key is set",
+and a fourth task `fallback` after `gated` runs only when gated failed.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ import cloaca
 from _scenario import record, runner_arguments, write_atomically
 
 
-def declare(name: str, side_file: str, gate: str, use_async: bool) -> None:
+def declare(name: str, side_file: str, gate: str, use_async: bool, rules: bool = False) -> None:
     with cloaca.WorkflowBuilder(name):
 
         @cloaca.task(id="first")
@@ -56,11 +58,20 @@ def declare(name: str, side_file: str, gate: str, use_async: bool) -> None:
                 ctx.set("gated", True)
                 return ctx
 
-        @cloaca.task(id="last", dependencies=["gated"])
+        last_rule = cloaca.all_of(cloaca.task_success("gated"), cloaca.context_value("first", "eq", True)) if rules else None
+
+        @cloaca.task(id="last", dependencies=["gated"], trigger_rules=last_rule)
         def last(ctx):
             record(side_file, "last")
             ctx.set("last", True)
             return ctx
+
+        if rules:
+
+            @cloaca.task(id="fallback", dependencies=["gated"], trigger_rules=cloaca.task_failed("gated"))
+            def fallback(ctx):
+                record(side_file, "fallback")
+                return ctx
 
 
 def main() -> None:
@@ -71,8 +82,9 @@ def main() -> None:
     parser.add_argument("--barrier")
     parser.add_argument("--id-file")
     parser.add_argument("--async-gate", action="store_true", help="the gated task is a coroutine")
+    parser.add_argument("--rules", action="store_true", help="last and fallback have trigger rules")
     args = parser.parse_args()
-    declare(args.workflow, args.side_file, args.gate, args.async_gate)
+    declare(args.workflow, args.side_file, args.gate, args.async_gate, args.rules)
     config = cloaca.DefaultRunnerConfig(enable_cron_scheduling=False, task_lease_seconds=2)
     with cloaca.DefaultRunner.with_config(args.url, config) as runner:
         if args.key:

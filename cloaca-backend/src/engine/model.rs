@@ -171,6 +171,8 @@ pub(crate) struct TaskRecord {
     pub(crate) runner: Option<String>,
     /// When a failed task is tried again.
     pub(crate) next_retry_at: Option<i64>,
+    /// Why a Skipped task was skipped: "trigger_rule", "upstream_failed" or "stopped".
+    pub(crate) skip_reason: Option<String>,
 }
 
 impl TaskRecord {
@@ -195,6 +197,7 @@ pub(crate) enum EventKind {
     AttemptFailed,
     AttemptCancelled,
     RetryScheduled,
+    TaskSkipped,
     ExecutionPaused,
     ExecutionResumed,
     ExecutionCancelled,
@@ -203,7 +206,7 @@ pub(crate) enum EventKind {
 }
 
 impl EventKind {
-    const ALL: [EventKind; 13] = [
+    const ALL: [EventKind; 14] = [
         Self::ExecutionCreated,
         Self::TaskReady,
         Self::AttemptClaimed,
@@ -212,6 +215,7 @@ impl EventKind {
         Self::AttemptFailed,
         Self::AttemptCancelled,
         Self::RetryScheduled,
+        Self::TaskSkipped,
         Self::ExecutionPaused,
         Self::ExecutionResumed,
         Self::ExecutionCancelled,
@@ -230,6 +234,7 @@ impl EventKind {
             EventKind::AttemptFailed => "attempt_failed",
             EventKind::AttemptCancelled => "attempt_cancelled",
             EventKind::RetryScheduled => "retry_scheduled",
+            EventKind::TaskSkipped => "task_skipped",
             EventKind::ExecutionPaused => "execution_paused",
             EventKind::ExecutionResumed => "execution_resumed",
             EventKind::ExecutionCancelled => "execution_cancelled",

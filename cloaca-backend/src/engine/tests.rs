@@ -67,7 +67,13 @@ impl Fixture {
 }
 
 fn task(id: &str, deps: &[&str]) -> TaskSpec {
-    TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
+    TaskSpec {
+        id: id.into(),
+        dependencies: deps.iter().map(|d| d.to_string()).collect(),
+        retry: RetryPolicy::default(),
+        timeout: None,
+        rule: None,
+    }
 }
 
 /// A store on `url`, as a separate runner process would open it.

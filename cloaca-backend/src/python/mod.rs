@@ -46,6 +46,14 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<workflow::retry::PyBackoffStrategy>()?;
     m.add_class::<workflow::retry::PyRetryCondition>()?;
     m.add_function(wrap_pyfunction!(workflow::retry::set_default_retry_policy, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::context_value, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::task_success, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::task_failed, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::task_skipped, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::all_of, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::any_of, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::none_of, m)?)?;
+    m.add_function(wrap_pyfunction!(workflow::trigger_rules::always, m)?)?;
     m.add_class::<runner::PyDefaultRunnerConfig>()?;
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;

@@ -4,11 +4,13 @@
 //! storing its event.
 
 use super::conn::{Conn, Param};
-use super::executions::{completed_output_texts, execution_input, finish_execution};
+use super::decide::decide_candidates;
+use super::executions::{completed_output_texts, count_finished, execution_input, finish_execution, settle};
 use super::history::{finish_detail, insert_event, load_shape};
 use super::records::Channel;
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{EventKind, ExecutionStatus, TaskStatus};
+use crate::engine::workflow::Graph;
 
 // `SET status = status` changes nothing and takes the row lock (PostgreSQL;
 // SQLite's write transaction holds the whole database already).
@@ -36,7 +38,7 @@ pub(crate) const RESET_TASK: &str = "UPDATE cloaca_task_executions
         history = CASE WHEN ready_at IS NULL THEN history
                        ELSE COALESCE(history, '') || '{\"o\":\"ready\",\"e\":' || CAST(ready_at AS TEXT) || '}
 ' END,
-        error_type = NULL, error_message = NULL, error_traceback = NULL, output_context = NULL,
+        error_type = NULL, error_message = NULL, error_traceback = NULL, output_context = NULL, skip_reason = NULL,
         started_at = NULL, finished_at = NULL, lease_owner = NULL, lease_expires_at = NULL
     WHERE execution_id = ?1 AND task_id = ?2";
 const REOPEN_EXECUTION: &str = "UPDATE cloaca_executions
@@ -144,12 +146,19 @@ pub(crate) fn retry(conn: &mut dyn Conn, execution_id: &str, runner: &str, now: 
         }
     }
     let (mut reset, mut ready) = (0_i64, 0_u64);
+    // A task with a rule and nothing left to wait for is decided anew once
+    // every row is reset: the new round may end differently.
+    let mut candidates = Vec::new();
     for (position, id) in shape.ids.iter().enumerate() {
         if completed[position] {
             continue;
         }
         let waiting_for = shape.dependencies[position].iter().filter(|&&d| !completed[d]).count() as i64;
-        let status = if waiting_for == 0 { TaskStatus::Ready } else { TaskStatus::Pending };
+        let ruled = waiting_for == 0 && shape.rule(position).is_some();
+        if ruled {
+            candidates.push(position);
+        }
+        let status = if waiting_for == 0 && !ruled { TaskStatus::Ready } else { TaskStatus::Pending };
         let params = [
             Param::Text(execution_id),
             Param::Text(id),
@@ -160,7 +169,7 @@ pub(crate) fn retry(conn: &mut dyn Conn, execution_id: &str, runner: &str, now: 
         ];
         conn.execute(RESET_TASK, &params)?;
         reset += 1;
-        ready += u64::from(waiting_for == 0);
+        ready += u64::from(status == TaskStatus::Ready);
     }
     // The round that ended stays in the history as its finish.
     if let Some(finished_at) = locked.finished_at {
@@ -169,6 +178,14 @@ pub(crate) fn retry(conn: &mut dyn Conn, execution_id: &str, runner: &str, now: 
     }
     conn.execute(REOPEN_EXECUTION, &[Param::Text(execution_id), Param::Int(reset)])?;
     insert_event(conn, execution_id, now, EventKind::ExecutionRetried, runner, Some(&format!("{reset} task(s) to run again")))?;
+    if !candidates.is_empty() {
+        let decided = decide_candidates(conn, execution_id, &shape, &candidates, now)?;
+        ready += decided.readied.len() as u64;
+        if decided.skipped > 0 {
+            let (remaining, _) = count_finished(conn, execution_id, decided.skipped)?;
+            settle(conn, execution_id, remaining, &shape, now)?;
+        }
+    }
     conn.notify(Channel::Work, &ready.to_string())?;
     Ok(ready)
 }

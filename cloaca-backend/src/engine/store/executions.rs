@@ -9,10 +9,11 @@
 use std::collections::HashMap;
 
 use super::conn::{json_list, Conn, Param, Row};
+use super::decide::{decide_candidates, follow_end, Decided, Ended};
 use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, FailedTask, LoadedContexts};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
-use crate::engine::workflow::{Dag, TaskFailure};
+use crate::engine::workflow::{frontier_context, Dag, Graph, SkipReason, TaskFailure};
 
 // ---- creating and claiming ------------------------------------------------
 
@@ -84,8 +85,16 @@ pub(crate) fn create_execution(
         let shape = shape_json(dag);
         conn.execute(INSERT_SHAPE, &[Param::Text(dag.name()), Param::Text(dag.version()), Param::Text(&shape), Param::Int(now)])?;
     }
+    // A root with a rule is decided below, once every row exists (its rule
+    // may name any task of the workflow).
+    let mut ruled_roots = Vec::new();
     for (i, task) in dag.tasks().iter().enumerate() {
         let deps = dag.dependencies_of(i).len() as i64;
+        let ruled_root = deps == 0 && task.rule.is_some();
+        if ruled_root {
+            ruled_roots.push(i);
+        }
+        let ready = deps == 0 && !ruled_root;
         conn.execute(
             INSERT_TASK,
             &[
@@ -93,15 +102,23 @@ pub(crate) fn create_execution(
                 Param::Text(&task.id),
                 Param::Text(dag.name()),
                 Param::Text(dag.version()),
-                Param::Text(if deps == 0 { "ready" } else { "pending" }),
+                Param::Text(if ready { "ready" } else { "pending" }),
                 Param::Int(deps),
                 Param::Int(i64::from(task.retry.max_attempts())),
                 Param::Int(now),
-                Param::NullableInt((deps == 0).then_some(now)),
+                Param::NullableInt(ready.then_some(now)),
             ],
         )?;
     }
-    let roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count();
+    let mut roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count() - ruled_roots.len();
+    if !ruled_roots.is_empty() {
+        let decided = decide_candidates(conn, execution_id, dag, &ruled_roots, now)?;
+        roots += decided.readied.len();
+        if decided.skipped > 0 {
+            let (remaining, _) = count_finished(conn, execution_id, decided.skipped)?;
+            settle(conn, execution_id, remaining, dag, now)?;
+        }
+    }
     conn.notify(Channel::Work, &roots.to_string())?;
     Ok(Created { execution_id: execution_id.to_string(), existing: false })
 }
@@ -109,8 +126,16 @@ pub(crate) fn create_execution(
 /// A workflow version's shape as stored: its task ids in topological order,
 /// each with the positions of its dependencies.
 pub(crate) fn shape_json(dag: &Dag) -> String {
-    let tasks: Vec<serde_json::Value> =
-        (0..dag.len()).map(|i| serde_json::json!({"id": dag.task(i).id, "deps": dag.dependencies_of(i)})).collect();
+    let tasks: Vec<serde_json::Value> = (0..dag.len())
+        .map(|i| {
+            let task = dag.task(i);
+            let mut entry = serde_json::json!({"id": task.id, "deps": dag.dependencies_of(i)});
+            if let Some(rule) = &task.rule {
+                entry["rule"] = rule.to_json();
+            }
+            entry
+        })
+        .collect();
     serde_json::Value::from(tasks).to_string()
 }
 
@@ -321,7 +346,7 @@ pub(crate) fn completed_output_texts(conn: &mut dyn Conn, execution_id: &str) ->
     conn.query_all(COMPLETED_OUTPUTS, &[Param::Text(execution_id)], output_text)
 }
 
-fn output_text(row: &dyn Row) -> Result<(String, String)> {
+pub(crate) fn output_text(row: &dyn Row) -> Result<(String, String)> {
     Ok((row.text(0)?, row.opt_text(1)?.unwrap_or_else(|| "{}".into())))
 }
 
@@ -353,10 +378,10 @@ pub(crate) const RELEASE_DEPENDENTS: &str = "UPDATE cloaca_task_executions
 // A paused execution's newly ready tasks are held until resume_execution.
 pub(crate) const HOLD_READIED: &str = "UPDATE cloaca_task_executions SET status = 'held'
     WHERE execution_id = ?1 AND status = 'ready' AND task_id IN (SELECT value FROM json_each(?2))";
-pub(crate) const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', finished_at = ?3
+pub(crate) const SKIP_TASKS: &str = "UPDATE cloaca_task_executions SET status = 'skipped', skip_reason = ?4, finished_at = ?3
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held') AND task_id IN (SELECT value FROM json_each(?2))";
 pub(crate) const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
-    SET status = 'skipped', finished_at = ?2, lease_expires_at = NULL
+    SET status = 'skipped', skip_reason = ?3, finished_at = ?2, lease_expires_at = NULL
     WHERE execution_id = ?1 AND status IN ('pending', 'ready', 'held', 'running')";
 // Updating the execution row locks it (PostgreSQL), so that a pause, a
 // cancellation and this attempt's consequences are applied in one order;
@@ -384,24 +409,14 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
             if conn.execute(COMPLETE_ATTEMPT, &[fence[0], fence[1], Param::Text(&text), Param::Int(now)])? != 1 {
                 return Ok(AttemptRecorded::default());
             }
-            let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-            if !dependents.is_empty() {
-                recorded.readied = release_dependents(conn, execution, &dependents, now)?;
-            }
-            // The execution row is locked last, as before steering existed:
-            // taken first, it is held through the dependents' update and
-            // completions of one execution queue on it longer (a fan-out on
-            // PostgreSQL lost a fifth of its rate). A pause that committed
-            // meanwhile is seen here, and what this attempt readied is held.
-            let (remaining, status) = count_finished(conn, execution, 1)?;
-            if recorded.readied > 0 && status == ExecutionStatus::Paused {
-                conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&json_list(&dependents))])?;
-                recorded.readied = 0;
-            }
-            if recorded.readied > 0 {
-                conn.notify(Channel::Work, &recorded.readied.to_string())?;
-            }
-            recorded.finished = settle(conn, execution, remaining, dag, now)?;
+            let consequence = if dag.has_rules() {
+                Consequence::decided(follow_end(conn, execution, dag, position, Ended::Completed, now)?)
+            } else {
+                let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+                let readied = if dependents.is_empty() { 0 } else { release_dependents(conn, execution, &dependents, now)? };
+                Consequence { skipped: 0, readied, may_be_ready: json_list(&dependents) }
+            };
+            finish_consequence(conn, execution, dag, consequence, now, &mut recorded)?;
         }
         AttemptOutcome::Failed { failure, retry_at: Some(at) } => {
             let (_, status) = count_finished(conn, execution, 0)?;
@@ -422,18 +437,70 @@ pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outc
             if conn.execute(FAIL_ATTEMPT, &params)? != 1 {
                 return Ok(AttemptRecorded::default());
             }
-            let descendants: Vec<&str> = dag.descendants_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-            let skipped = if descendants.is_empty() {
-                0
+            let consequence = if dag.has_rules() {
+                Consequence::decided(follow_end(conn, execution, dag, position, Ended::Failed, now)?)
             } else {
-                let list = json_list(&descendants);
-                conn.execute(SKIP_TASKS, &[Param::Text(execution), Param::Text(&list), Param::Int(now)])?
+                let descendants: Vec<&str> = dag.descendants_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+                let skipped = if descendants.is_empty() {
+                    0
+                } else {
+                    let list = json_list(&descendants);
+                    conn.execute(
+                        SKIP_TASKS,
+                        &[Param::Text(execution), Param::Text(&list), Param::Int(now), Param::Text(SkipReason::UpstreamFailed.as_db())],
+                    )?
+                };
+                Consequence { skipped: skipped as i64, readied: 0, may_be_ready: String::new() }
             };
-            let (remaining, _) = count_finished(conn, execution, 1 + skipped as i64)?;
-            recorded.finished = settle(conn, execution, remaining, dag, now)?;
+            finish_consequence(conn, execution, dag, consequence, now, &mut recorded)?;
         }
     }
     Ok(recorded)
+}
+
+/// What an attempt's end did to the other tasks of its execution.
+struct Consequence {
+    /// Tasks skipped (each counts as finished besides the attempt's own).
+    skipped: i64,
+    /// Tasks made ready.
+    readied: u64,
+    /// A JSON list of the task ids that may have become ready (to hold them
+    /// when the execution turns out to be paused).
+    may_be_ready: String,
+}
+
+impl Consequence {
+    fn decided(decided: Decided) -> Self {
+        Consequence { skipped: decided.skipped, readied: decided.readied.len() as u64, may_be_ready: json_list(&decided.readied) }
+    }
+}
+
+/// Counts the ended task and the skipped ones off the execution, holds or
+/// announces what became ready, and finishes the execution when nothing is left.
+fn finish_consequence(
+    conn: &mut dyn Conn,
+    execution: &str,
+    dag: &Dag,
+    consequence: Consequence,
+    now: i64,
+    recorded: &mut AttemptRecorded,
+) -> Result<()> {
+    // The execution row is locked last, as before steering existed: taken
+    // first, it is held through the dependents' update and completions of
+    // one execution queue on it longer (a fan-out on PostgreSQL lost a fifth
+    // of its rate). A pause that committed meanwhile is seen here, and what
+    // this attempt readied is held.
+    let (remaining, status) = count_finished(conn, execution, 1 + consequence.skipped)?;
+    recorded.readied = consequence.readied;
+    if recorded.readied > 0 && status == ExecutionStatus::Paused {
+        conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&consequence.may_be_ready)])?;
+        recorded.readied = 0;
+    }
+    if recorded.readied > 0 {
+        conn.notify(Channel::Work, &recorded.readied.to_string())?;
+    }
+    recorded.finished = settle(conn, execution, remaining, dag, now)?;
+    Ok(())
 }
 
 fn failure_params(failure: &TaskFailure) -> [Param<'_>; 3] {
@@ -468,7 +535,7 @@ fn ready_status(execution: ExecutionStatus) -> &'static str {
 
 /// Counts `finished` tasks off the execution (locking its row); returns
 /// how many are left and the execution's status.
-fn count_finished(conn: &mut dyn Conn, execution_id: &str, finished: i64) -> Result<(i64, ExecutionStatus)> {
+pub(crate) fn count_finished(conn: &mut dyn Conn, execution_id: &str, finished: i64) -> Result<(i64, ExecutionStatus)> {
     conn.query_opt(DECREMENT_REMAINING, &[Param::Text(execution_id), Param::Int(finished)], |row| {
         Ok((row.int(0)?, ExecutionStatus::from_db(&row.text(1)?)?))
     })?
@@ -486,7 +553,13 @@ fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&st
 
 /// With no task left, finishes the execution with its final context and
 /// error message.
-fn settle(conn: &mut dyn Conn, execution_id: &str, remaining: i64, dag: &Dag, now: i64) -> Result<Option<ExecutionStatus>> {
+pub(crate) fn settle(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    remaining: i64,
+    dag: &dyn Graph,
+    now: i64,
+) -> Result<Option<ExecutionStatus>> {
     if remaining > 0 {
         return Ok(None);
     }
@@ -503,7 +576,7 @@ fn settle(conn: &mut dyn Conn, execution_id: &str, remaining: i64, dag: &Dag, no
     })?;
     let error = describe_failures(dag, &failed);
     let status = if error.is_some() { ExecutionStatus::Failed } else { ExecutionStatus::Completed };
-    finish_execution(conn, execution_id, status, &dag.final_context(&input, &outputs), error.as_deref(), now)?;
+    finish_execution(conn, execution_id, status, &frontier_context(dag, &input, &outputs), error.as_deref(), now)?;
     Ok(Some(status))
 }
 
@@ -540,10 +613,10 @@ pub(crate) fn abort_execution(conn: &mut dyn Conn, execution_id: &str, dag: Opti
     if status.is_finished() {
         return Ok(false);
     }
-    conn.execute(SKIP_UNFINISHED, &[Param::Text(execution_id), Param::Int(now)])?;
+    conn.execute(SKIP_UNFINISHED, &[Param::Text(execution_id), Param::Int(now), Param::Text(SkipReason::Stopped.as_db())])?;
     let input = execution_input(conn, execution_id)?;
     let final_context = match dag {
-        Some(dag) => dag.final_context(&input, &outputs_by_position(dag, completed_output_texts(conn, execution_id)?)?),
+        Some(dag) => frontier_context(dag, &input, &outputs_by_position(dag, completed_output_texts(conn, execution_id)?)?),
         None => input,
     };
     finish_execution(conn, execution_id, ExecutionStatus::Failed, &final_context, Some(message), now)?;
@@ -551,7 +624,7 @@ pub(crate) fn abort_execution(conn: &mut dyn Conn, execution_id: &str, dag: Opti
 }
 
 /// Parses stored outputs and keys them by the task's topological position.
-fn outputs_by_position(dag: &Dag, texts: Vec<(String, String)>) -> Result<HashMap<usize, Context>> {
+pub(crate) fn outputs_by_position(dag: &dyn Graph, texts: Vec<(String, String)>) -> Result<HashMap<usize, Context>> {
     let mut outputs = HashMap::new();
     for (task_id, text) in texts {
         if let Some(position) = dag.position(&task_id) {
@@ -581,7 +654,7 @@ fn workflow_list(workflows: &[WorkflowRef]) -> String {
 
 /// The error message of a failed execution: the first failed task (in
 /// topological order) with its exception and traceback, then any others.
-pub(crate) fn describe_failures(dag: &Dag, failed: &[FailedTask]) -> Option<String> {
+pub(crate) fn describe_failures(dag: &dyn Graph, failed: &[FailedTask]) -> Option<String> {
     let mut ordered: Vec<&FailedTask> = failed.iter().collect();
     ordered.sort_by_key(|f| dag.position(&f.task_id).unwrap_or(usize::MAX));
     let first = ordered.first()?;

@@ -16,31 +16,40 @@ use super::DatabaseCounts;
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, EventKind, ExecutionEvent, ExecutionStatus, TaskRecord, TaskStatus};
 use crate::engine::time::rfc3339;
-use crate::engine::workflow::frontier_context;
+use crate::engine::workflow::{frontier_context, Graph, TriggerRule};
 
 /// A workflow version as stored: task ids in topological order, with the
-/// positions of each task's dependencies.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// positions of each task's dependencies and each task's trigger rule.
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Shape {
     pub(crate) ids: Vec<String>,
     pub(crate) dependencies: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    rules: Vec<Option<TriggerRule>>,
+}
+
+impl Graph for Shape {
+    fn task_count(&self) -> usize {
+        self.ids.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        &self.ids[i]
+    }
+    fn position(&self, task_id: &str) -> Option<usize> {
+        self.ids.iter().position(|id| id == task_id)
+    }
+    fn dependencies(&self, i: usize) -> &[usize] {
+        &self.dependencies[i]
+    }
+    fn dependents(&self, i: usize) -> &[usize] {
+        &self.dependents[i]
+    }
+    fn rule(&self, i: usize) -> Option<&TriggerRule> {
+        self.rules[i].as_ref()
+    }
 }
 
 impl Shape {
-    pub(crate) fn position(&self, task_id: &str) -> Option<usize> {
-        self.ids.iter().position(|id| id == task_id)
-    }
-
-    pub(crate) fn dependents(&self) -> Vec<Vec<usize>> {
-        let mut dependents = vec![Vec::new(); self.ids.len()];
-        for (i, deps) in self.dependencies.iter().enumerate() {
-            for &d in deps {
-                dependents[d].push(i);
-            }
-        }
-        dependents
-    }
-
     /// The final context of an execution with these stored outputs.
     pub(crate) fn final_context(&self, input: &Context, outputs_by_id: Vec<(String, String)>) -> Result<Context> {
         let mut outputs = HashMap::new();
@@ -49,7 +58,7 @@ impl Shape {
                 outputs.insert(position, parse_context(&text, "a task output")?);
             }
         }
-        Ok(frontier_context(&self.dependents(), input, &outputs))
+        Ok(frontier_context(self, input, &outputs))
     }
 
     /// Task ids with the ids of their dependencies, in topological order.
@@ -73,23 +82,34 @@ pub(crate) fn load_shape(conn: &mut dyn Conn, execution_id: &str) -> Result<Opti
     };
     let corrupt = |what: &str| Error::corrupt("reading a workflow shape", what.to_string());
     let tasks: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|e| corrupt(&e.to_string()))?;
-    let mut shape = Shape { ids: Vec::new(), dependencies: Vec::new() };
+    let mut shape = Shape { ids: Vec::new(), dependencies: Vec::new(), dependents: Vec::new(), rules: Vec::new() };
     for task in tasks {
         let id = task["id"].as_str().ok_or_else(|| corrupt("a task without an id"))?;
         let deps = task["deps"].as_array().ok_or_else(|| corrupt("a task without dependencies"))?;
         let deps: Option<Vec<usize>> = deps.iter().map(|d| d.as_u64().map(|d| d as usize)).collect();
+        let rule = match task.get("rule") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(rule) => Some(TriggerRule::from_json(rule).map_err(|e| corrupt(&e))?),
+        };
         shape.ids.push(id.to_string());
         shape.dependencies.push(deps.ok_or_else(|| corrupt("a dependency that is not a position"))?);
+        shape.rules.push(rule);
     }
     if shape.dependencies.iter().flatten().any(|&d| d >= shape.ids.len()) {
         return Err(corrupt("a dependency outside the workflow"));
+    }
+    shape.dependents = vec![Vec::new(); shape.ids.len()];
+    for (i, deps) in shape.dependencies.iter().enumerate() {
+        for &d in deps {
+            shape.dependents[d].push(i);
+        }
     }
     Ok(Some(shape))
 }
 
 const EXECUTION_TIMES: &str = "SELECT status, created_at, finished_at, error_message FROM cloaca_executions WHERE id = ?1";
 pub(crate) const TASK_ROWS: &str = "SELECT task_id, status, attempt - attempt_base, started_at, finished_at, error_type, error_message,
-    error_traceback, lease_owner, next_attempt_at, failures, ready_at, history
+    error_traceback, lease_owner, next_attempt_at, failures, ready_at, history, skip_reason
     FROM cloaca_task_executions WHERE execution_id = ?1 ORDER BY id";
 pub(crate) const STEERING_EVENTS: &str = "SELECT at, kind, runner, detail FROM cloaca_execution_events WHERE execution_id = ?1 ORDER BY id";
 pub(crate) const INSERT_EVENT: &str =
@@ -131,6 +151,7 @@ fn task_row(row: &dyn Row) -> Result<TaskRow> {
             error_traceback: row.opt_text(7)?,
             runner: row.opt_text(8)?,
             next_retry_at: if waiting && failures > 0 { row.opt_int(9)? } else { None },
+            skip_reason: if status == TaskStatus::Skipped { row.opt_text(13)? } else { None },
         },
         ready_at: row.opt_int(11)?,
         history: row.opt_text(12)?,
@@ -252,6 +273,9 @@ pub(crate) fn events(conn: &mut dyn Conn, execution_id: &str) -> Result<Vec<Exec
         }
         if let (TaskStatus::Completed, Some(finished)) = (record.status, record.finished_at) {
             push(finished, EventKind::AttemptSucceeded, current, record.runner.as_deref(), None);
+        }
+        if let (TaskStatus::Skipped, Some(finished)) = (record.status, record.finished_at) {
+            push(finished, EventKind::TaskSkipped, None, None, record.skip_reason.clone());
         }
     }
     for (at, kind, runner, detail) in steering {

@@ -39,6 +39,7 @@ use executions::Created;
 
 mod conn;
 mod control;
+mod decide;
 mod executions;
 mod history;
 mod migrations;

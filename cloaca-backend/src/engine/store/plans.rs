@@ -5,7 +5,7 @@
 //! and again after ANALYZE, on the backend this build has.
 
 use super::conn::{Conn, Param};
-use super::{control, executions as ex, history, retention, schedules as sc, Store};
+use super::{control, decide, executions as ex, history, retention, schedules as sc, Store};
 use crate::engine::time::now_ms;
 use crate::engine::url::{test_database_url, DatabaseUrl};
 
@@ -140,8 +140,23 @@ fn expectations() -> Vec<Expected> {
             vec![Text("hist-5"), Text("t1"), Text("ready"), Int(0), Int(1), Int(1)],
             &[TASK_KEY],
         ),
-        expect("skipping descendants", ex::SKIP_TASKS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
-        expect("skipping unfinished tasks", ex::SKIP_UNFINISHED, vec![Text("hist-5"), Int(1)], &[TASK_KEY]),
+        expect(
+            "skipping descendants",
+            ex::SKIP_TASKS,
+            vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1), Text("upstream_failed")],
+            &[TASK_KEY],
+        ),
+        expect("skipping unfinished tasks", ex::SKIP_UNFINISHED, vec![Text("hist-5"), Int(1), Text("stopped")], &[TASK_KEY]),
+        expect("releasing listed dependents", decide::RELEASE_LISTED, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
+        expect("counting down ruled dependents", decide::COUNT_DOWN_LISTED, vec![Text("hist-5"), Text(r#"["t2"]"#)], &[TASK_KEY]),
+        expect(
+            "skipping pending tasks",
+            decide::SKIP_PENDING,
+            vec![Text("hist-5"), Text(r#"["t2"]"#), Text("trigger_rule"), Int(1)],
+            &[TASK_KEY],
+        ),
+        expect("readying a decided task", decide::READY_PENDING, vec![Text("hist-5"), Text("t2"), Int(1)], &[TASK_KEY]),
+        expect("reading named tasks' states", decide::TASK_STATUSES, vec![Text("hist-5"), Text(r#"["t2"]"#)], &[TASK_KEY]),
         expect("failed tasks", ex::FAILED_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
         expect("counting down tasks", ex::DECREMENT_REMAINING, vec![Text("hist-5"), Int(1)], &[EXECUTION_KEY]),
         expect(

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::merge::merge;
 use super::retry::RetryPolicy;
+use super::rules::TriggerRule;
 use crate::engine::error::{Error, Result};
 use crate::engine::model::Context;
 
@@ -19,6 +20,11 @@ pub(crate) struct TaskSpec {
     pub(crate) retry: RetryPolicy,
     /// The task's own timeout; `None` falls back to the runner's default.
     pub(crate) timeout: Option<Duration>,
+    /// `None` when `trigger_rules=` was omitted: the task runs when its
+    /// dependencies completed and is skipped when one failed. Given (even
+    /// `Always`), the task waits for every dependency to finish, whatever
+    /// their outcome, and runs when the rule holds.
+    pub(crate) rule: Option<TriggerRule>,
 }
 
 /// A workflow as declared: name, description, tags and tasks in declaration order.
@@ -41,6 +47,12 @@ pub(crate) struct Dag {
     index: HashMap<String, usize>,
     dependencies: Vec<Vec<usize>>,
     dependents: Vec<Vec<usize>>,
+    /// True when a task has an explicit trigger rule: only then is a
+    /// finished task's consequence decided dependent by dependent.
+    has_rules: bool,
+    /// Rules naming a task that is not an ancestor of theirs (its state may
+    /// still be unfinished when the rule is decided).
+    warnings: Vec<String>,
 }
 
 impl Dag {
@@ -78,6 +90,19 @@ impl Dag {
                 }
             }
         }
+        for task in &spec.tasks {
+            for name in task.rule.iter().flat_map(TriggerRule::referenced_tasks) {
+                if !declared.contains_key(name) {
+                    return Err(Error::InvalidWorkflow(format!(
+                        "task {:?} of workflow {name_of:?} has a trigger rule naming {name:?}, which is not a task of \
+                         this workflow (its tasks: {})",
+                        task.id,
+                        known(),
+                        name_of = spec.name,
+                    )));
+                }
+            }
+        }
         let order = topological_order(&spec)?;
         let ordered: Vec<TaskSpec> = order.iter().map(|&i| spec.tasks[i].clone()).collect();
         let index: HashMap<String, usize> = ordered.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
@@ -93,7 +118,53 @@ impl Dag {
             dependencies[i] = deps;
         }
         let version = content_version(&spec);
-        Ok(Dag { spec, version, ordered, index, dependencies, dependents })
+        let has_rules = ordered.iter().any(|t| t.rule.is_some());
+        let mut dag = Dag { spec, version, ordered, index, dependencies, dependents, has_rules, warnings: Vec::new() };
+        dag.warnings = dag.rule_warnings();
+        Ok(dag)
+    }
+
+    /// One warning per rule condition naming a task that is not an ancestor.
+    fn rule_warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, task) in self.ordered.iter().enumerate() {
+            let ancestors = self.ancestors_of(i);
+            for name in task.rule.iter().flat_map(TriggerRule::referenced_tasks) {
+                if !ancestors.contains(&self.index[name]) {
+                    warnings.push(format!(
+                        "task {:?} of workflow {:?} has a trigger rule naming {name:?}, which is not one of its \
+                         (indirect) dependencies: its state is read when the rule is decided and may still be \
+                         unfinished, which makes every task-state condition on it false",
+                        task.id,
+                        self.name()
+                    ));
+                }
+            }
+        }
+        warnings
+    }
+
+    fn ancestors_of(&self, i: usize) -> BTreeSet<usize> {
+        let mut seen = BTreeSet::new();
+        let mut stack = vec![i];
+        while let Some(t) = stack.pop() {
+            for &d in &self.dependencies[t] {
+                if seen.insert(d) {
+                    stack.push(d);
+                }
+            }
+        }
+        seen
+    }
+
+    /// What building the workflow warns about (see [`Dag::new`]).
+    pub(crate) fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// True when some task has an explicit trigger rule.
+    pub(crate) fn has_rules(&self) -> bool {
+        self.has_rules
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -213,18 +284,52 @@ impl Dag {
     /// of whose dependents completed, merged in topological order; the input
     /// when no task completed. Keeping only these "frontier" outputs means a
     /// key a later task removed stays removed.
+    #[cfg(test)]
     pub(crate) fn final_context(&self, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
-        frontier_context(&self.dependents, execution_input, outputs)
+        frontier_context(self, execution_input, outputs)
+    }
+}
+
+/// What deciding a workflow's tasks needs of it: a [`Dag`], or a version's
+/// stored shape in a process that does not have the workflow.
+pub(crate) trait Graph {
+    fn task_count(&self) -> usize;
+    fn id(&self, i: usize) -> &str;
+    fn position(&self, task_id: &str) -> Option<usize>;
+    fn dependencies(&self, i: usize) -> &[usize];
+    fn dependents(&self, i: usize) -> &[usize];
+    fn rule(&self, i: usize) -> Option<&TriggerRule>;
+}
+
+impl Graph for Dag {
+    fn task_count(&self) -> usize {
+        self.len()
+    }
+    fn id(&self, i: usize) -> &str {
+        &self.ordered[i].id
+    }
+    fn position(&self, task_id: &str) -> Option<usize> {
+        Dag::position(self, task_id)
+    }
+    fn dependencies(&self, i: usize) -> &[usize] {
+        &self.dependencies[i]
+    }
+    fn dependents(&self, i: usize) -> &[usize] {
+        &self.dependents[i]
+    }
+    fn rule(&self, i: usize) -> Option<&TriggerRule> {
+        self.ordered[i].rule.as_ref()
     }
 }
 
 /// [`Dag::final_context`] over a bare graph (the dependents of each task
 /// position), for a process that has only a workflow version's stored shape.
-pub(crate) fn frontier_context(dependents: &[Vec<usize>], execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
+pub(crate) fn frontier_context(graph: &dyn Graph, execution_input: &Context, outputs: &HashMap<usize, Context>) -> Context {
     if outputs.is_empty() {
         return execution_input.clone();
     }
-    let frontier = (0..dependents.len()).filter(|i| outputs.contains_key(i) && !dependents[*i].iter().any(|d| outputs.contains_key(d)));
+    let frontier =
+        (0..graph.task_count()).filter(|i| outputs.contains_key(i) && !graph.dependents(*i).iter().any(|d| outputs.contains_key(d)));
     merge(frontier.filter_map(|i| outputs.get(&i)))
 }
 
@@ -311,6 +416,11 @@ fn content_version(spec: &WorkflowSpec) -> String {
         }
         field("retry", &task.retry.fingerprint());
         field("timeout", &format!("{:?}", task.timeout.map(|t| t.as_millis())));
+        // Omitted rules add nothing, so versions of workflows without rules
+        // stay what they were.
+        if let Some(rule) = &task.rule {
+            field("rule", &rule.canonical());
+        }
     }
     let digest = hasher.finalize();
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -322,7 +432,13 @@ mod tests {
     use serde_json::json;
 
     fn task(id: &str, deps: &[&str]) -> TaskSpec {
-        TaskSpec { id: id.into(), dependencies: deps.iter().map(|d| d.to_string()).collect(), retry: RetryPolicy::default(), timeout: None }
+        TaskSpec {
+            id: id.into(),
+            dependencies: deps.iter().map(|d| d.to_string()).collect(),
+            retry: RetryPolicy::default(),
+            timeout: None,
+            rule: None,
+        }
     }
 
     fn spec(tasks: Vec<TaskSpec>) -> WorkflowSpec {
@@ -385,11 +501,33 @@ mod tests {
         let mut retried = base.spec.clone();
         retried.tasks[0].retry.retries = 3;
         changed.push(Dag::new(retried).unwrap());
+        let mut always = base.spec.clone();
+        always.tasks[0].rule = Some(TriggerRule::Always);
+        changed.push(Dag::new(always).unwrap());
+        let mut ruled = base.spec.clone();
+        ruled.tasks[0].rule = Some(TriggerRule::from_json(&json!({"type": "TaskFailed", "task_name": "b"})).unwrap());
+        changed.push(Dag::new(ruled).unwrap());
         for other in &changed {
             assert_ne!(other.version(), base.version());
         }
         assert_eq!(diamond().version(), base.version());
         assert_eq!(base.version().len(), 64);
+    }
+
+    #[test]
+    fn rules_must_name_tasks_of_the_workflow_and_warn_about_non_ancestors() {
+        let ruled = |name: &str| {
+            let mut t = task("d", &["b", "c"]);
+            t.rule = Some(TriggerRule::from_json(&json!({"type": "TaskSuccess", "task_name": name})).unwrap());
+            spec(vec![t, task("c", &["a"]), task("b", &["a"]), task("a", &[]), task("e", &[])])
+        };
+        let error = Dag::new(ruled("nope")).unwrap_err().to_string();
+        assert!(error.contains("task \"d\"") && error.contains("\"nope\"") && error.contains("a, "), "{error}");
+        assert!(Dag::new(ruled("wf::a")).unwrap().warnings().is_empty(), "an indirect dependency, namespaced");
+        let warned = Dag::new(ruled("e")).unwrap();
+        assert_eq!(warned.warnings().len(), 1);
+        assert!(warned.warnings()[0].contains("\"e\""), "{:?}", warned.warnings());
+        assert!(warned.has_rules() && !diamond().has_rules());
     }
 
     #[test]

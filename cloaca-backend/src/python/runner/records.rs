@@ -85,6 +85,14 @@ impl PyTaskRecord {
         self.record.next_retry_at.map(rfc3339)
     }
 
+    /// Why a Skipped task was skipped: "trigger_rule" (its own trigger rule
+    /// was false), "upstream_failed" (a dependency failed; default rule only)
+    /// or "stopped" (its execution was stopped); None for any other status.
+    #[getter]
+    fn skip_reason(&self) -> Option<&str> {
+        self.record.skip_reason.as_deref()
+    }
+
     /// The record as a dict with the attribute names as keys.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let dict = PyDict::new(py);
@@ -99,6 +107,7 @@ impl PyTaskRecord {
         dict.set_item("error_traceback", self.error_traceback())?;
         dict.set_item("runner", self.runner())?;
         dict.set_item("next_retry_at", self.next_retry_at())?;
+        dict.set_item("skip_reason", self.skip_reason())?;
         Ok(dict)
     }
 

@@ -138,7 +138,7 @@ impl PyWorkflowBuilder {
     }
 
     /// Validates the tasks added so far and returns the `Workflow`.
-    fn build(&self) -> PyResult<PyWorkflow> {
+    fn build(&self, py: Python<'_>) -> PyResult<PyWorkflow> {
         let spec = WorkflowSpec {
             name: self.name.clone(),
             description: self.description.clone(),
@@ -146,6 +146,12 @@ impl PyWorkflowBuilder {
             tasks: self.tasks.iter().map(|t| t.spec.clone()).collect(),
         };
         let dag = Dag::new(spec).map_err(to_py)?;
+        if !dag.warnings().is_empty() {
+            let logger = py.import("logging")?.call_method1("getLogger", ("cloaca.workflow",))?;
+            for warning in dag.warnings() {
+                logger.call_method1("warning", (warning,))?;
+            }
+        }
         let by_id: HashMap<&str, &Arc<TaskDef>> = self.tasks.iter().map(|t| (t.spec.id.as_str(), t)).collect();
         let bodies: Vec<Arc<dyn TaskBody>> = dag.tasks().iter().map(|t| by_id[t.id.as_str()].body.clone() as Arc<dyn TaskBody>).collect();
         Ok(PyWorkflow { inner: Arc::new(Workflow::new(dag, bodies)) })
@@ -180,7 +186,7 @@ impl PyWorkflowBuilder {
         if exc_type.is_some_and(|t| !t.is_none()) {
             return Ok(false);
         }
-        let workflow = slf.borrow().build()?;
+        let workflow = slf.borrow().build(slf.py())?;
         Registry::global().register(workflow.inner.clone());
         Ok(false)
     }

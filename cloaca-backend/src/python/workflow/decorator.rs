@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use super::body::{PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
 use super::builder::declare_task;
 use super::retry::{default_policy, extract_policy};
-use crate::engine::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskSpec};
+use super::trigger_rules::extract_rule;
+use crate::engine::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskSpec, TriggerRule};
 use crate::python::errors::to_py;
 
 /// Declares a task; use as `@cloaca.task(...)` inside a
@@ -18,7 +19,7 @@ use crate::python::errors::to_py;
 #[pyfunction]
 #[pyo3(signature = (id=None, dependencies=None, retry_attempts=None, retry_backoff=None,
     retry_delay_ms=None, retry_max_delay_ms=None, retry_condition=None, retry_jitter=None,
-    timeout_seconds=None, retry=None, invokes=None, post_invocation=None))]
+    timeout_seconds=None, retry=None, trigger_rules=None, invokes=None, post_invocation=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn task(
     py: Python<'_>,
@@ -32,6 +33,7 @@ pub fn task(
     retry_jitter: Option<bool>,
     timeout_seconds: Option<f64>,
     retry: Option<Bound<'_, PyAny>>,
+    trigger_rules: Option<Bound<'_, PyAny>>,
     invokes: Option<Bound<'_, PyAny>>,
     post_invocation: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
@@ -88,7 +90,8 @@ pub fn task(
         None => Vec::new(),
         Some(deps) => deps.try_iter()?.map(|d| dependency_id(&d?)).collect::<PyResult<Vec<_>>>()?,
     };
-    let decorator = TaskDecorator { id, dependencies, retry, timeout };
+    let rule = trigger_rules.map(|rule| extract_rule(&rule)).transpose()?;
+    let decorator = TaskDecorator { id, dependencies, retry, timeout, rule };
     match bare_function {
         Some(function) => decorator.decorate(py, function),
         None => Ok(Py::new(py, decorator)?.into_any()),
@@ -183,6 +186,7 @@ pub struct TaskDecorator {
     dependencies: Vec<String>,
     retry: RetryPolicy,
     timeout: Option<Duration>,
+    rule: Option<TriggerRule>,
 }
 
 impl TaskDecorator {
@@ -199,7 +203,13 @@ impl TaskDecorator {
             return Err(PyValueError::new_err("a task id must not be empty"));
         }
         let is_async = py.import("inspect")?.call_method1("iscoroutinefunction", (&function,))?.is_truthy()?;
-        let spec = TaskSpec { id: id.clone(), dependencies: self.dependencies.clone(), retry: self.retry.clone(), timeout: self.timeout };
+        let spec = TaskSpec {
+            id: id.clone(),
+            dependencies: self.dependencies.clone(),
+            retry: self.retry.clone(),
+            timeout: self.timeout,
+            rule: self.rule.clone(),
+        };
         let body = Arc::new(PythonTask::new(id.clone(), function.clone().unbind(), is_async));
         let workflow_name = declare_task(py, TaskDef { spec, body })?;
         // Plain functions take attributes; a callable that refuses them
