@@ -147,7 +147,9 @@ class TestValidation:
     def test_a_bare_condition_and_extra_keys_are_accepted(self, runner, workflow_name):
         with cloaca.WorkflowBuilder(workflow_name):
 
-            @cloaca.task(trigger_rules={"type": "ContextValue", "key": "go", "operator": "Exists", "value": None, "x": 1})
+            @cloaca.task(
+                trigger_rules={"type": "ContextValue", "key": "go", "operator": "Exists", "value": None, "x": 1}
+            )
             def t(ctx):
                 ctx["ran"] = True
                 return ctx
@@ -215,7 +217,7 @@ class TestValidation:
                 else:
 
                     @cloaca.task(dependencies=["a"], trigger_rules=rule)
-                    def b(ctx):  # noqa: F811 - one definition per branch
+                    def b(ctx):
                         return ctx
 
             return repr(builder.build())
@@ -228,7 +230,9 @@ class TestValidation:
             build(cloaca.context_value("k", "eq", 2)),
         }
         assert len(versions) == 5
-        assert build(cloaca.context_value("k", "==", 1)) == build({"type": "ContextValue", "key": "k", "operator": "Equals", "value": 1, "extra": 0})
+        assert build(cloaca.context_value("k", "==", 1)) == build(
+            {"type": "ContextValue", "key": "k", "operator": "Equals", "value": 1, "extra": 0}
+        )
 
 
 # ---------------------------------------------------------------- meaning ---
@@ -456,7 +460,9 @@ class TestSkipping:
             def b(ctx):
                 return ctx
 
-            @cloaca.task(trigger_rules=cloaca.any_of(cloaca.task_success("a"), cloaca.task_failed("a"), cloaca.task_skipped("a")))
+            @cloaca.task(
+                trigger_rules=cloaca.any_of(cloaca.task_success("a"), cloaca.task_failed("a"), cloaca.task_skipped("a"))
+            )
             def root_asking_about_a(ctx):
                 return ctx
 
@@ -533,7 +539,6 @@ class TestSkipping:
         }
 
 
-
 # ------------------------------------------------ steering and durability ---
 
 
@@ -576,7 +581,17 @@ class TestSteeringAndRecovery:
         self, fresh_database_url, workflow_name, run_scenario, wait_until, tmp_path
     ):
         side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
-        common = ["--url", fresh_database_url, "--workflow", workflow_name, "--side-file", side, "--gate", gate, "--rules"]
+        common = [
+            "--url",
+            fresh_database_url,
+            "--workflow",
+            workflow_name,
+            "--side-file",
+            side,
+            "--gate",
+            gate,
+            "--rules",
+        ]
         worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
         wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
         execution_id = id_file.read_text()

@@ -58,7 +58,9 @@ def declare(name: str, side_file: str, gate: str, use_async: bool, rules: bool =
                 ctx.set("gated", True)
                 return ctx
 
-        last_rule = cloaca.all_of(cloaca.task_success("gated"), cloaca.context_value("first", "eq", True)) if rules else None
+        last_rule = (
+            cloaca.all_of(cloaca.task_success("gated"), cloaca.context_value("first", "eq", True)) if rules else None
+        )
 
         @cloaca.task(id="last", dependencies=["gated"], trigger_rules=last_rule)
         def last(ctx):
