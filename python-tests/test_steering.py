@@ -157,7 +157,9 @@ class TestRecords:
         assert by_id["middle"].error_message == "middle is not ready yet"
         assert "Traceback" in by_id["middle"].error_traceback
         assert by_id["last"].status == "Skipped" and by_id["last"].attempts == 0
+        assert by_id["last"].skip_reason == "upstream_failed" and by_id["middle"].skip_reason is None
         events = runner.get_execution_events(result.execution_id)
+        assert [(e.task_id, e.detail) for e in events if e.kind == "task_skipped"] == [("last", "upstream_failed")]
         assert events[-1].kind == "execution_finished" and events[-1].detail.startswith("Failed: Task 'middle'")
 
     def test_a_running_task_is_visible_as_running(self, runner, workflow_name):

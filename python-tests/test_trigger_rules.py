@@ -539,6 +539,28 @@ class TestSkipping:
         }
 
 
+class TestStopped:
+    def test_tasks_of_a_timed_out_execution_are_skipped_as_stopped(self, fresh_database_url, workflow_name):
+        gate = threading.Event()
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task()
+            def slow(ctx):
+                gate.wait(WAIT)
+                return ctx
+
+            @cloaca.task(dependencies=["slow"], trigger_rules=cloaca.always())
+            def after(ctx):
+                return ctx
+
+        config = cloaca.DefaultRunnerConfig(pipeline_timeout_seconds=0.3)
+        with cloaca.DefaultRunner.with_config(fresh_database_url, config) as runner:
+            result = runner.execute(workflow_name, {})
+            gate.set()
+            assert result.status == "Failed"
+            assert states(runner, result) == {"slow": ("Skipped", "stopped"), "after": ("Skipped", "stopped")}
+
+
 # ------------------------------------------------ steering and durability ---
 
 
