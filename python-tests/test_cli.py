@@ -376,6 +376,37 @@ def test_show_table_has_the_fields_the_task_table_and_the_events(cli, two_execut
     assert rest and "Traceback" in rest[0], "the whole error message ends the page"
 
 
+def test_show_table_gives_a_skipped_task_its_reason(cli, db, workflow_name):
+    _, runner = db
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task(id="pull")
+        def pull(ctx):
+            raise RuntimeError("down")
+
+        @cloaca.task(id="after", dependencies=["pull"])
+        def after(ctx):
+            return ctx
+
+        @cloaca.task(id="fallback", dependencies=["pull"], trigger_rules=cloaca.task_success("pull"))
+        def fallback(ctx):
+            return ctx
+
+    failed = runner.execute(workflow_name, {})
+    tasks = ok(cli("executions", "show", failed.execution_id)).split("\n\n")[1].splitlines()[2:]
+    assert sorted(line.split()[:3] for line in tasks) == [
+        ["after", "Skipped", "(upstream_failed)"],
+        ["fallback", "Skipped", "(trigger_rule)"],
+        ["pull", "Failed", "1"],
+    ]
+    shown = ok_json(cli("executions", "show", failed.execution_id, "--json"))
+    assert {t["task_id"]: t["skip_reason"] for t in shown["tasks"]} == {
+        "pull": None,
+        "after": "upstream_failed",
+        "fallback": "trigger_rule",
+    }
+
+
 # ---------------------------------------------------------------------------
 # executions cancel, pause, resume, retry
 # ---------------------------------------------------------------------------

@@ -489,7 +489,9 @@ class TestSkipping:
         assert result.final_context.to_dict() == {"given": 1}
         assert states(runner, result) == {"never": ("Skipped", "trigger_rule"), "after": ("Skipped", "trigger_rule")}
 
-    def test_a_default_rule_task_after_a_rule_skip_runs_without_its_output(self, runner, workflow_name):
+    def test_a_default_rule_task_after_a_rule_skip_runs_without_its_output(
+        self, runner, workflow_name, db_query, fresh_database_url
+    ):
         with cloaca.WorkflowBuilder(workflow_name):
 
             @cloaca.task(trigger_rules=cloaca.any_of())
@@ -505,6 +507,10 @@ class TestSkipping:
         result = runner.execute(workflow_name, {"given": 1})
         assert states(runner, result) == {"never": ("Skipped", "trigger_rule"), "after": ("Completed", None)}
         assert result.final_context["after_saw"] == []
+        ((started,),) = db_query(
+            fresh_database_url, f"SELECT started_at FROM cloaca_executions WHERE id = '{result.execution_id}'"
+        )
+        assert started is not None, "the execution started though its only root never ran"
 
     def test_retrying_an_execution_decides_its_rules_again(self, runner, workflow_name, tmp_path):
         flag = tmp_path / "fail"

@@ -114,6 +114,12 @@ pub(crate) fn create_execution(
     if !ruled_roots.is_empty() {
         let decided = decide_candidates(conn, execution_id, dag, &ruled_roots, now)?;
         roots += decided.readied.len();
+        // Only a root's start marks an execution running (load_contexts);
+        // when every root was skipped by its rule, a dependent may be the
+        // first task to run, so the execution starts now.
+        if decided.readied.iter().any(|id| dag.position(id).is_some_and(|p| !dag.dependencies_of(p).is_empty())) {
+            conn.query_opt(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], |row| row.text(0))?;
+        }
         if decided.skipped > 0 {
             let (remaining, _) = count_finished(conn, execution_id, decided.skipped)?;
             settle(conn, execution_id, remaining, dag, now)?;

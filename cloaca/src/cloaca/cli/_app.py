@@ -172,9 +172,11 @@ def task_row(task: Any) -> tuple[Any, ...]:
     error = None
     if task.error_type or task.error_message:
         error = ": ".join(part for part in (task.error_type, out.cell(task.error_message)) if part)
+    # A skipped task says why (a rule, a failed dependency, a stopped run).
+    reason = task.skip_reason
     return (
         task.task_id,
-        task.status,
+        f"{task.status} ({reason})" if reason else task.status,
         task.attempts,
         out.short_time(task.started_at),
         out.short_time(task.finished_at),
