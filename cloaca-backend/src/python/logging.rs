@@ -5,13 +5,14 @@
 //! cloaca's records. Each record carries `execution_id`, `workflow` and
 //! `task` as attributes (logging's `extra`).
 
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::PyDict;
 
-use crate::engine::{Level, Note, Reporter, Topic};
+use crate::engine::{now_ms, Level, Note, Reporter, Topic};
 
 /// Adds a `NullHandler` to the `cloaca` logger (a library's manners: the
 /// program decides where records go).
@@ -57,10 +58,60 @@ fn logger(py: Python<'_>, topic: Topic) -> PyResult<&Bound<'_, PyAny>> {
     .bind(py))
 }
 
+const TOPICS: [Topic; 3] = [Topic::Runner, Topic::Execution, Topic::Task];
+const LEVELS: [Level; 4] = [Level::Debug, Level::Info, Level::Warning, Level::Error];
+
+/// How long a reading of the loggers' levels is trusted by the runner's
+/// threads: a program that changes a level is heard within this time.
+const LEVELS_TRUSTED_MS: i64 = 1000;
+
+/// The levels each topic's logger took when last asked, so that the
+/// runner's threads skip the GIL for a record nobody takes (by default
+/// every INFO record: the start and end of each execution).
+struct LevelCache {
+    read_at: AtomicI64,
+    /// Per topic, one bit per level of [`LEVELS`].
+    enabled: [AtomicU8; 3],
+}
+
+static LEVEL_CACHE: LevelCache =
+    LevelCache { read_at: AtomicI64::new(i64::MIN), enabled: [AtomicU8::new(0), AtomicU8::new(0), AtomicU8::new(0)] };
+
+fn topic_index(topic: Topic) -> usize {
+    TOPICS.iter().position(|t| *t == topic).unwrap_or(0)
+}
+
+fn level_bit(level: Level) -> u8 {
+    1 << LEVELS.iter().position(|l| *l == level).unwrap_or(0)
+}
+
+/// Reads the loggers' levels again; `execute()` calls it, so a level set
+/// just before a run applies to that run's records at once.
+pub(crate) fn refresh_levels(py: Python<'_>) {
+    for (i, topic) in TOPICS.into_iter().enumerate() {
+        let mask = LEVELS.into_iter().filter(|&level| asks_logger(py, level, topic)).fold(0, |m, level| m | level_bit(level));
+        LEVEL_CACHE.enabled[i].store(mask, Ordering::Relaxed);
+    }
+    LEVEL_CACHE.read_at.store(now_ms(), Ordering::Release);
+}
+
+/// What the cache says of `level` on `topic`, while it is trusted.
+fn cached(level: Level, topic: Topic) -> Option<bool> {
+    let read_at = LEVEL_CACHE.read_at.load(Ordering::Acquire);
+    if now_ms().saturating_sub(read_at) > LEVELS_TRUSTED_MS {
+        return None;
+    }
+    Some(LEVEL_CACHE.enabled[topic_index(topic)].load(Ordering::Relaxed) & level_bit(level) != 0)
+}
+
+fn asks_logger(py: Python<'_>, level: Level, topic: Topic) -> bool {
+    logger(py, topic).and_then(|l| l.call_method1("isEnabledFor", (level_number(level),))?.is_truthy()).unwrap_or(false)
+}
+
 /// Whether `topic`'s logger takes records of `level`: asked before a
 /// per-attempt message is even written, since most programs log no DEBUG.
 pub(crate) fn enabled(py: Python<'_>, level: Level, topic: Topic) -> bool {
-    logger(py, topic).and_then(|l| l.call_method1("isEnabledFor", (level_number(level),))?.is_truthy()).unwrap_or(false)
+    asks_logger(py, level, topic)
 }
 
 /// Logs `message` on `topic`'s logger at `level` with the record's extra
@@ -94,7 +145,15 @@ pub(crate) fn log(
 /// A reporter that logs through `logging`, for the runner's threads.
 pub(crate) fn runner_reporter() -> Reporter {
     Arc::new(|note: &Note<'_>| {
+        if cached(note.level, note.topic) == Some(false) {
+            return;
+        }
         // During interpreter shutdown there is nobody to tell.
-        let _ = Python::try_attach(|py| log(py, note.level, note.topic, &note.message, note.execution_id, note.workflow, note.task_id));
+        let _ = Python::try_attach(|py| {
+            if cached(note.level, note.topic).is_none() {
+                refresh_levels(py);
+            }
+            log(py, note.level, note.topic, &note.message, note.execution_id, note.workflow, note.task_id)
+        });
     })
 }

@@ -63,6 +63,14 @@ impl PyDefaultRunner {
     fn runner(&self) -> PyResult<Arc<Runner>> {
         lock(&self.runner).clone().ok_or_else(|| to_py(Error::ShutDown))
     }
+
+    /// The runner, for a call that logs: the loggers' levels are read
+    /// first, so a level set just before the call applies to its records.
+    fn logging_runner(&self, py: Python<'_>) -> PyResult<Arc<Runner>> {
+        let runner = self.runner()?;
+        logging::refresh_levels(py);
+        Ok(runner)
+    }
 }
 
 #[pymethods]
@@ -127,7 +135,7 @@ impl PyDefaultRunner {
     ) -> PyResult<PyPipelineResult> {
         let input = PyContext::from_argument(context)?;
         check_key(idempotency_key)?;
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         let mut signal = SignalCheck::default();
         let record = py.detach(|| runner.execute_with(workflow_name, &input, idempotency_key, &mut || signal.keep_waiting()));
         signal.result(&runner, record)
@@ -146,7 +154,7 @@ impl PyDefaultRunner {
     ) -> PyResult<PyExecutionHandle> {
         let input = PyContext::from_argument(context)?;
         check_key(idempotency_key)?;
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         let execution_id = py.detach(|| runner.start_execution(workflow_name, &input, idempotency_key)).map_err(to_py)?;
         Ok(PyExecutionHandle::new(runner, execution_id))
     }
@@ -179,7 +187,7 @@ impl PyDefaultRunner {
     /// task runs to its end and its outcome is discarded; the execution and
     /// its unfinished tasks become "Cancelled".
     fn cancel_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         py.detach(|| runner.cancel_execution(execution_id)).map_err(to_py)
     }
 
@@ -188,14 +196,14 @@ impl PyDefaultRunner {
     /// stored, so it outlives runner restarts. Pausing a paused execution
     /// changes nothing.
     fn pause_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         py.detach(|| runner.pause_execution(execution_id)).map_err(to_py)
     }
 
     /// Resumes a paused execution: its held tasks become claimable again.
     /// Resuming an unfinished execution that is not paused changes nothing.
     fn resume_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<()> {
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         py.detach(|| runner.resume_execution(execution_id)).map_err(to_py)
     }
 
@@ -204,7 +212,7 @@ impl PyDefaultRunner {
     /// cancelled tasks run again with fresh attempt counts (earlier attempts
     /// stay in the events). Returns a handle to wait on.
     fn retry_execution(&self, py: Python<'_>, execution_id: &str) -> PyResult<PyExecutionHandle> {
-        let runner = self.runner()?;
+        let runner = self.logging_runner(py)?;
         py.detach(|| runner.retry_execution(execution_id)).map_err(to_py)?;
         Ok(PyExecutionHandle::new(runner, execution_id.to_string()))
     }

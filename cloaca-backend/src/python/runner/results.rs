@@ -81,6 +81,7 @@ impl PyExecutionHandle {
 
     /// Cancels the execution (see `DefaultRunner.cancel_execution`).
     fn cancel(&self, py: Python<'_>) -> PyResult<()> {
+        crate::python::logging::refresh_levels(py);
         py.detach(|| self.runner.cancel_execution(&self.execution_id)).map_err(to_py)
     }
 
