@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,7 @@ def polls(poll_file, name=None):
     if not os.path.exists(poll_file):
         return []
     rows = []
-    for line in open(poll_file).read().splitlines():
+    for line in Path(poll_file).read_text().splitlines():
         _, n, pid, start, end = line.split()
         if name is None or n == name:
             rows.append((n, int(pid), int(start), int(end)))
@@ -48,7 +49,7 @@ def runs(side_file):
     if not os.path.exists(side_file):
         return []
     rows = []
-    for line in open(side_file).read().splitlines():
+    for line in Path(side_file).read_text().splitlines():
         _, name, pid, data = line.split(" ", 3)
         rows.append((name, int(pid), json.loads(data)))
     return rows
@@ -378,7 +379,10 @@ class TestFiring:
         worker.stop(first)
         stopped = time.time()
         poll_until(
-            lambda: [p for p in polls(worker.poll_file, name) if p[1] == second.pid], 15, "the other to poll", proc=second
+            lambda: [p for p in polls(worker.poll_file, name) if p[1] == second.pid],
+            15,
+            "the other to poll",
+            proc=second,
         )
         assert time.time() - stopped < 10, "taken over long before the 30 s lease would have expired"
         worker.stop(second)

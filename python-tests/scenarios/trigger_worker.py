@@ -41,7 +41,9 @@ def define_workflow(name: str, side_file: str, block_marker) -> None:
 
         @cloaca.task(id="run")
         def run(ctx):
-            append_line(side_file, f"run {ctx.get('trigger_name')} {os.getpid()} {json.dumps(ctx.to_dict(), sort_keys=True)}")
+            append_line(
+                side_file, f"run {ctx.get('trigger_name')} {os.getpid()} {json.dumps(ctx.to_dict(), sort_keys=True)}"
+            )
             deadline = time.monotonic() + 600
             while block_marker and os.path.exists(block_marker) and time.monotonic() < deadline:
                 time.sleep(0.02)

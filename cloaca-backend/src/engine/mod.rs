@@ -41,9 +41,11 @@ pub(crate) use settings::{aliases_of as setting_aliases, find as find_setting, R
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
 pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store, TriggerRecord, TriggerRun};
-pub(crate) use triggers::{parse_poll_interval, Definitions as TriggerDefinitions, PollOutcome, TriggerDef, TriggerForm, TriggerPoll, DEFAULT_POLL_INTERVAL};
 pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
+pub(crate) use triggers::{
+    parse_poll_interval, Definitions as TriggerDefinitions, PollOutcome, TriggerDef, TriggerForm, TriggerPoll, DEFAULT_POLL_INTERVAL,
+};
 pub(crate) use url::{redact, DatabaseUrl};
 pub(crate) use workflow::{
     render, AttemptInfo, Backoff, Dag, Jitter, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec,

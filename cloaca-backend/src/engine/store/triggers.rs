@@ -99,11 +99,8 @@ const UPSERT_TRIGGER: &str = "INSERT INTO cloaca_trigger_schedules
        OR cloaca_trigger_schedules.poll_interval_ms <> excluded.poll_interval_ms
        OR cloaca_trigger_schedules.allow_concurrent <> excluded.allow_concurrent";
 pub(crate) const GET_TRIGGER: &str = concat!("SELECT ", trigger_columns!(), " FROM cloaca_trigger_schedules WHERE trigger_name = ?1");
-pub(crate) const LIST_TRIGGERS: &str = concat!(
-    "SELECT ",
-    trigger_columns!(),
-    " FROM cloaca_trigger_schedules ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2"
-);
+pub(crate) const LIST_TRIGGERS: &str =
+    concat!("SELECT ", trigger_columns!(), " FROM cloaca_trigger_schedules ORDER BY created_at DESC, id DESC LIMIT ?1 OFFSET ?2");
 pub(crate) const LIST_ENABLED_TRIGGERS: &str =
     concat!("SELECT ", trigger_columns!(), " FROM cloaca_trigger_schedules WHERE enabled = 1 ORDER BY created_at, id");
 pub(crate) const SET_ENABLED: &str =
@@ -187,8 +184,7 @@ pub(crate) fn set_enabled(conn: &mut dyn Conn, trigger_name: &str, enabled: bool
 /// Takes (or renews) the lease of `trigger_name` for `owner` until
 /// `expires_at`; false when another runner holds a live one.
 pub(crate) fn take_lease(conn: &mut dyn Conn, trigger_name: &str, owner: &str, expires_at: i64, now: i64) -> Result<bool> {
-    let taken =
-        conn.execute(TAKE_LEASE, &[Param::Text(trigger_name), Param::Text(owner), Param::Int(expires_at), Param::Int(now)])?;
+    let taken = conn.execute(TAKE_LEASE, &[Param::Text(trigger_name), Param::Text(owner), Param::Int(expires_at), Param::Int(now)])?;
     Ok(taken == 1)
 }
 
@@ -259,4 +255,3 @@ pub(crate) fn history(conn: &mut dyn Conn, trigger_name: &str, limit: i64, offse
 pub(crate) fn delete_runs_of(conn: &mut dyn Conn, execution_ids: &str) -> Result<u64> {
     conn.execute(DELETE_RUNS, &[Param::Text(execution_ids)])
 }
-

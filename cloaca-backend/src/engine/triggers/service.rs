@@ -88,10 +88,8 @@ impl TriggerService {
         let mut registered_cron: HashSet<String> = HashSet::new();
         while !self.stopping() {
             let generation = self.definitions.generation();
-            if seen != Some(generation) {
-                if self.take_definitions(&mut warned, &mut registered_cron) {
-                    seen = Some(generation);
-                }
+            if seen != Some(generation) && self.take_definitions(&mut warned, &mut registered_cron) {
+                seen = Some(generation);
             }
             self.sleep(LOOK_AGAIN);
         }
@@ -118,10 +116,8 @@ impl TriggerService {
             let name = definition.name.clone();
             let Some(on) = definition.on.clone() else {
                 if warned.insert(format!("no workflow {name}")) {
-                    self.shared.announce(
-                        Level::Warning,
-                        format!("trigger {name:?} has no on= workflow; it is not registered and never polled"),
-                    );
+                    self.shared
+                        .announce(Level::Warning, format!("trigger {name:?} has no on= workflow; it is not registered and never polled"));
                 }
                 continue;
             };
@@ -244,9 +240,8 @@ impl TriggerService {
                 let result = lock(&poll.result).take();
                 let abandoned = result.is_none() && poll.started.elapsed() >= POLL_LIMIT;
                 if result.is_some() || abandoned {
-                    let result = result.unwrap_or_else(|| {
-                        Err(format!("the poll did not return within {} s and was abandoned", POLL_LIMIT.as_secs()))
-                    });
+                    let result = result
+                        .unwrap_or_else(|| Err(format!("the poll did not return within {} s and was abandoned", POLL_LIMIT.as_secs())));
                     if owned {
                         owned = self.record(&definition, poll.started_ms, result);
                         if !owned {
@@ -356,7 +351,10 @@ impl TriggerService {
                 true
             }
             Ok(FireOutcome::LeaseLost) => {
-                shared.announce(Level::Warning, format!("trigger {name:?}: this runner lost the lease during a poll; its fire started nothing"));
+                shared.announce(
+                    Level::Warning,
+                    format!("trigger {name:?}: this runner lost the lease during a poll; its fire started nothing"),
+                );
                 false
             }
             Err(e) => {
