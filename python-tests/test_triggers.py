@@ -147,6 +147,12 @@ class TestDecorator:
         with pytest.raises(TypeError, match="decorates a function, not int"):
             cloaca.trigger(on="w")(42)
 
+    def test_a_callable_without_a_name_needs_name(self):
+        import functools
+
+        with pytest.raises(TypeError, match="name="):
+            cloaca.trigger(on="w")(functools.partial(print, "x"))
+
     def test_an_empty_name_is_refused(self):
         with pytest.raises(ValueError, match='name=""'):
             cloaca.trigger(name="", on="w")(lambda: True)
@@ -400,6 +406,50 @@ class TestFiring:
         )[0]
         worker.stop(proc)
         assert second[2] - first[2] >= 4000 - 50, "not before last_poll_at + interval"
+
+    def test_a_trigger_defined_after_the_runner_opened_is_registered_within_a_second(self, worker, tmp_path):
+        name = trigger_name()
+        defined = tmp_path / "defined"
+        spec = {"name": name, "mode": "skip", "poll_interval": "1h"}
+        proc = worker.start(extra=["--define-later", json.dumps(spec), "--defined-file", defined])
+        poll_until(defined.exists, 30, "the later definition", proc=proc)
+        with reader(worker.url) as runner:
+            row = poll_until(lambda: runner.get_trigger_schedule(name), 10, "its registration", proc=proc)
+            assert ms(row["created_at"]) - int(defined.read_text()) <= 1500
+        worker.stop(proc)
+
+    def test_the_later_of_two_definitions_of_a_name_is_used_with_a_warning(self, worker):
+        name = trigger_name()
+        first = {"name": name, "mode": "skip", "poll_interval": "1h"}
+        second = {"name": name, "mode": "skip", "poll_interval": "2h", "allow_concurrent": True}
+        proc = worker.start(first, second)
+        with reader(worker.url) as runner:
+            row = poll_until(lambda: runner.get_trigger_schedule(name), 30, "its registration", proc=proc)
+            assert (row["poll_interval_ms"], row["allow_concurrent"]) == (7_200_000, True)
+        worker.stop(proc)
+        assert f"trigger {name!r}".replace("'", '"') in proc.err_path.read_text()
+        assert "defined more than once" in proc.err_path.read_text()
+
+    def test_a_poll_trigger_without_on_is_never_registered_and_a_warning_names_it(self, worker):
+        name = trigger_name()
+        proc = worker.start({"name": name, "mode": "true", "on": None, "poll_interval": "100ms"})
+        time.sleep(1.5)
+        with reader(worker.url) as runner:
+            assert runner.get_trigger_schedule(name) is None
+        worker.stop(proc)
+        assert polls(worker.poll_file) == []
+        assert name in proc.err_path.read_text() and "no on= workflow" in proc.err_path.read_text()
+
+    def test_a_runner_without_the_workflow_registers_but_never_polls(self, worker):
+        name = trigger_name()
+        proc = worker.start({"name": name, "mode": "true", "on": "a_workflow_nobody_defined", "poll_interval": "100ms"})
+        with reader(worker.url) as runner:
+            row = poll_until(lambda: runner.get_trigger_schedule(name), 30, "its registration", proc=proc)
+            assert row["workflow_name"] == "a_workflow_nobody_defined"
+            time.sleep(1.5)
+            assert runner.get_trigger_schedule(name)["last_poll_at"] is None
+        worker.stop(proc)
+        assert polls(worker.poll_file) == []
 
     def test_a_runner_without_trigger_scheduling_registers_nothing(self, worker):
         name = trigger_name()

@@ -12,7 +12,9 @@ returns, by mode: "fire_unique" fire({"n": <uuid>}), "fire_same"
 fire({"file": "same.csv"}), "fire_dict" fire({"trigger_name": "mine", "x": 1})
 (a dict; the trigger's own keys override), "fire_none" fire(), "true" True,
 "skip" skip(), "raise" raises RuntimeError, "none" None (a poll error).
---cron NAME=EXPR defines a cron-form trigger on the workflow.
+--cron NAME=EXPR defines a cron-form trigger on the workflow; --define-later JSON
+defines one more trigger 0.5 s after the runner opened and writes the time it
+did so (unix ms) to --defined-file.
 
 usage: trigger_worker.py --url URL --workflow NAME --side-file F --poll-file P
                          --ready-file R [--trigger JSON ...] [--cron NAME=EXPR ...]
@@ -96,6 +98,8 @@ def main() -> int:
     p.add_argument("--ready-file", required=True)
     p.add_argument("--trigger", action="append", default=[])
     p.add_argument("--cron", action="append", default=[])
+    p.add_argument("--define-later", help="a --trigger JSON defined 0.5 s after the runner opened")
+    p.add_argument("--defined-file", help="where the time (unix ms) of that definition is written")
     p.add_argument("--block-marker")
     p.add_argument("--config", action="append", default=[])
     p.add_argument("--stop-file")
@@ -117,6 +121,10 @@ def main() -> int:
     config = cloaca.DefaultRunnerConfig(**fields)
     with cloaca.DefaultRunner.with_config(args.url, config):
         write_atomically(args.ready_file, str(os.getpid()))
+        if args.define_later:
+            time.sleep(0.5)
+            define_trigger(json.loads(args.define_later), args.workflow, args.poll_file)
+            write_atomically(args.defined_file, str(int(time.time() * 1000)))
         deadline = time.monotonic() + args.seconds
         while not (args.stop_file and os.path.exists(args.stop_file)):
             if time.monotonic() > deadline:
