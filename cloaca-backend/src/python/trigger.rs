@@ -67,9 +67,10 @@ impl TriggerDecorator {
         }
         let name = match &self.name {
             Some(name) => name.clone(),
-            None => function.getattr("__name__").and_then(|n| n.extract::<String>()).map_err(|_| {
-                PyTypeError::new_err("@cloaca.trigger: this callable has no __name__; give the trigger a name with name=")
-            })?,
+            None => function
+                .getattr("__name__")
+                .and_then(|n| n.extract::<String>())
+                .map_err(|_| PyTypeError::new_err("@cloaca.trigger: this callable has no __name__; give the trigger a name with name="))?,
         };
         if name.is_empty() {
             return Err(PyValueError::new_err("name=\"\" is not accepted: a trigger name must not be empty"));

@@ -36,6 +36,8 @@ pub(crate) struct TriggerService {
     state: Mutex<State>,
     /// Signalled on stop and when a poll returns.
     changed: Condvar,
+    /// [`POLL_LIMIT`], shorter in tests.
+    poll_limit: Duration,
 }
 
 #[derive(Default)]
@@ -55,7 +57,11 @@ struct InFlight {
 
 impl TriggerService {
     pub(crate) fn new(shared: Arc<Shared>, definitions: &'static Definitions) -> Arc<Self> {
-        Arc::new(TriggerService { shared, definitions, state: Mutex::new(State::default()), changed: Condvar::new() })
+        Self::with_poll_limit(shared, definitions, POLL_LIMIT)
+    }
+
+    pub(crate) fn with_poll_limit(shared: Arc<Shared>, definitions: &'static Definitions, poll_limit: Duration) -> Arc<Self> {
+        Arc::new(TriggerService { shared, definitions, state: Mutex::new(State::default()), changed: Condvar::new(), poll_limit })
     }
 
     /// Starts the coordinating thread.
@@ -238,10 +244,11 @@ impl TriggerService {
             }
             if let Some(poll) = &in_flight {
                 let result = lock(&poll.result).take();
-                let abandoned = result.is_none() && poll.started.elapsed() >= POLL_LIMIT;
+                let abandoned = result.is_none() && poll.started.elapsed() >= self.poll_limit;
                 if result.is_some() || abandoned {
-                    let result = result
-                        .unwrap_or_else(|| Err(format!("the poll did not return within {} s and was abandoned", POLL_LIMIT.as_secs())));
+                    let result = result.unwrap_or_else(|| {
+                        Err(format!("the poll did not return within {:.1} s and was abandoned", self.poll_limit.as_secs_f64()))
+                    });
                     if owned {
                         owned = self.record(&definition, poll.started_ms, result);
                         if !owned {
@@ -253,7 +260,7 @@ impl TriggerService {
             }
             let mut wake_at = next_lease_check.min(Instant::now() + LOOK_AGAIN);
             if let Some(poll) = &in_flight {
-                wake_at = wake_at.min(poll.started + POLL_LIMIT);
+                wake_at = wake_at.min(poll.started + self.poll_limit);
             } else if owned {
                 // The row is read before each poll: it may have been
                 // disabled, or polled by another owner meanwhile.

@@ -190,3 +190,140 @@ fn pruning_an_execution_removes_its_trigger_history_row() {
     let history = store.trigger_history(&name, 100, 0).unwrap();
     assert_eq!(history.iter().map(|h| h.execution_id.clone().unwrap()).collect::<Vec<_>>(), [kept]);
 }
+
+// ---- the polling threads of two runners on one database ---------------------------
+
+mod polling {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::super::definition::{Definitions, PollOutcome, TriggerDef, TriggerForm, TriggerPoll};
+    use super::super::service::TriggerService;
+    use crate::engine::model::Context;
+    use crate::engine::runner::shared::Shared;
+    use crate::engine::runner::Reporter;
+    use crate::engine::settings::RunnerConfig;
+    use crate::engine::store::Store;
+    use crate::engine::time::now_ms;
+    use crate::engine::url::{test_database_url, DatabaseUrl};
+    use crate::engine::workflow::{AttemptInfo, Registry, TaskBody, TaskFailure, Workflow};
+
+    /// A poll that fires, takes `takes`, and notices when another poll of it runs at the same time.
+    struct Watched {
+        takes: Duration,
+        running: AtomicUsize,
+        overlapped: AtomicBool,
+        polls: AtomicUsize,
+    }
+
+    impl TriggerPoll for Watched {
+        fn poll(&self) -> Result<PollOutcome, String> {
+            if self.running.fetch_add(1, Ordering::SeqCst) > 0 {
+                self.overlapped.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(self.takes);
+            self.running.fetch_sub(1, Ordering::SeqCst);
+            self.polls.fetch_add(1, Ordering::SeqCst);
+            Ok(PollOutcome::Fire(None))
+        }
+    }
+
+    struct Nothing;
+    impl TaskBody for Nothing {
+        fn run(&self, _: &AttemptInfo<'_>, input: Context, _: Duration) -> Result<Context, TaskFailure> {
+            Ok(input)
+        }
+    }
+
+    struct Setup {
+        url: String,
+        registry: &'static Registry,
+        definitions: &'static Definitions,
+        workflow: String,
+        name: String,
+        poll: Arc<Watched>,
+    }
+
+    fn setup(takes: Duration) -> Setup {
+        let dag = super::dag();
+        let workflow = dag.name().to_string();
+        let registry: &'static Registry = Box::leak(Box::default());
+        registry.register(Arc::new(Workflow::new(dag, vec![Arc::new(Nothing)])));
+        let definitions: &'static Definitions = Box::leak(Box::default());
+        let poll =
+            Arc::new(Watched { takes, running: AtomicUsize::new(0), overlapped: AtomicBool::new(false), polls: AtomicUsize::new(0) });
+        let name = format!("trigger-{}", uuid::Uuid::new_v4());
+        definitions.define(TriggerDef {
+            name: name.clone(),
+            on: Some(workflow.clone()),
+            form: TriggerForm::Poll { interval_ms: 100 },
+            allow_concurrent: true,
+            poll: poll.clone(),
+        });
+        Setup { url: test_database_url(), registry, definitions, workflow, name, poll }
+    }
+
+    /// The trigger threads of one runner (no workers: fired executions stay pending).
+    fn start(s: &Setup, poll_limit: Duration) -> (Arc<Shared>, Arc<TriggerService>, std::thread::JoinHandle<()>) {
+        let store = Store::open(&DatabaseUrl::parse(&s.url).unwrap(), None, 2, Duration::from_secs(5), now_ms()).unwrap();
+        let config = RunnerConfig { lease: Duration::from_secs(30), ..RunnerConfig::default() };
+        let report: Reporter = Arc::new(|note| eprintln!("{:?}: {}", note.level, note.message));
+        let shared = Arc::new(Shared::new(Arc::new(store), s.registry, config, report));
+        let service = TriggerService::with_poll_limit(shared.clone(), s.definitions, poll_limit);
+        let handle = service.start().unwrap();
+        (shared, service, handle)
+    }
+
+    fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn one_of_two_runners_polls_and_the_other_takes_over_when_it_stops() {
+        let s = setup(Duration::from_millis(20));
+        let (a, a_service, a_thread) = start(&s, Duration::from_secs(30));
+        let (b, b_service, b_thread) = start(&s, Duration::from_secs(30));
+        wait_for("five polls", Duration::from_secs(20), || s.poll.polls.load(Ordering::SeqCst) >= 5);
+        let owner = a.store.get_trigger(&s.name).unwrap().unwrap().lease_owner.unwrap();
+        let (owner_service, owner_thread, other) = if owner == a.owner {
+            (a_service, a_thread, (b_service, b_thread, &b))
+        } else {
+            (b_service, b_thread, (a_service, a_thread, &a))
+        };
+        owner_service.stop();
+        owner_thread.join().unwrap();
+        let stopped_at = Instant::now();
+        let seen = s.poll.polls.load(Ordering::SeqCst);
+        wait_for("the other runner to poll", Duration::from_secs(10), || s.poll.polls.load(Ordering::SeqCst) >= seen + 5);
+        assert!(stopped_at.elapsed() < Duration::from_secs(10), "taken over at once, not after the 30 s lease");
+        assert_eq!(other.2.store.get_trigger(&s.name).unwrap().unwrap().lease_owner.as_deref(), Some(other.2.owner.as_str()));
+        other.0.stop();
+        other.1.join().unwrap();
+        assert!(!s.poll.overlapped.load(Ordering::SeqCst), "two polls of one trigger ran at once");
+        let history = other.2.store.trigger_history(&s.name, 10_000, 0).unwrap();
+        let executions = other.2.store.list_executions(Some(&s.workflow), None, 10_000).unwrap();
+        assert_eq!(history.len(), executions.len(), "one execution per recorded fire");
+        assert!(history.len() <= s.poll.polls.load(Ordering::SeqCst));
+        assert!(history.len() >= 10);
+        assert_eq!(other.2.store.get_trigger(&s.name).unwrap().unwrap().lease_owner, None, "released at stop");
+    }
+
+    #[test]
+    fn a_poll_past_the_limit_is_abandoned_its_fire_discarded_and_the_next_starts() {
+        let s = setup(Duration::from_millis(1500));
+        let (shared, service, thread) = start(&s, Duration::from_millis(300));
+        wait_for("a second poll beside the first", Duration::from_secs(10), || s.poll.overlapped.load(Ordering::SeqCst));
+        wait_for("the poll to be recorded", Duration::from_secs(10), || {
+            shared.store.get_trigger(&s.name).unwrap().unwrap().last_poll_at.is_some()
+        });
+        service.stop();
+        thread.join().unwrap();
+        assert!(shared.store.trigger_history(&s.name, 100, 0).unwrap().is_empty(), "an abandoned poll's fire starts nothing");
+        assert!(shared.store.list_executions(Some(&s.workflow), None, 100).unwrap().is_empty());
+    }
+}
