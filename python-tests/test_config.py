@@ -26,6 +26,7 @@ DEFAULTS = {
     "db_pool_size": 1 if os.environ.get("CLOACA_TEST_BACKEND") == "sqlite" else 10,
     "enable_recovery": True,
     "enable_cron_scheduling": True,
+    "enable_trigger_scheduling": True,
     "cron_poll_interval_seconds": 30,
     "cron_max_catchup_executions": 100,
     "cron_enable_recovery": True,

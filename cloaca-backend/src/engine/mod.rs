@@ -14,7 +14,8 @@
 //! - [`store`]: durable state over the backend's database (connection layer,
 //!   migrations, executions, schedules, SQLite / PostgreSQL).
 //! - [`runner`]: workers, supervisor and wake-ups; [`cron`]'s schedule
-//!   management and ticker thread sit beside it, on the store.
+//!   management and ticker thread, and [`triggers`] (event triggers: their
+//!   definitions, leases and polling threads), sit beside it, on the store.
 
 mod backend;
 mod cron;
@@ -25,6 +26,7 @@ mod settings;
 mod store;
 mod sync;
 mod time;
+mod triggers;
 mod url;
 mod workflow;
 
@@ -38,9 +40,12 @@ pub(crate) use runner::{Level, Note, Reporter, Runner, Topic};
 pub(crate) use settings::{aliases_of as setting_aliases, find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};
-pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store};
+pub(crate) use store::{CronRun, CronStats, PruneFilter, ScheduleRecord, Store, TriggerRecord, TriggerRun};
 pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
+pub(crate) use triggers::{
+    parse_poll_interval, Definitions as TriggerDefinitions, PollOutcome, TriggerDef, TriggerForm, TriggerPoll, DEFAULT_POLL_INTERVAL,
+};
 pub(crate) use url::{redact, DatabaseUrl};
 pub(crate) use workflow::{
     render, AttemptInfo, Backoff, Dag, Jitter, Operator, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure,

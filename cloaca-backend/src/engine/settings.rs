@@ -218,6 +218,12 @@ pub(crate) const SETTINGS: &[Setting] = &[
     ),
     setting("enable_cron_scheduling", Kind::Bool, Value::Bool(true), "Run a cron thread in this runner that starts executions of due schedules."),
     setting(
+        "enable_trigger_scheduling",
+        Kind::Bool,
+        Value::Bool(true),
+        "Register the @trigger functions of this process and poll those whose lease this runner holds (one runner per trigger at a time, across processes).",
+    ),
+    setting(
         "cron_poll_interval_seconds",
         Kind::PositiveSeconds,
         Value::Int(30),
@@ -301,6 +307,8 @@ pub(crate) struct RunnerConfig {
     /// `None` keeps them forever.
     pub(crate) retention: Option<Duration>,
     pub(crate) cron: CronConfig,
+    /// Register and poll this process's event triggers.
+    pub(crate) triggers_enabled: bool,
 }
 
 /// How a runner fires schedules and recovers lost executions.
@@ -358,6 +366,7 @@ impl RunnerConfig {
                 max_recovery_age: required("cron_max_recovery_age_seconds"),
                 max_recovery_attempts: int("cron_max_recovery_attempts"),
             },
+            triggers_enabled: flag("enable_trigger_scheduling"),
         }
     }
 }

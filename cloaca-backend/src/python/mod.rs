@@ -10,6 +10,7 @@
 //!
 //! The layer mirrors the engine: [`errors`] (the exception hierarchy),
 //! [`context`] and [`json`] (values), [`workflow`] (tasks and workflows),
+//! [`trigger`] (event triggers),
 //! [`runner`] (runners, results, settings, schedules), [`vars`] (values
 //! from the environment) and, on PostgreSQL,
 //! [`tenants`]. It uses only the engine's face (`crate::engine::*`).
@@ -22,6 +23,7 @@ mod runner;
 mod smoke;
 #[cfg(feature = "postgres")]
 mod tenants;
+mod trigger;
 mod vars;
 mod workflow;
 
@@ -54,6 +56,9 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(workflow::trigger_rules::any_of, m)?)?;
     m.add_function(wrap_pyfunction!(workflow::trigger_rules::none_of, m)?)?;
     m.add_function(wrap_pyfunction!(workflow::trigger_rules::always, m)?)?;
+    m.add_function(wrap_pyfunction!(trigger::trigger, m)?)?;
+    m.add_class::<trigger::PyTriggerResult>()?;
+    m.add_class::<trigger::TriggerDecorator>()?;
     m.add_class::<runner::PyDefaultRunnerConfig>()?;
     m.add_class::<runner::PyDefaultRunner>()?;
     m.add_class::<runner::PyExecutionHandle>()?;

@@ -1,7 +1,7 @@
 //! A runner: worker threads that claim task attempts from the store, run
 //! them and record the outcome ([`workers`]), one supervisor thread for
 //! leases and timeouts ([`supervisor`]), a cron thread
-//! ([`crate::engine::cron`]), with `execution_retention_days` a pruner of
+//! ([`crate::engine::cron`]), the trigger threads ([`crate::engine::triggers`]), with `execution_retention_days` a pruner of
 //! finished executions ([`retention`]) and, on PostgreSQL, a listener for
 //! other processes' news. What they share, and how they wake each other instead
 //! of polling, is in [`shared`].
@@ -18,6 +18,7 @@ use super::settings::RunnerConfig;
 use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, Store};
 use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
+use super::triggers::{Definitions, TriggerService, Triggers};
 use super::workflow::{render, PictureFormat, Registry, TaskPaint, Workflow};
 
 mod retention;
@@ -37,6 +38,8 @@ const INTERRUPT_CHECK: Duration = Duration::from_millis(200);
 pub(crate) struct Runner {
     shared: Arc<Shared>,
     threads: std::sync::Mutex<Threads>,
+    /// With `enable_trigger_scheduling`.
+    triggers: Option<Arc<TriggerService>>,
 }
 
 /// Threads joined at shutdown. Workers are not among them: shutdown waits
@@ -48,6 +51,7 @@ struct Threads {
     listener: Option<JoinHandle<()>>,
     cron: Option<JoinHandle<()>>,
     retention: Option<JoinHandle<()>>,
+    triggers: Option<JoinHandle<()>>,
 }
 
 impl Runner {
@@ -55,7 +59,8 @@ impl Runner {
     /// interrupted work when `enable_recovery` is on).
     pub(crate) fn start(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Result<Runner> {
         let shared = Arc::new(Shared::new(store, registry, config, reporter));
-        let runner = Runner { shared: shared.clone(), threads: std::sync::Mutex::new(Threads::default()) };
+        let triggers = shared.config.triggers_enabled.then(|| TriggerService::new(shared.clone(), Definitions::global()));
+        let runner = Runner { shared: shared.clone(), threads: std::sync::Mutex::new(Threads::default()), triggers };
         let weak = Arc::downgrade(&shared);
         let on_event: EventHandler = Arc::new(move |channel, payload| {
             if let Some(shared) = weak.upgrade() {
@@ -96,6 +101,9 @@ impl Runner {
                     .spawn(move || retention::run_pruner(retention_shared, retention))
                     .map_err(|source| Error::Thread { what: "the runner's retention thread", source })?,
             );
+        }
+        if let Some(triggers) = &runner.triggers {
+            threads.triggers = Some(triggers.start().map_err(|source| Error::Thread { what: "the runner's trigger thread", source })?);
         }
         drop(threads);
         Ok(runner)
@@ -255,6 +263,9 @@ impl Runner {
     /// a task past its deadline is not waited for.
     pub(crate) fn shutdown(&self) {
         self.shared.stop();
+        if let Some(triggers) = &self.triggers {
+            triggers.stop();
+        }
         {
             let mut inflight = lock(&self.shared.inflight);
             while inflight.live_workers > 0 || inflight.spawn_requests > 0 {
@@ -263,7 +274,7 @@ impl Runner {
         }
         self.shared.inflight_cv.notify_all();
         let threads = std::mem::take(&mut *lock(&self.threads));
-        for handle in [threads.supervisor, threads.listener, threads.cron, threads.retention].into_iter().flatten() {
+        for handle in [threads.supervisor, threads.listener, threads.cron, threads.retention, threads.triggers].into_iter().flatten() {
             let _ = handle.join();
         }
         // Now, not whenever the last reference goes: a worker thread may
@@ -376,6 +387,11 @@ impl Runner {
         Schedules::new(&self.shared)
     }
 
+    /// The event triggers of this runner's database.
+    pub(crate) fn triggers(&self) -> Triggers<'_> {
+        Triggers::new(&self.shared)
+    }
+
     /// Executions in the database, newest first.
     pub(crate) fn list_executions(
         &self,
@@ -404,5 +420,8 @@ impl Drop for Runner {
         // Never join here: the owner may hold locks (the GIL) that running
         // tasks need. Threads see the flag and end on their own.
         self.shared.stop();
+        if let Some(triggers) = &self.triggers {
+            triggers.stop();
+        }
     }
 }

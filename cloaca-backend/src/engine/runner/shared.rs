@@ -209,6 +209,11 @@ impl Shared {
         (self.reporter)(&Note { level, topic: Topic::Runner, message, execution_id: None, workflow: None, task_id: None });
     }
 
+    /// Hands a report about the runner's own work (no execution) to the reporter.
+    pub(crate) fn announce(&self, level: Level, message: String) {
+        (self.reporter)(&Note { level, topic: Topic::Runner, message, execution_id: None, workflow: None, task_id: None });
+    }
+
     /// Hands a report about an execution (and a task of it) to the reporter.
     pub(crate) fn note(&self, level: Level, topic: Topic, message: String, execution_id: &str, workflow: &str, task_id: Option<&str>) {
         (self.reporter)(&Note { level, topic, message, execution_id: Some(execution_id), workflow: Some(workflow), task_id });

@@ -212,6 +212,42 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             CREATE UNIQUE INDEX cloaca_cron_schedules_instance ON cloaca_cron_schedules (workflow_name, instance_name)
                 WHERE instance_name IS NOT NULL;",
     },
+    Migration {
+        version: 8,
+        name: "event triggers",
+        // One row per trigger name: its registration, enabled flag, the start
+        // of its last recorded poll and the lease of the one runner that
+        // polls it. One history row per execution a fire started; when that
+        // execution finished is read from the execution, so recording a task
+        // writes nothing here. Unfinished equal fires are found from the
+        // workflow's unfinished executions, then by execution.
+        sql: "
+            CREATE TABLE cloaca_trigger_schedules (
+                id TEXT PRIMARY KEY,
+                trigger_name TEXT NOT NULL,
+                workflow_name TEXT NOT NULL,
+                poll_interval_ms INTEGER NOT NULL,
+                allow_concurrent INTEGER NOT NULL,
+                enabled INTEGER NOT NULL,
+                last_poll_at INTEGER,
+                lease_owner TEXT,
+                lease_expires_at INTEGER,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL
+            );
+            CREATE UNIQUE INDEX cloaca_trigger_schedules_by_name ON cloaca_trigger_schedules (trigger_name);
+            CREATE INDEX cloaca_trigger_schedules_by_age ON cloaca_trigger_schedules (created_at, id);
+            CREATE TABLE cloaca_trigger_executions (
+                id TEXT PRIMARY KEY,
+                schedule_id TEXT NOT NULL,
+                context_hash TEXT,
+                execution_id TEXT,
+                started_at INTEGER NOT NULL,
+                created_at INTEGER NOT NULL
+            );
+            CREATE INDEX cloaca_trigger_executions_by_schedule ON cloaca_trigger_executions (schedule_id, started_at, id);
+            CREATE INDEX cloaca_trigger_executions_by_execution ON cloaca_trigger_executions (execution_id);",
+    },
 ];
 
 /// The schema version this build writes.

@@ -6,6 +6,8 @@
 //! - [`executions`]: executions and task attempts, and the rules of
 //!   recording an attempt's end.
 //! - [`schedules`]: cron schedules and the executions their ticks start.
+//! - [`triggers`]: event triggers' rows, their polling leases, and the
+//!   executions their fires started.
 //! - [`retention`]: deleting finished executions in bounded batches.
 //! - [`records`]: what the store and the runner hand each other.
 //! - `sqlite` / `postgres`: the backend's connection handling, behind its
@@ -52,12 +54,14 @@ mod retention;
 mod schedules;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod triggers;
 
 #[cfg(test)]
 pub(crate) use schedules::CronRunStatus;
 pub(crate) use schedules::{CronRun, CronStats, Fired, LostCandidate, Recovered, ScheduleRecord};
 
 pub(crate) use retention::{PruneFilter, Pruned};
+pub(crate) use triggers::{Fire, FireOutcome, Registration, TriggerRecord, TriggerRun};
 
 pub(crate) use history::Shape;
 pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, LoadedContexts};
@@ -378,6 +382,51 @@ impl Store {
         self.retrying(|| {
             self.db.write("recovering a lost cron execution", |c| schedules::recover_lost(c, lost, workflows, message, restart, now))
         })
+    }
+
+    // ---- event triggers ----
+
+    /// Creates the row of a trigger, or gives an existing one the registration's values.
+    pub(crate) fn register_trigger(&self, registration: &Registration, now: i64) -> Result<()> {
+        self.retrying(|| self.db.single(|c| triggers::register(c, registration, now)))
+    }
+
+    pub(crate) fn get_trigger(&self, trigger_name: &str) -> Result<Option<TriggerRecord>> {
+        self.retrying(|| self.db.single(|c| triggers::get(c, trigger_name)))
+    }
+
+    /// Newest first, paged; with `enabled_only`, every enabled trigger oldest first.
+    pub(crate) fn list_triggers(&self, enabled_only: bool, limit: i64, offset: i64) -> Result<Vec<TriggerRecord>> {
+        self.retrying(|| self.db.single(|c| triggers::list(c, enabled_only, limit, offset)))
+    }
+
+    /// An unknown name changes nothing.
+    pub(crate) fn set_trigger_enabled(&self, trigger_name: &str, enabled: bool, now: i64) -> Result<()> {
+        self.retrying(|| self.db.single(|c| triggers::set_enabled(c, trigger_name, enabled, now)))
+    }
+
+    /// Takes or renews the polling lease; false when another runner holds it.
+    pub(crate) fn take_trigger_lease(&self, trigger_name: &str, owner: &str, expires_at: i64, now: i64) -> Result<bool> {
+        self.retrying(|| self.db.single(|c| triggers::take_lease(c, trigger_name, owner, expires_at, now)))
+    }
+
+    pub(crate) fn release_trigger_lease(&self, trigger_name: &str, owner: &str) -> Result<()> {
+        self.retrying(|| self.db.single(|c| triggers::release_lease(c, trigger_name, owner)))
+    }
+
+    /// Records a poll that did not fire; false when the lease was lost.
+    pub(crate) fn record_trigger_poll(&self, trigger_name: &str, owner: &str, poll_started_at: i64, now: i64) -> Result<bool> {
+        self.retrying(|| self.db.single(|c| triggers::record_poll(c, trigger_name, owner, poll_started_at, now)))
+    }
+
+    /// A fire, in one transaction fenced on the lease.
+    pub(crate) fn fire_trigger(&self, fire: &Fire, now: i64) -> Result<FireOutcome> {
+        self.retrying(|| self.db.write("firing a trigger", |c| triggers::fire(c, fire, now)))
+    }
+
+    /// Newest first; `[]` for an unknown name.
+    pub(crate) fn trigger_history(&self, trigger_name: &str, limit: i64, offset: i64) -> Result<Vec<TriggerRun>> {
+        self.retrying(|| self.db.single(|c| triggers::history(c, trigger_name, limit, offset)))
     }
 
     /// Starts delivering other processes' notifications to `on_event` until

@@ -5,7 +5,7 @@
 //! and again after ANALYZE, on the backend this build has.
 
 use super::conn::{Conn, Param};
-use super::{control, decide, executions as ex, history, retention, schedules as sc, Store};
+use super::{control, decide, executions as ex, history, retention, schedules as sc, triggers as tr, Store};
 use crate::engine::time::now_ms;
 use crate::engine::url::{test_database_url, DatabaseUrl};
 
@@ -54,7 +54,14 @@ mod dialect {
 
 use dialect::*;
 
-const HISTORY_TABLES: [&str; 4] = ["cloaca_task_executions", "cloaca_executions", "cloaca_cron_executions", "cloaca_execution_events"];
+const HISTORY_TABLES: [&str; 6] = [
+    "cloaca_task_executions",
+    "cloaca_executions",
+    "cloaca_cron_executions",
+    "cloaca_execution_events",
+    "cloaca_trigger_executions",
+    "cloaca_trigger_schedules",
+];
 
 /// Written once for both backends (WITH RECURSIVE, `||` and integer
 /// arithmetic mean the same in each).
@@ -76,6 +83,13 @@ fn load_history_sql() -> String {
          WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXECUTIONS})
          INSERT INTO cloaca_execution_events (execution_id, at, kind, runner, detail)
          SELECT 'hist-' || i, i, 'execution_paused', 'r', NULL FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXECUTIONS})
+         INSERT INTO cloaca_trigger_executions (id, schedule_id, context_hash, execution_id, started_at, created_at)
+         SELECT 'fire-' || i, 'trig-' || (i % 5), 'fire_no_context', 'hist-' || i, i, i FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {EXECUTIONS})
+         INSERT INTO cloaca_trigger_schedules (id, trigger_name, workflow_name, poll_interval_ms, allow_concurrent, enabled,
+                                               created_at, updated_at)
+         SELECT 'trig-' || i, 'trigger-' || i, 'history', 1000, 0, 1, i, i FROM n;
          INSERT INTO cloaca_executions (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, started_at)
          VALUES ('live', 'history', 'v1', 'running', '{{}}', 2, 9000000, 9000000);
          INSERT INTO cloaca_task_executions (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining,
@@ -201,6 +215,35 @@ fn expectations() -> Vec<Expected> {
             vec![Text(r#"["hist-5"]"#)],
             &["cloaca_cron_executions_by_execution"],
         ),
+        expect("reading a trigger", tr::GET_TRIGGER, vec![Text("trigger-1")], &["cloaca_trigger_schedules_by_name"]),
+        expect("listing triggers", tr::LIST_TRIGGERS, vec![Int(100), Int(0)], &["cloaca_trigger_schedules_by_age"]),
+        expect("enabling a trigger", tr::SET_ENABLED, vec![Text("trigger-1"), Int(1), Int(1)], &["cloaca_trigger_schedules_by_name"]),
+        expect(
+            "taking a trigger's lease",
+            tr::TAKE_LEASE,
+            vec![Text("trigger-1"), Text("r"), Int(1), Int(1)],
+            &["cloaca_trigger_schedules_by_name"],
+        ),
+        expect("releasing a trigger's lease", tr::RELEASE_LEASE, vec![Text("trigger-1"), Text("r")], &["cloaca_trigger_schedules_by_name"]),
+        expect(
+            "recording a trigger's poll",
+            tr::RECORD_POLL,
+            vec![Text("trigger-1"), Text("r"), Int(1), Int(1)],
+            &["cloaca_trigger_schedules_by_name"],
+        ),
+        expect(
+            "finding an unfinished equal fire",
+            tr::OPEN_EQUAL_FIRE,
+            vec![Text("history"), Text("trig-1"), Text("fire_no_context"), Text("none")],
+            &["cloaca_executions_by_workflow_status|cloaca_executions_by_status", "cloaca_trigger_executions_by_execution"],
+        ),
+        expect(
+            "trigger history",
+            tr::HISTORY,
+            vec![Text("trigger-1"), Int(100), Int(0)],
+            &["cloaca_trigger_schedules_by_name", "cloaca_trigger_executions_by_schedule", EXECUTION_KEY],
+        ),
+        expect("pruning trigger history rows", tr::DELETE_RUNS, vec![Text(r#"["hist-5"]"#)], &["cloaca_trigger_executions_by_execution"]),
     ]
 }
 

@@ -1,5 +1,5 @@
 //! Retention: deleting finished executions, their task rows and the cron
-//! history rows that point at them, one bounded batch per transaction.
+//! and trigger history rows that point at them, one bounded batch per transaction.
 //!
 //! Only finished (Completed, Failed, Cancelled) executions are ever deleted.
 //! `retry_execution` can move a Failed or Cancelled one out of that state,
@@ -12,6 +12,7 @@
 //! `next_run_at`, which moved past the tick when it fired.
 
 use super::conn::{json_list, Conn, Param};
+use super::triggers;
 use crate::engine::error::Result;
 use crate::engine::model::ExecutionStatus;
 
@@ -70,6 +71,7 @@ pub(crate) fn prune_batch(conn: &mut dyn Conn, filter: &PruneFilter, batch_size:
         conn.execute(DELETE_TASKS, &[Param::Text(&list)])?;
         conn.execute(DELETE_EVENTS, &[Param::Text(&list)])?;
         conn.execute(DELETE_CRON_RUNS, &[Param::Text(&list)])?;
+        triggers::delete_runs_of(conn, &list)?;
     }
     Ok(Pruned { picked: picked.len() as u64, deleted: deleted.len() as u64 })
 }

@@ -11,6 +11,7 @@ use super::config::PyDefaultRunnerConfig;
 use super::cron;
 use super::records::{PyExecutionEvent, PyTaskRecord};
 use super::results::{PyExecutionHandle, PyPipelineResult, SignalCheck};
+use super::triggers;
 use crate::engine::{
     lock, now_ms, redact, Backend, DatabaseUrl, Error, ExecutionStatus, PictureFormat, PruneFilter, Registry, Result as EngineResult,
     Runner, Store,
@@ -382,6 +383,71 @@ impl PyDefaultRunner {
             cron::stats_dict(py, &stats)
         };
         stats().map_err(|e| cron::prefixed(cron::STATS, e))
+    }
+
+    /// Event triggers registered in this database, as dicts: newest first,
+    /// paged; with `enabled_only`, every enabled one oldest first (`limit`
+    /// and `offset` are then ignored). None means False / 100 / 0.
+    #[pyo3(signature = (enabled_only=None, limit=None, offset=None))]
+    fn list_trigger_schedules<'py>(
+        &self,
+        py: Python<'py>,
+        enabled_only: Option<bool>,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let list = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let enabled_only = enabled_only.unwrap_or(false);
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            if !enabled_only {
+                cron::check_page(limit, offset)?;
+            }
+            let runner = self.runner()?;
+            let records = py.detach(|| runner.triggers().list(enabled_only, limit, offset)).map_err(to_py)?;
+            records.iter().map(|r| triggers::schedule_dict(py, r)).collect()
+        };
+        list().map_err(|e| triggers::failed(triggers::LIST, e))
+    }
+
+    /// One trigger as a dict, or None when none has this name.
+    fn get_trigger_schedule<'py>(&self, py: Python<'py>, trigger_name: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let get = || -> PyResult<Option<Bound<'py, PyDict>>> {
+            let runner = self.runner()?;
+            let record = py.detach(|| runner.triggers().get(trigger_name)).map_err(to_py)?;
+            record.map(|r| triggers::schedule_dict(py, &r)).transpose()
+        };
+        get().map_err(|e| triggers::failed(triggers::GET, e))
+    }
+
+    /// Enables or disables a trigger (stored: it outlives restarts); its
+    /// polling runner reads the flag before each poll. An unknown name
+    /// changes nothing.
+    fn set_trigger_enabled(&self, py: Python<'_>, trigger_name: &str, enabled: bool) -> PyResult<()> {
+        let set = || {
+            let runner = self.runner()?;
+            py.detach(|| runner.triggers().set_enabled(trigger_name, enabled)).map_err(to_py)
+        };
+        set().map_err(|e| triggers::failed(triggers::UPDATE, e))
+    }
+
+    /// The executions a trigger's fires started, newest first, as dicts;
+    /// [] for an unknown name. None means 100 / 0.
+    #[pyo3(signature = (trigger_name, limit=None, offset=None))]
+    fn get_trigger_execution_history<'py>(
+        &self,
+        py: Python<'py>,
+        trigger_name: &str,
+        limit: Option<i64>,
+        offset: Option<i64>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let history = || -> PyResult<Vec<Bound<'py, PyDict>>> {
+            let (limit, offset) = (limit.unwrap_or(100), offset.unwrap_or(0));
+            cron::check_page(limit, offset)?;
+            let runner = self.runner()?;
+            let runs = py.detach(|| runner.triggers().history(trigger_name, limit, offset)).map_err(to_py)?;
+            runs.iter().map(|r| triggers::run_dict(py, r)).collect()
+        };
+        history().map_err(|e| triggers::failed(triggers::HISTORY, e))
     }
 
     /// Deletes finished (Completed, Failed or Cancelled) executions that finished before
