@@ -79,7 +79,13 @@ def start_gated(run_scenario, wait_until, url, workflow_name, tmp_path, *extra):
     side, gate, id_file = tmp_path / "side", tmp_path / "gate", tmp_path / "id"
     common = ["--url", url, "--workflow", workflow_name, "--side-file", side, "--gate", gate]
     worker = run_scenario.start("gated_runner.py", *common, "--start", id_file, *extra)
-    wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
+    # The task may start before the script has written the execution's id.
+    wait_until(
+        lambda: side.exists() and "gated" in side.read_text() and id_file.exists(),
+        WAIT,
+        "the gated task to start",
+        proc=worker,
+    )
     return worker, id_file.read_text(), side, gate, common
 
 

@@ -621,7 +621,12 @@ class TestSteeringAndRecovery:
             "--rules",
         ]
         worker = run_scenario.start("gated_runner.py", *common, "--start", id_file)
-        wait_until(lambda: side.exists() and "gated" in side.read_text(), WAIT, "the gated task to start", proc=worker)
+        wait_until(
+            lambda: side.exists() and "gated" in side.read_text() and id_file.exists(),
+            WAIT,
+            "the gated task to start",
+            proc=worker,
+        )
         execution_id = id_file.read_text()
         worker.kill()
         worker.wait(WAIT)
