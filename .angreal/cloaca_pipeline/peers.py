@@ -108,7 +108,7 @@ def prepare(backends: tuple[str, ...], pins: dict[str, Peer]) -> dict[str, tuple
 
 # ---------------------------------------------------------------- table ---
 
-#: The table's figure columns, in the order of the issue's comparison.
+#: The table's figure columns: ours and the peers on SQLite, then on PostgreSQL.
 TABLE_COLUMNS = ("sqlite NORMAL", "sqlite FULL", "Huey sqlite", "DBOS sqlite", "postgres", "DBOS postgres")
 #: The ratios: (heading, our column, the peer columns it is compared with: the best of them counts).
 RATIOS = (
