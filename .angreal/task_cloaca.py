@@ -16,13 +16,14 @@ from cloaca_pipeline import (
     demo as demo_steps,
     dist as dist_steps,
     lint as lint_steps,
+    peers as peer_steps,
     project,
     render,
     scrub as scrub_steps,
     soak as soak_steps,
     suites,
 )
-from cloaca_pipeline.errors import ChecksFailed, reported
+from cloaca_pipeline.errors import ChecksFailed, PipelineError, reported
 
 cloaca = angreal.command_group(name="cloaca", about="Build, test and check cloaca's backends")
 
@@ -149,7 +150,7 @@ def demo():
 
 
 @cloaca()
-@angreal.command(name="bench", about="Measure the engine workloads on release builds against their targets")
+@angreal.command(name="bench", about="Measure the engine workloads on release builds against their targets (or peers)")
 @angreal.argument(name="backend", long="backend", help=BACKEND_HELP + "; default: all")
 @angreal.argument(
     name="runs", long="runs", help=f"runs per workload, each on a fresh database (default {bench_steps.DEFAULT_RUNS})"
@@ -160,19 +161,34 @@ def demo():
     long="history",
     help="also measure W1, W2 and list_executions with this many completed task rows stored, beside an empty database",
 )
+@angreal.argument(
+    name="peers",
+    long="peers",
+    is_flag=True,
+    takes_value=False,
+    help="also run the workloads on Huey and DBOS (pinned in [tool.cloaca.bench-peers]) and print the ratios",
+)
 @reported
-def bench(backend=None, runs=None, output=None, history=None):
+def bench(backend=None, runs=None, output=None, history=None, peers=False):
     """Measure every selected backend's release build; print the table (and write it with --output)."""
     started = time.monotonic()
-    # All input is checked before anything is built or started.
+    command = peer_steps.command_line({"backend": backend, "runs": runs, "output": output})
+    # All input is checked before anything is built, installed or started.
     runs = bench_steps.validate_runs(runs)
     output = bench_steps.validate_output(output)
     history = bench_steps.validate_history(history)
     backends = project.selected_backends(backend)
+    if peers and history is not None:
+        raise PipelineError(
+            "--peers and --history cannot be combined: the history workload is cloaca's own "
+            "(the peers have no comparable listing); run them as two commands."
+        )
+    pins = peer_steps.read_pins() if peers else None
+    peer_columns = peer_steps.prepare(backends, pins) if peers else {}
     measured = {}
     for b in backends:
-        measured.update(bench_steps.bench_backend(b, runs, history=history))
-    text = bench_steps.report(measured, runs)
+        measured.update(bench_steps.bench_backend(b, runs, history=history, peer_columns=peer_columns.get(b, ())))
+    text = peer_steps.report(measured, runs, command) if peers else bench_steps.report(measured, runs)
     print("\n" + text)
     if output is not None:
         bench_steps.write_report(output, text)

@@ -32,6 +32,8 @@ from cloaca_pipeline.errors import ChecksFailed, PipelineError, print_paragraph
 
 #: The script that runs inside the bench virtualenv and prints JSON results.
 WORKLOADS_SCRIPT = Path(__file__).resolve().with_name("bench_workloads.py")
+#: The peers' workload scripts (<peer>_workloads.py), which print the same JSON.
+PEER_SCRIPTS_DIR = Path(__file__).resolve().with_name("bench_peers")
 DEFAULT_RUNS = 5
 #: How long one workload (all its runs) may take before it counts as hung.
 WORKLOAD_TIMEOUT_S = 1800
@@ -43,14 +45,14 @@ class Row:
 
     key: str  # the figure's name in measurements
     label: str
-    unit: str  # "ms" (lower is better) or "tasks/s" (higher is better)
+    unit: str  # "ms" (lower is better), "tasks/s" or "executions/s" (higher is better)
     target_sqlite: float | None
     target_postgres: float | None
 
     @property
     def higher_is_better(self) -> bool:
         """Throughputs must reach their target; latencies must stay under it."""
-        return self.unit == "tasks/s"
+        return self.unit.endswith("/s")
 
 
 #: The performance targets: the ONLY copy of the numbers (docs/benchmarks.md
@@ -61,16 +63,27 @@ ROWS = (
     Row("w1_ms_per_task", "W1: chain of 100 tasks, per task", "ms", 0.25, 1.0),
     Row("w2_tasks_per_s", "W2: fan-out of 200 tasks + join", "tasks/s", 4000, 1500),
     Row("cold_ms", "cold: new process → import → first result", "ms", 100, 150),
+    Row("w4_executions_per_s", "W4: 1,000 1-task executions submitted at once", "executions/s", None, None),
 )
 
 
 @dataclass(frozen=True)
 class Column:
-    """One measured configuration: a backend and the URL options it runs with."""
+    """One measured configuration: a backend and the URL options it runs with.
+
+    A peer's column (bench --peers) names the peer; its workloads run with that
+    peer's script in that peer's virtualenv, on the backend's kind of database.
+    """
 
     label: str
     backend: str
     query: str  # appended to every fresh database URL
+    peer: str | None = None
+
+    @property
+    def script(self) -> Path:
+        """The workloads script this column runs."""
+        return WORKLOADS_SCRIPT if self.peer is None else PEER_SCRIPTS_DIR / f"{self.peer}_workloads.py"
 
 
 COLUMNS = (
@@ -92,6 +105,7 @@ class Sizes:
     warmup: int = 20  # W3 untimed calls per run first
     chain: int = 100
     fanout: int = 200
+    executions: int = 1000  # W4
 
 
 # ---------------------------------------------------------------- input ---
@@ -219,11 +233,11 @@ class FreshDatabases:
 # -------------------------------------------------------------- running ---
 
 
-def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes) -> dict:
-    """Run one workload's runs (one URL each) in `python`; its JSON result."""
+def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes, script: Path = WORKLOADS_SCRIPT) -> dict:
+    """Run one workload's runs (one URL each) with `script` in `python`; its JSON result."""
     command = [
         str(python),
-        str(WORKLOADS_SCRIPT),
+        str(script),
         workload,
         "--calls",
         str(sizes.calls),
@@ -233,6 +247,8 @@ def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes) -> 
         str(sizes.chain),
         "--fanout",
         str(sizes.fanout),
+        "--executions",
+        str(sizes.executions),
     ]
     for url in urls:
         command += ["--url", url]
@@ -256,7 +272,7 @@ def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes) -> 
         raise ChecksFailed(
             f"workload {workload} failed (exit status {done.returncode}; its "
             f"message is above). To repeat it by hand: {project.relative(python)} "
-            f"{project.relative(WORKLOADS_SCRIPT)} {workload} --url URL"
+            f"{project.relative(script)} {workload} --url URL"
         )
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
@@ -270,20 +286,27 @@ FIGURES = {
     "w1": (("ms_per_task", "w1_ms_per_task"),),
     "w2": (("tasks_per_s", "w2_tasks_per_s"),),
     "cold": (("ms", "cold_ms"),),
+    "w4": (("executions_per_s", "w4_executions_per_s"),),
 }
 
 
 def measure_column(
     python: Path, column: Column, fresh: FreshDatabases, runs: int, sizes: Sizes = Sizes()
 ) -> dict[str, float]:
-    """Every workload of one column, each run on a fresh database; row key -> figure."""
+    """Every workload of one column, each run on a fresh database; row key -> figure.
+
+    A peer's column also keeps the durability its script read from its database
+    (under "durability"), for the report to state.
+    """
     figures = {}
     for workload, wanted in FIGURES.items():
         print(f"bench: {column.label}: {workload}, {runs} run(s)", flush=True)
         urls = [fresh.new_url(f"{column.label}-{workload}-{i}", column.query) for i in range(runs)]
-        result = run_workload(python, workload, urls, sizes)
+        result = run_workload(python, workload, urls, sizes, column.script)
         for field, key in wanted:
             figures[key] = float(result[field])
+        if "durability" in result:
+            figures["durability"] = result["durability"]
     return figures
 
 
@@ -322,11 +345,19 @@ def measure_history(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes(), history: int | None = None) -> dict[str, dict | str]:
+def bench_backend(
+    backend: str,
+    runs: int,
+    sizes: Sizes = Sizes(),
+    history: int | None = None,
+    peer_columns: tuple[tuple[Column, Path], ...] = (),
+) -> dict[str, dict | str]:
     """Database, release build, bench virtualenv, workloads: column label -> figures.
 
+    `peer_columns` (column, the peer's interpreter) are measured after ours, on
+    fresh databases of the same server or directory.
     A postgres backend without server binaries is skipped with a warning (its
-    column says why), except in CI, where that is an error, as in `test`.
+    columns say why), except in CI, where that is an error, as in `test`.
     """
     with contextlib.ExitStack() as cleanup:
         try:
@@ -335,7 +366,7 @@ def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes(), history: int 
             if suites.running_in_ci():
                 raise
             print_paragraph(f"SKIPPING the {backend} backend: {exc}", prefix="cloaca: WARNING: ")
-            return {c.label: "skipped: no server" for c in columns_of(backend)}
+            return {c.label: "skipped: no server" for c in [*columns_of(backend), *(p for p, _ in peer_columns)]}
         built = build.build_backend_wheel(backend, release=True)
         venv = bench_venv_name(backend)
         venvs.ensure_backend_venv(venv, built.wheel)
@@ -347,6 +378,8 @@ def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes(), history: int 
             measured[column.label] = measure_column(python, column, fresh, runs, sizes)
             if history is not None:
                 measured[column.label]["history"] = measure_history(python, column, fresh, runs, history, sizes)
+        for column, peer_python in peer_columns:
+            measured[column.label] = measure_column(peer_python, column, fresh, runs, sizes)
         return measured
 
 
@@ -355,8 +388,8 @@ def bench_backend(backend: str, runs: int, sizes: Sizes = Sizes(), history: int 
 
 def format_value(value: float, unit: str) -> str:
     """A figure with its unit, with as many digits as its size deserves."""
-    if unit == "tasks/s":
-        return f"{value:,.0f} tasks/s"
+    if unit.endswith("/s"):
+        return f"{value:,.0f} {unit}"
     digits = 3 if value < 0.1 else 2 if value < 1 else 1 if value < 100 else 0
     return f"{value:.{digits}f} ms"
 

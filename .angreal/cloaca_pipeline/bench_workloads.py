@@ -12,6 +12,8 @@ WORKLOAD is one of
         timed calls per run; p50/p95 over the timed calls of every run.
   w1    chain of --chain tasks: ms per task (median of the runs).
   w2    fan-out of --fanout tasks plus a join task: tasks/s (median of the runs).
+  w4    --executions 1-task workflows submitted at once with execute_async:
+        executions/s until every one is done (median of the runs).
   cold  new process -> import cloaca -> open runner -> first 1-task result, ms
         (median of one fresh process per run).
   history
@@ -160,6 +162,27 @@ def run_w2(cloaca, urls: list[str], width: int) -> dict:
         "tasks": tasks,
         "tasks_per_s": statistics.median(rates),
         "per_run_tasks_per_s": rates,
+    }
+
+
+def run_w4(cloaca, urls: list[str], executions: int) -> dict:
+    """`executions` 1-task workflows submitted at once: executions/s to all done, median over the runs."""
+    define_single(cloaca, "bench_w4")
+    rates = []
+    for url in urls:
+        with cloaca.DefaultRunner(url) as runner:
+            started = time.perf_counter()
+            handles = [runner.execute_async("bench_w4", {}) for _ in range(executions)]
+            results = [handle.wait() for handle in handles]
+            rates.append(executions / (time.perf_counter() - started))
+            for result in results:
+                require_completed(result, "a W4 execution")
+    return {
+        "workload": "w4",
+        "runs": len(urls),
+        "executions": executions,
+        "executions_per_s": statistics.median(rates),
+        "per_run_executions_per_s": rates,
     }
 
 
@@ -317,7 +340,7 @@ def cold_child(url: str) -> None:
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="cloaca engine workloads (see docs/benchmarks.md)")
-    parser.add_argument("workload", choices=["w3", "w1", "w2", "cold", "cold-child", "history"])
+    parser.add_argument("workload", choices=["w3", "w1", "w2", "w4", "cold", "cold-child", "history"])
     parser.add_argument(
         "--url", action="append", required=True, help="a fresh database for one run; repeat once per run"
     )
@@ -325,6 +348,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=20, help="W3: untimed calls per run first")
     parser.add_argument("--chain", type=int, default=100, help="W1: tasks in the chain")
     parser.add_argument("--fanout", type=int, default=200, help="W2: tasks before the join")
+    parser.add_argument("--executions", type=int, default=1000, help="W4: 1-task executions submitted at once")
     parser.add_argument("--history", type=int, default=1_000_000, help="history: completed task rows to load")
     parser.add_argument(
         "--history-url", action="append", default=[], help="history: a fresh database to load, one per --url"
@@ -333,7 +357,7 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.workload == "history" and len(args.history_url) != len(args.url):
         parser.error("history needs one --history-url per --url")
-    for name in ("calls", "chain", "fanout"):
+    for name in ("calls", "chain", "fanout", "executions"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.warmup < 0:
@@ -356,6 +380,8 @@ def main(argv: list[str]) -> None:
             result = run_w3(cloaca, args.url, args.calls, args.warmup)
         elif args.workload == "w1":
             result = run_w1(cloaca, args.url, args.chain)
+        elif args.workload == "w4":
+            result = run_w4(cloaca, args.url, args.executions)
         elif args.workload == "history":
             result = run_history(cloaca, args.url, args.history_url, args.history, args.chain, args.fanout, args.psql)
         else:

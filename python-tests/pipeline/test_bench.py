@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT / ".angreal"))
 from cloaca_pipeline import bench  # the pipeline package lives in .angreal/
 
 HEADER = "| workload | sqlite NORMAL | sqlite FULL | postgres | target sqlite | target postgres |"
-FIGURE = re.compile(r"^[\d,]+(\.\d+)? (ms|tasks/s)$")
+FIGURE = re.compile(r"^[\d,]+(\.\d+)? (ms|tasks/s|executions/s)$")
 
 
 def assert_bad_input(done, *phrases):
@@ -85,7 +85,7 @@ def test_bench_workloads_report_shape(tmp_path):
             "installs it before this suite runs."
         )
     fresh = bench.FreshDatabases("sqlite", f"sqlite:///{tmp_path / 'harness.db'}")
-    sizes = bench.Sizes(calls=5, warmup=1, chain=3, fanout=4)
+    sizes = bench.Sizes(calls=5, warmup=1, chain=3, fanout=4, executions=10)
     runs = 2
 
     figures = bench.measure_column(python, bench.COLUMNS[0], fresh, runs, sizes)
