@@ -43,6 +43,6 @@ pub(crate) use sync::lock;
 pub(crate) use time::{now_ms, rfc3339};
 pub(crate) use url::{redact, DatabaseUrl};
 pub(crate) use workflow::{
-    render, AttemptInfo, Backoff, Dag, Jitter, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure, TaskSpec,
-    Workflow, WorkflowSpec,
+    render, AttemptInfo, AttemptSlot, Backoff, Dag, Jitter, PictureFormat, Registry, RetryCondition, RetryPolicy, SlotError, TaskBody,
+    TaskFailure, TaskSpec, Workflow, WorkflowSpec,
 };
