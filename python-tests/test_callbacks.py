@@ -336,6 +336,30 @@ class TestDeclaring:
 
 
 class TestAtLeastOnce:
+    def test_the_lease_is_renewed_while_a_callback_runs(self, fresh_database_url, workflow_name, db_query):
+        runs = []
+
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="slow_callback", on_success=lambda task_id, ctx: time.sleep(2.5))
+            def slow_callback(ctx):
+                runs.append(1)
+                return ctx
+
+        # Two runners on one database: the idle one would take the attempt
+        # over if the lease lapsed during the callback.
+        config = cloaca.DefaultRunnerConfig(task_lease_seconds=1)
+        with (
+            cloaca.DefaultRunner.with_config(fresh_database_url, config) as first,
+            cloaca.DefaultRunner.with_config(fresh_database_url, config),
+        ):
+            result = first.execute(workflow_name)
+        assert result.status == "Completed", result.error_message
+        assert runs == [1]
+        where = f"execution_id = {sql_str(result.execution_id)}"
+        rows = db_query(fresh_database_url, f"SELECT attempt FROM cloaca_task_executions WHERE {where}")
+        assert rows == [("1",)]
+
     def test_a_runner_killed_after_on_success_ran_runs_the_attempt_and_callback_again(
         self, fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until, db_query
     ):

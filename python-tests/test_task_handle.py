@@ -12,6 +12,7 @@ import asyncio
 import functools
 import logging
 import threading
+import time
 
 import pytest
 
@@ -247,7 +248,7 @@ class TestLimits:
 
         with cloaca.WorkflowBuilder(workflow_name):
 
-            @cloaca.task(id="waiter")
+            @cloaca.task(id="waiter", on_failure=lambda *args: seen.append("on_failure"))
             def waiter(ctx, handle):
                 seen.append("deferring")
                 try:
@@ -274,4 +275,62 @@ class TestLimits:
             wait_until(lambda: again.get_execution(execution_id).status == "Completed", WAIT, "the rerun")
         rows = db_query(fresh_database_url, f"SELECT status, attempt FROM cloaca_task_executions WHERE {where}")
         assert rows == [("completed", "2")]
-        assert seen[2:] == ["deferring", "resumed"]
+        assert seen[2:] == ["deferring", "resumed"], "on_failure ran for an attempt that was not recorded"
+
+    def test_the_lease_is_renewed_while_deferred(self, fresh_database_url, workflow_name, db_query):
+        runs = []
+
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="long_wait")
+            def long_wait(ctx, handle):
+                runs.append(1)
+                until = time.monotonic() + 2.5
+                handle.defer_until(lambda: time.monotonic() >= until, poll_interval_ms=50)
+                return ctx
+
+        # The idle second runner would take the attempt over if its lease lapsed.
+        with (
+            one_slot(fresh_database_url, task_lease_seconds=1) as first,
+            one_slot(fresh_database_url, task_lease_seconds=1),
+        ):
+            result = first.execute(workflow_name)
+        assert result.status == "Completed", result.error_message
+        assert runs == [1]
+        where = f"execution_id = {sql_str(result.execution_id)}"
+        assert db_query(fresh_database_url, f"SELECT attempt FROM cloaca_task_executions WHERE {where}") == [("1",)]
+
+    def test_cancelling_the_execution_ends_the_deferral(self, database_url, workflow_name, wait_until):
+        seen = []
+
+        with cloaca.WorkflowBuilder(workflow_name):
+
+            @cloaca.task(id="cancelled", on_failure=lambda *args: seen.append("on_failure"))
+            def cancelled(ctx, handle):
+                seen.append("deferring")
+                try:
+                    handle.defer_until(lambda: False, poll_interval_ms=20)
+                except ValueError as e:
+                    seen.append(str(e))
+                    raise
+                return ctx
+
+            @cloaca.task(id="after", dependencies=["cancelled"])
+            def after(ctx):
+                return ctx
+
+        with one_slot(database_url) as runner:
+            handle = runner.execute_async(workflow_name)
+            wait_until(lambda: seen, WAIT, "the task to defer")
+            runner.cancel_execution(handle.execution_id)
+            wait_until(lambda: len(seen) > 1, WAIT, "the deferral to end")
+            assert runner.get_execution(handle.execution_id).status == "Cancelled"
+            # The runner is back to its one slot and runs the next execution.
+            with cloaca.WorkflowBuilder(workflow_name + "_next"):
+
+                @cloaca.task(id="next")
+                def next_task(ctx):
+                    return ctx
+
+            assert runner.execute(workflow_name + "_next").status == "Completed"
+        assert seen == ["deferring", "defer_until failed: the execution was cancelled"]

@@ -134,7 +134,7 @@ impl Slots for Shared {
         lock(&self.inflight).attempts.get(&worker).is_some_and(|a| !a.deferred)
     }
 
-    fn is_given_up(&self, worker: usize) -> bool {
-        lock(&self.inflight).attempts.get(&worker).is_some_and(|a| a.timed_out)
+    fn outcome_is_discarded(&self, worker: usize) -> bool {
+        lock(&self.inflight).attempts.get(&worker).is_some_and(|a| a.timed_out || (a.deferred && self.is_stopping()))
     }
 }

@@ -65,9 +65,9 @@ pub(crate) trait Slots: Send + Sync {
     /// Takes a slot again, waiting while all are in use.
     fn reacquire(&self, worker: usize) -> Result<(), SlotError>;
     fn is_held(&self, worker: usize) -> bool;
-    /// True once the runner recorded the attempt as timed out: what its body
-    /// does afterwards is discarded.
-    fn is_given_up(&self, worker: usize) -> bool;
+    /// True once the runner will not record what the attempt's body does:
+    /// it recorded the attempt as timed out, or stopped while it was deferred.
+    fn outcome_is_discarded(&self, worker: usize) -> bool;
 }
 
 /// One attempt's handle on its slot; a body may keep it (a Python
@@ -99,8 +99,8 @@ impl AttemptSlot {
         self.slots.is_held(self.worker)
     }
 
-    pub(crate) fn is_given_up(&self) -> bool {
-        self.slots.is_given_up(self.worker)
+    pub(crate) fn outcome_is_discarded(&self) -> bool {
+        self.slots.outcome_is_discarded(self.worker)
     }
 }
 

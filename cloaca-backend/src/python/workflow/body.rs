@@ -138,9 +138,10 @@ impl PythonTask {
     }
 
     /// Callbacks run for attempts whose outcome counts: not for one the
-    /// runner already recorded as timed out, nor in a cancelled execution.
+    /// runner already recorded as timed out or will not record (it stopped
+    /// during a deferral), nor in a cancelled execution.
     fn callbacks_apply(&self, attempt: &AttemptInfo<'_>) -> bool {
-        !attempt.cancellation.is_requested() && !attempt.slot.is_given_up()
+        !attempt.cancellation.is_requested() && !attempt.slot.outcome_is_discarded()
     }
 
     /// Calls a callback, awaiting what it returns if that is awaitable. What
