@@ -48,6 +48,6 @@ pub(crate) use triggers::{
 };
 pub(crate) use url::{redact, DatabaseUrl};
 pub(crate) use workflow::{
-    render, AttemptInfo, Backoff, Dag, Jitter, Operator, PictureFormat, Registry, RetryCondition, RetryPolicy, TaskBody, TaskFailure,
-    TaskSpec, TriggerRule, Workflow, WorkflowSpec,
+    render, AttemptInfo, AttemptSlot, Backoff, Dag, Jitter, Operator, PictureFormat, Registry, RetryCondition, RetryPolicy, SlotError,
+    TaskBody, TaskFailure, TaskSpec, TriggerRule, Workflow, WorkflowSpec,
 };

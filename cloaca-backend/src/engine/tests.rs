@@ -769,3 +769,154 @@ fn a_lost_lease_is_in_the_events_with_the_runner_that_lost_it() {
     let records = f.store.task_records(&id).unwrap();
     assert_eq!((records[0].attempts, records[0].runner.as_deref()), (2, Some("alive")));
 }
+
+/// Deferred attempts: a body gives its slot back while it waits and takes
+/// one again; the runner keeps `max_concurrent_tasks` workers claiming.
+mod deferral {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::engine::model::TaskStatus;
+    use crate::engine::workflow::SlotError;
+
+    /// Gives its slot back, waits until `until` is set, takes a slot again;
+    /// writes what it saw to `log`.
+    struct Deferring {
+        until: Arc<AtomicBool>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TaskBody for Deferring {
+        fn run(&self, attempt: &AttemptInfo<'_>, input: Context, _timeout: Duration) -> Result<Context, TaskFailure> {
+            let note = |line: String| self.log.lock().unwrap().push(line);
+            let slot = attempt.slot;
+            slot.release().map_err(|e| failure(&e.to_string()))?;
+            note(format!("released, held={}", slot.is_held()));
+            while !self.until.load(Ordering::SeqCst) {
+                if let Err(e) = slot.pause(Duration::from_millis(10), None) {
+                    note(format!("pause: {e:?}"));
+                    return Err(failure(&e.to_string()));
+                }
+            }
+            slot.reacquire().map_err(|e| failure(&e.to_string()))?;
+            note(format!("resumed, held={}", slot.is_held()));
+            Ok(input)
+        }
+    }
+
+    /// Sets `flag` and notes it.
+    struct Setting {
+        flag: Arc<AtomicBool>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl TaskBody for Setting {
+        fn run(&self, _attempt: &AttemptInfo<'_>, input: Context, _timeout: Duration) -> Result<Context, TaskFailure> {
+            self.log.lock().unwrap().push("other ran".into());
+            self.flag.store(true, Ordering::SeqCst);
+            Ok(input)
+        }
+    }
+
+    struct Setup {
+        registry: &'static Registry,
+        url: String,
+        workflow: Arc<Workflow>,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Setup {
+        fn runner(&self, config: RunnerConfig) -> Runner {
+            let report: super::super::runner::Reporter = Arc::new(|note| eprintln!("{:?}: {}", note.level, note.message));
+            Runner::start(open_store_at(&self.url), self.registry, config, report).expect("runner starts")
+        }
+
+        fn lines(&self) -> Vec<String> {
+            self.log.lock().unwrap().clone()
+        }
+    }
+
+    /// `waiter` defers until `flag` is set; `setter` (given) sets it.
+    fn setup(waiter: TaskSpec, flag: Arc<AtomicBool>, setter: Option<TaskSpec>) -> Setup {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut specs = vec![waiter.clone()];
+        let mut bodies: HashMap<String, Arc<dyn TaskBody>> = HashMap::new();
+        bodies.insert(waiter.id.clone(), Arc::new(Deferring { until: flag.clone(), log: log.clone() }));
+        if let Some(setter) = setter {
+            bodies.insert(setter.id.clone(), Arc::new(Setting { flag, log: log.clone() }));
+            specs.push(setter);
+        }
+        let dag = Dag::new(WorkflowSpec { name: format!("wf-{}", uuid::Uuid::new_v4()), tasks: specs, ..Default::default() }).unwrap();
+        let ordered = dag.tasks().iter().map(|t| bodies[&t.id].clone()).collect();
+        let workflow = Arc::new(Workflow::new(dag, ordered));
+        let registry: &'static Registry = Box::leak(Box::default());
+        registry.register(workflow.clone());
+        Setup { registry, url: test_database_url(), workflow, log }
+    }
+
+    fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_deferred_attempt_lets_another_run_on_its_slot_then_takes_one_back() {
+        // Claimed in id order: the waiter first, so the setter can only run
+        // on the slot the waiter gives back.
+        let flag = Arc::new(AtomicBool::new(false));
+        let s = setup(task("a_waiter", &[]), flag, Some(task("b_setter", &[])));
+        let runner = s.runner(RunnerConfig { max_concurrent_tasks: 1, ..quick() });
+        let record = runner.execute(s.workflow.dag.name(), &Context::new()).unwrap();
+        assert_eq!(record.status, ExecutionStatus::Completed, "{:?}", record.error_message);
+        assert_eq!(s.lines(), ["released, held=false", "other ran", "resumed, held=true"]);
+        // The replacement started at the deferral handed its slot back and ended.
+        wait_for("the surplus worker to retire", || runner.live_workers() == 1);
+        runner.shutdown();
+    }
+
+    #[test]
+    fn shutting_down_during_a_deferral_ends_it_and_leaves_the_attempt_to_run_again() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let s = setup(task("waiter", &[]), flag.clone(), None);
+        let config = RunnerConfig { max_concurrent_tasks: 1, lease: Duration::from_secs(1), ..quick() };
+        let runner = s.runner(config.clone());
+        let id = runner.start_execution(s.workflow.dag.name(), &Context::new(), None).unwrap();
+        wait_for("the deferral", || !s.lines().is_empty());
+        assert_eq!(runner.live_workers(), 2, "the deferred thread and its replacement");
+        let started = Instant::now();
+        runner.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(10), "shutdown waited for the deferral");
+        assert_eq!(s.lines(), ["released, held=false", format!("pause: {:?}", SlotError::RunnerShuttingDown).as_str()]);
+        let store = open_store_at(&s.url);
+        assert_eq!(store.task_records(&id).unwrap()[0].status, TaskStatus::Running, "the outcome is not recorded");
+        // Another runner takes the attempt over once the lease lapses.
+        flag.store(true, Ordering::SeqCst);
+        let next = s.runner(config);
+        let record = next.wait(&id, Some(Duration::from_secs(30))).unwrap();
+        next.shutdown();
+        assert_eq!(record.status, ExecutionStatus::Completed, "{:?}", record.error_message);
+        assert_eq!(store.task_records(&id).unwrap()[0].attempts, 2);
+    }
+
+    #[test]
+    fn a_deferral_past_the_time_limit_times_the_attempt_out_without_a_spare_worker() {
+        let mut waiter = task("waiter", &[]);
+        waiter.timeout = Some(Duration::from_millis(300));
+        let s = setup(waiter, Arc::new(AtomicBool::new(false)), None);
+        let runner = s.runner(RunnerConfig { max_concurrent_tasks: 1, ..quick() });
+        let record = runner.execute(s.workflow.dag.name(), &Context::new()).unwrap();
+        assert_eq!(record.status, ExecutionStatus::Failed);
+        let message = record.error_message.unwrap();
+        assert!(message.contains("TimeoutError") && message.contains("timed out"), "{message}");
+        wait_for("the deferred body to stop", || s.lines().len() == 2);
+        assert_eq!(s.lines()[1], format!("pause: {:?}", SlotError::AttemptGivenUp));
+        // The deferral's replacement is the one worker left: no second replacement.
+        assert_eq!(runner.live_workers(), 1);
+        runner.shutdown();
+    }
+}

@@ -40,6 +40,8 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<smoke::HelloClass>()?;
     m.add_class::<context::PyContext>()?;
     m.add_function(wrap_pyfunction!(workflow::decorator::task, m)?)?;
+    m.add_class::<workflow::decorator::TaskDecorator>()?;
+    m.add_class::<workflow::handle::TaskHandle>()?;
     m.add_class::<workflow::PyWorkflowBuilder>()?;
     m.add_class::<workflow::PyWorkflow>()?;
     m.add_function(wrap_pyfunction!(workflow::register_workflow_constructor, m)?)?;

@@ -23,6 +23,7 @@ use super::workflow::{render, PictureFormat, Registry, TaskPaint, Workflow};
 
 mod retention;
 pub(crate) mod shared;
+mod slots;
 mod supervisor;
 mod workers;
 
@@ -58,7 +59,7 @@ impl Runner {
     /// Starts a runner: its workers begin claiming at once (recovering
     /// interrupted work when `enable_recovery` is on).
     pub(crate) fn start(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Result<Runner> {
-        let shared = Arc::new(Shared::new(store, registry, config, reporter));
+        let shared = Shared::new(store, registry, config, reporter);
         let triggers = shared.config.triggers_enabled.then(|| TriggerService::new(shared.clone(), Definitions::global()));
         let runner = Runner { shared: shared.clone(), threads: std::sync::Mutex::new(Threads::default()), triggers };
         let weak = Arc::downgrade(&shared);
@@ -280,6 +281,12 @@ impl Runner {
         // Now, not whenever the last reference goes: a worker thread may
         // still be on its way out, and an ExecutionHandle may outlive this.
         self.shared.store.close();
+    }
+
+    /// Worker threads running their loop (deferred attempts' included).
+    #[cfg(test)]
+    pub(crate) fn live_workers(&self) -> usize {
+        lock(&self.shared.inflight).live_workers
     }
 
     /// This runner's id, as task records and events name it.

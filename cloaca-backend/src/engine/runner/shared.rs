@@ -8,8 +8,8 @@
 //! file); a retry coming due is computed exactly.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::engine::error::Error;
@@ -77,6 +77,11 @@ pub(crate) struct Shared {
     /// Attempts being run, by worker slot; the supervisor watches their deadlines.
     pub(crate) inflight: Mutex<Inflight>,
     pub(crate) inflight_cv: Condvar,
+    /// Deferred attempts waiting for an idle worker to hand them its slot
+    /// (changed under `inflight`; read without it by every worker loop).
+    pub(crate) slot_requests: AtomicUsize,
+    /// This runner, for the threads it starts from a worker's call.
+    pub(crate) me: Weak<Shared>,
     pub(crate) stop_listening: Arc<AtomicBool>,
     reported: Mutex<ReportLimiter>,
     reporter: Reporter,
@@ -108,11 +113,16 @@ pub(crate) struct Attempt {
     pub(crate) timeout: Duration,
     pub(crate) timed_out: bool,
     pub(crate) cancellation: Arc<Cancellation>,
+    /// The attempt gave its slot back (a replacement worker took it) and
+    /// has not got one again.
+    pub(crate) deferred: bool,
+    /// The deferred attempt waits for a worker to hand it a slot.
+    pub(crate) wants_slot: bool,
 }
 
 impl Shared {
-    pub(crate) fn new(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Self {
-        Shared {
+    pub(crate) fn new(store: Arc<Store>, registry: &'static Registry, config: RunnerConfig, reporter: Reporter) -> Arc<Self> {
+        Arc::new_cyclic(|me| Shared {
             store,
             registry,
             config,
@@ -125,10 +135,12 @@ impl Shared {
             waiting_cv: Condvar::new(),
             inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
+            slot_requests: AtomicUsize::new(0),
+            me: me.clone(),
             stop_listening: Arc::new(AtomicBool::new(false)),
             reported: Mutex::new(ReportLimiter::default()),
             reporter,
-        }
+        })
     }
 
     pub(crate) fn stop(&self) {
@@ -137,6 +149,9 @@ impl Shared {
         self.signal_cv.notify_all();
         self.cron_cv.notify_all();
         self.retention_cv.notify_all();
+        // Taken once so that a thread that just saw `stopping` false under
+        // it is waiting by now, and gets the notification.
+        drop(lock(&self.inflight));
         self.inflight_cv.notify_all();
         self.stop_listening.store(true, Ordering::SeqCst);
     }

@@ -18,7 +18,9 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
     let mut next_renewal = Instant::now() + renew_every;
     let mut next_cancel_check = Instant::now() + shared.config.poll_interval;
     loop {
-        let mut expired: Vec<(Claim, Arc<Workflow>, Duration)> = Vec::new();
+        // With whether the thread needs a replacement: a deferred attempt's
+        // got one when it deferred.
+        let mut expired: Vec<(Claim, Arc<Workflow>, Duration, bool)> = Vec::new();
         let running: Vec<i64>;
         // Attempts that can be stopped (async bodies, which enforce their own
         // deadline) are checked every poll interval for a cancellation made
@@ -35,7 +37,8 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
                 for attempt in inflight.attempts.values_mut() {
                     if !attempt.timed_out && attempt.deadline.is_some_and(|d| d <= now) {
                         attempt.timed_out = true;
-                        expired.push((attempt.claim.clone(), attempt.workflow.clone(), attempt.timeout));
+                        shared.withdraw_slot_request(attempt);
+                        expired.push((attempt.claim.clone(), attempt.workflow.clone(), attempt.timeout, !attempt.deferred));
                     }
                 }
                 let any_stoppable = inflight.attempts.values().any(|a| a.deadline.is_none() && !a.cancellation.is_requested());
@@ -57,7 +60,7 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
             // Each timed-out attempt's thread stops counting as a live worker
             // and gets a replacement.
             inflight.live_workers -= expired.len();
-            inflight.spawn_requests += expired.len();
+            inflight.spawn_requests += expired.iter().filter(|e| e.3).count();
             running = inflight.attempts.values().filter(|a| !a.timed_out).map(|a| a.claim.row_id).collect();
             stoppable = inflight
                 .attempts
@@ -87,11 +90,13 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
             }
             next_renewal = Instant::now() + renew_every;
         }
-        for (claim, workflow, timeout) in expired {
+        for (claim, workflow, timeout, replace) in expired {
             let failure = TaskFailure::timed_out(&claim.task_id, timeout.as_secs_f64());
             let outcome = outcome_of(&claim, &workflow, Err(failure));
             record(&shared, &claim, &workflow, &outcome);
-            replace_abandoned_worker(&shared);
+            if replace {
+                replace_abandoned_worker(&shared);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::engine::model::{Context, ExecutionStatus};
 use crate::engine::store::{AttemptOutcome, AttemptRecorded, Claim};
 use crate::engine::sync::lock;
 use crate::engine::time::{now_ms, rfc3339};
-use crate::engine::workflow::{merge, AttemptInfo, Cancellation, TaskFailure, Workflow};
+use crate::engine::workflow::{merge, AttemptInfo, AttemptSlot, Cancellation, TaskFailure, Workflow};
 
 /// A task whose runner died in it this many times in a row is failed
 /// instead of run again: it is probably what kills its runners.
@@ -36,6 +36,9 @@ enum AfterAttempt {
     Continue,
     /// The supervisor gave up on this attempt and replaced this thread.
     Abandoned,
+    /// The attempt deferred and never took a slot again: its replacement
+    /// holds this thread's slot, so this thread ends.
+    Retire,
 }
 
 /// Counts a worker as live until it ends, however it ends (a panic
@@ -65,6 +68,9 @@ fn work(shared: Arc<Shared>, slot: usize) {
             }
             signal.epoch
         };
+        if shared.hand_over_slot() {
+            return;
+        }
         let references = shared.references();
         let lease_ms = shared.config.lease.as_millis() as i64;
         match shared.store.claim(&shared.owner, &references, now_ms(), lease_ms, shared.config.enable_recovery) {
@@ -74,6 +80,7 @@ fn work(shared: Arc<Shared>, slot: usize) {
                     live.abandoned = true;
                     return;
                 }
+                AfterAttempt::Retire => return,
             },
             Ok(None) => {}
             Err(e) => shared.report("claiming a task", &e),
@@ -134,29 +141,52 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
                 timeout,
                 timed_out: false,
                 cancellation: cancellation.clone(),
+                deferred: false,
+                wants_slot: false,
             },
         );
     }
     shared.inflight_cv.notify_all();
+    let attempt_slot = AttemptSlot::new(shared.clone(), slot);
     let info = AttemptInfo {
         execution_id: &claim.execution_id,
         workflow: &claim.workflow.name,
         task_id: &claim.task_id,
         attempt: claim.attempt - claim.attempt_base,
         cancellation: &cancellation,
+        slot: &attempt_slot,
     };
     let result = body.run(&info, input, timeout);
     cancellation.clear();
-    {
+    let deferred = {
         let mut inflight = lock(&shared.inflight);
-        let attempt = inflight.attempts.remove(&slot);
-        if attempt.is_some_and(|a| a.timed_out) {
-            return AfterAttempt::Abandoned;
+        match inflight.attempts.remove(&slot) {
+            Some(a) if a.timed_out => return AfterAttempt::Abandoned,
+            Some(mut a) => {
+                shared.withdraw_slot_request(&mut a);
+                a.deferred
+            }
+            None => false,
         }
+    };
+    if deferred && shared.is_stopping() {
+        // Stopped while it waited: as if this runner had died then, the
+        // lease lapses and the attempt runs again from the start.
+        let message = format!(
+            "task {:?} of execution {}: the runner shut down while attempt {} was deferred; its outcome is not recorded, and the \
+             task runs again once its lease lapses",
+            claim.task_id, claim.execution_id, info.attempt
+        );
+        shared.note(Level::Warning, Topic::Task, message, &claim.execution_id, &claim.workflow.name, Some(&claim.task_id));
+        return AfterAttempt::Retire;
     }
     let outcome = outcome_of(&claim, &workflow, result);
     record(shared, &claim, &workflow, &outcome);
-    AfterAttempt::Continue
+    if deferred {
+        AfterAttempt::Retire
+    } else {
+        AfterAttempt::Continue
+    }
 }
 
 /// Turns a body's result into what the store records, deciding on a retry.

@@ -13,6 +13,6 @@ mod rules;
 pub(crate) use dag::{frontier_context, Dag, Graph, TaskSpec, WorkflowSpec};
 pub(crate) use merge::merge;
 pub(crate) use picture::{render, PictureFormat, TaskPaint};
-pub(crate) use registry::{AttemptInfo, Cancellation, Registry, TaskBody, Workflow, Workflows};
+pub(crate) use registry::{AttemptInfo, AttemptSlot, Cancellation, Registry, SlotError, Slots, TaskBody, Workflow, Workflows};
 pub(crate) use retry::{Backoff, Jitter, RetryCondition, RetryPolicy, TaskFailure};
 pub(crate) use rules::{Operator, SkipReason, TaskState, TriggerRule};

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::engine::sync::{lock, read, write};
 
@@ -24,6 +24,84 @@ pub(crate) struct AttemptInfo<'a> {
     /// The attempt's number within its round.
     pub(crate) attempt: i64,
     pub(crate) cancellation: &'a Cancellation,
+    /// The attempt's concurrency slot, which a deferred task gives back while it waits.
+    pub(crate) slot: &'a AttemptSlot,
+}
+
+/// Why a deferred attempt cannot wait on, or take back, a concurrency slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotError {
+    RunnerShuttingDown,
+    /// The runner recorded the attempt as timed out and gave up on its thread.
+    AttemptGivenUp,
+    /// The attempt's own time limit passed (a body that enforces its limit).
+    TimeLimitPassed,
+    ExecutionCancelled,
+    /// The body already returned.
+    AttemptOver,
+}
+
+impl std::fmt::Display for SlotError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SlotError::RunnerShuttingDown => "the runner is shutting down",
+            SlotError::AttemptGivenUp => "the attempt passed its time limit and was recorded as timed out",
+            SlotError::TimeLimitPassed => "the attempt's time limit passed while it was deferred",
+            SlotError::ExecutionCancelled => "the execution was cancelled",
+            SlotError::AttemptOver => "the attempt is over",
+        })
+    }
+}
+
+/// The runner's `max_concurrent_tasks` slots, as the attempt running on
+/// worker thread `worker` sees them.
+pub(crate) trait Slots: Send + Sync {
+    /// Gives the slot back, so that another attempt can start meanwhile;
+    /// doing it again before [`Slots::reacquire`] changes nothing.
+    fn release(&self, worker: usize) -> Result<(), SlotError>;
+    /// Sleeps `interval` (less when the runner stops, the attempt is given
+    /// up or `deadline` comes) while the slot is given back.
+    fn pause(&self, worker: usize, interval: Duration, deadline: Option<Instant>) -> Result<(), SlotError>;
+    /// Takes a slot again, waiting while all are in use.
+    fn reacquire(&self, worker: usize) -> Result<(), SlotError>;
+    fn is_held(&self, worker: usize) -> bool;
+    /// True once the runner will not record what the attempt's body does:
+    /// it recorded the attempt as timed out, or stopped while it was deferred.
+    fn outcome_is_discarded(&self, worker: usize) -> bool;
+}
+
+/// One attempt's handle on its slot; a body may keep it (a Python
+/// `TaskHandle` does) for as long as it runs.
+#[derive(Clone)]
+pub(crate) struct AttemptSlot {
+    slots: Arc<dyn Slots>,
+    worker: usize,
+}
+
+impl AttemptSlot {
+    pub(crate) fn new(slots: Arc<dyn Slots>, worker: usize) -> Self {
+        AttemptSlot { slots, worker }
+    }
+
+    pub(crate) fn release(&self) -> Result<(), SlotError> {
+        self.slots.release(self.worker)
+    }
+
+    pub(crate) fn pause(&self, interval: Duration, deadline: Option<Instant>) -> Result<(), SlotError> {
+        self.slots.pause(self.worker, interval, deadline)
+    }
+
+    pub(crate) fn reacquire(&self) -> Result<(), SlotError> {
+        self.slots.reacquire(self.worker)
+    }
+
+    pub(crate) fn is_held(&self) -> bool {
+        self.slots.is_held(self.worker)
+    }
+
+    pub(crate) fn outcome_is_discarded(&self) -> bool {
+        self.slots.outcome_is_discarded(self.worker)
+    }
 }
 
 /// A request to stop an attempt (its execution was cancelled). A body that

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
-use super::body::{PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
+use super::body::{Callbacks, PythonTask, TaskDef, TASK_ID_ATTR, WORKFLOW_ATTR};
 use super::builder::declare_task;
 use super::retry::{default_policy, extract_policy};
 use super::trigger_rules::extract_rule;
@@ -19,7 +19,8 @@ use crate::python::errors::to_py;
 #[pyfunction]
 #[pyo3(signature = (id=None, dependencies=None, retry_attempts=None, retry_backoff=None,
     retry_delay_ms=None, retry_max_delay_ms=None, retry_condition=None, retry_jitter=None,
-    timeout_seconds=None, retry=None, trigger_rules=None, invokes=None, post_invocation=None))]
+    timeout_seconds=None, retry=None, trigger_rules=None, invokes=None, post_invocation=None, on_success=None,
+    on_failure=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn task(
     py: Python<'_>,
@@ -36,6 +37,8 @@ pub fn task(
     trigger_rules: Option<Bound<'_, PyAny>>,
     invokes: Option<Bound<'_, PyAny>>,
     post_invocation: Option<Bound<'_, PyAny>>,
+    on_success: Option<Bound<'_, PyAny>>,
+    on_failure: Option<Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     for (name, value) in [("invokes", &invokes), ("post_invocation", &post_invocation)] {
         if value.is_some() {
@@ -91,7 +94,9 @@ pub fn task(
         Some(deps) => deps.try_iter()?.map(|d| dependency_id(&d?)).collect::<PyResult<Vec<_>>>()?,
     };
     let rule = trigger_rules.map(|rule| extract_rule(&rule)).transpose()?;
-    let decorator = TaskDecorator { id, dependencies, retry, timeout, rule };
+    let on_success = callback("on_success", "(task_id, context)", on_success)?;
+    let on_failure = callback("on_failure", "(task_id, error, context)", on_failure)?;
+    let decorator = TaskDecorator { id, dependencies, retry, timeout, rule, on_success, on_failure };
     match bare_function {
         Some(function) => decorator.decorate(py, function),
         None => Ok(Py::new(py, decorator)?.into_any()),
@@ -160,6 +165,34 @@ impl RetryKeywords<'_> {
     }
 }
 
+/// A callback keyword's value: None, or something callable.
+fn callback(keyword: &str, arguments: &str, value: Option<Bound<'_, PyAny>>) -> PyResult<Option<Py<PyAny>>> {
+    match value {
+        Some(v) if v.is_none() => Ok(None),
+        Some(v) if !v.is_callable() => {
+            let type_name = v.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            Err(PyTypeError::new_err(format!("{keyword}= must be a callable taking {arguments}, or None; got {type_name}")))
+        }
+        other => Ok(other.map(Bound::unbind)),
+    }
+}
+
+/// Whether the engine passes `function` a TaskHandle: its second positional
+/// parameter is named `handle` or `task_handle`. A callable without a code
+/// object (a `functools.partial`, an object with `__call__`) takes none.
+fn takes_handle(function: &Bound<'_, PyAny>) -> bool {
+    let Ok(code) = function.getattr("__code__") else {
+        return false;
+    };
+    let positional = code.getattr("co_argcount").and_then(|n| n.extract::<usize>()).unwrap_or(0);
+    positional >= 2
+        && code
+            .getattr("co_varnames")
+            .and_then(|names| names.get_item(1))
+            .and_then(|name| name.extract::<String>())
+            .is_ok_and(|name| name == "handle" || name == "task_handle")
+}
+
 /// A dependency given as a task id or a decorated function.
 fn dependency_id(dep: &Bound<'_, PyAny>) -> PyResult<String> {
     if let Ok(id) = dep.extract::<String>() {
@@ -187,6 +220,8 @@ pub struct TaskDecorator {
     retry: RetryPolicy,
     timeout: Option<Duration>,
     rule: Option<TriggerRule>,
+    on_success: Option<Py<PyAny>>,
+    on_failure: Option<Py<PyAny>>,
 }
 
 impl TaskDecorator {
@@ -210,7 +245,12 @@ impl TaskDecorator {
             timeout: self.timeout,
             rule: self.rule.clone(),
         };
-        let body = Arc::new(PythonTask::new(id.clone(), function.clone().unbind(), is_async));
+        // Callbacks are not part of the spec, so not of the workflow's version.
+        let callbacks = Callbacks {
+            on_success: self.on_success.as_ref().map(|c| c.clone_ref(py)),
+            on_failure: self.on_failure.as_ref().map(|c| c.clone_ref(py)),
+        };
+        let body = Arc::new(PythonTask::new(id.clone(), function.clone().unbind(), is_async, takes_handle(&function), callbacks));
         let workflow_name = declare_task(py, TaskDef { spec, body })?;
         // Plain functions take attributes; a callable that refuses them
         // (a builtin, a bound method) is still registered under its id.
