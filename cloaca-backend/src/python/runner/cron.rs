@@ -5,12 +5,15 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::engine::{rfc3339, CronRun, CronStats, ScheduleRecord};
+use crate::engine::{rfc3339, Context, CronRun, CronStats, ScheduleRecord};
+use crate::python::context::PyContext;
 use crate::python::errors::raise;
+use crate::python::json;
 
 /// The first words of every error of each cron method, as the original
 /// bindings word them, so that handlers matching on them keep working.
 pub(crate) const REGISTER: &str = "Failed to register cron workflow";
+pub(crate) const REGISTER_INSTANCE: &str = "Failed to register workflow instance";
 pub(crate) const LIST: &str = "Failed to list cron schedules";
 pub(crate) const GET: &str = "Failed to get cron schedule";
 /// Of `update_cron_schedule` and `set_cron_schedule_enabled`.
@@ -65,7 +68,21 @@ pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResul
     d.set_item("skipped_ticks", s.skipped_ticks)?;
     d.set_item("created_at", rfc3339(s.created_at))?;
     d.set_item("updated_at", rfc3339(s.updated_at))?;
+    d.set_item("instance_name", s.instance_name.as_deref())?;
+    d.set_item("params", s.params.as_ref().map(|p| json::object_to_py(py, p)).transpose()?)?;
     Ok(d)
+}
+
+/// A workflow instance's params: a Context or a dict of JSON values.
+pub(crate) fn instance_params(params: &Bound<'_, PyAny>) -> PyResult<Context> {
+    if let Ok(context) = params.cast::<PyContext>() {
+        return Ok(context.borrow().data.clone());
+    }
+    if let Ok(dict) = params.cast::<PyDict>() {
+        return json::to_object(dict, "params");
+    }
+    let type_name = params.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    Err(PyTypeError::new_err(format!("params must be a cloaca.Context or a dict of JSON values, not {type_name}")))
 }
 
 pub(crate) fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict>> {
