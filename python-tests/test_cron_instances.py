@@ -120,6 +120,8 @@ def test_params_survive_a_restart_updates_and_disabling(tmp_path, fresh_database
             params=PARAMS,
         )
         assert runner.get_cron_schedule(other_id)["params"] == {}
+        none_id = runner.register_workflow_instance(workflow_name, "none", "0 4 * * *", "UTC", None)
+        assert runner.get_cron_schedule(none_id)["params"] == {}
         assert runner.get_cron_schedule(plain_id)["instance_name"] is None
         assert runner.get_cron_schedule(plain_id)["params"] is None
         # the dict returned is a copy: changing it changes nothing stored
@@ -206,7 +208,7 @@ def test_a_duplicate_name_is_refused_naming_workflow_instance_and_schedule(insta
     runner.delete_cron_schedule(other_id)
 
 
-@pytest.mark.parametrize("params", [None, [("a", 1)], "a=1", 5, {"when": object()}, {1: "int key"}], ids=repr)
+@pytest.mark.parametrize("params", [[("a", 1)], "a=1", 5, {"when": object()}, {1: "int key"}], ids=repr)
 def test_params_that_are_not_a_context_or_a_dict_of_json_values_are_a_type_error(instances_db, params):
     runner, workflow, _ = instances_db
     with pytest.raises(TypeError) as error:

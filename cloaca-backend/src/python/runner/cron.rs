@@ -5,8 +5,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::engine::{rfc3339, Context, CronRun, CronStats, ScheduleRecord};
-use crate::python::context::PyContext;
+use crate::engine::{rfc3339, CronRun, CronStats, ScheduleRecord};
 use crate::python::errors::raise;
 use crate::python::json;
 
@@ -71,18 +70,6 @@ pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResul
     d.set_item("instance_name", s.instance_name.as_deref())?;
     d.set_item("params", s.params.as_ref().map(|p| json::object_to_py(py, p)).transpose()?)?;
     Ok(d)
-}
-
-/// A workflow instance's params: a Context or a dict of JSON values.
-pub(crate) fn instance_params(params: &Bound<'_, PyAny>) -> PyResult<Context> {
-    if let Ok(context) = params.cast::<PyContext>() {
-        return Ok(context.borrow().data.clone());
-    }
-    if let Ok(dict) = params.cast::<PyDict>() {
-        return json::to_object(dict, "params");
-    }
-    let type_name = params.get_type().name().map(|n| n.to_string()).unwrap_or_default();
-    Err(PyTypeError::new_err(format!("params must be a cloaca.Context or a dict of JSON values, not {type_name}")))
 }
 
 pub(crate) fn run_dict<'py>(py: Python<'py>, r: &CronRun) -> PyResult<Bound<'py, PyDict>> {

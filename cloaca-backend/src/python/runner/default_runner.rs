@@ -281,7 +281,7 @@ impl PyDefaultRunner {
 
     /// Schedules a named instance of the registered workflow
     /// `workflow_name`: every tick's execution starts from a snapshot of
-    /// `params` (a Context or a dict), then the keys every tick sets.
+    /// `params` (a Context, a dict, or None for none), then the keys every tick sets.
     /// Returns the schedule's id; `(workflow_name, instance_name)` is unique.
     #[pyo3(signature = (workflow_name, instance_name, cron_expression, timezone, params))]
     fn register_workflow_instance(
@@ -291,9 +291,9 @@ impl PyDefaultRunner {
         instance_name: &str,
         cron_expression: &str,
         timezone: &str,
-        params: &Bound<'_, PyAny>,
+        params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let params = cron::instance_params(params)?;
+        let params = PyContext::from_argument(params)?;
         let register = || {
             let runner = self.runner()?;
             let record = py
