@@ -319,6 +319,25 @@ class TestRetryKeyword:
         assert version(retry=RetryPolicy.builder().with_jitter(False).build()) != version(retry=RetryPolicy.default())
 
 
+def retried_once(runner, workflow_name, condition, error):
+    """Whether a task that fails once with (a copy of) `error` is retried under
+    retry_condition=`condition`: it then completes on its second attempt, else it
+    fails after its only one."""
+    attempts = []
+    define_flaky(
+        workflow_name,
+        attempts,
+        lambda n: type(error)(*error.args),
+        fail_first=1,
+        retry_attempts=1,
+        retry_delay_ms=5,
+        retry_condition=condition,
+    )
+    status = runner.execute(workflow_name).status
+    assert (status, len(attempts)) in {("Completed", 2), ("Failed", 1)}, (status, attempts)
+    return status == "Completed"
+
+
 class TestKeywordVocabulary:
     @pytest.mark.parametrize("condition", ["all", "all_errors"])
     def test_all(self, runner, workflow_name, condition):
@@ -341,18 +360,7 @@ class TestKeywordVocabulary:
         ids=["type", "word", "other"],
     )
     def test_transient(self, runner, workflow_name, condition, error, retried):
-        attempts = []
-        define_flaky(
-            workflow_name,
-            attempts,
-            lambda n: type(error)(*error.args),
-            fail_first=1,
-            retry_attempts=1,
-            retry_delay_ms=5,
-            retry_condition=condition,
-        )
-        assert runner.execute(workflow_name).status == ("Completed" if retried else "Failed")
-        assert len(attempts) == (2 if retried else 1)
+        assert retried_once(runner, workflow_name, condition, error) is retried
 
     @pytest.mark.parametrize(
         "patterns, error, retried",
@@ -365,18 +373,7 @@ class TestKeywordVocabulary:
         ids=["first", "second", "none", "case"],
     )
     def test_comma_separated_patterns(self, runner, workflow_name, patterns, error, retried):
-        attempts = []
-        define_flaky(
-            workflow_name,
-            attempts,
-            lambda n: type(error)(*error.args),
-            fail_first=1,
-            retry_attempts=1,
-            retry_delay_ms=5,
-            retry_condition=patterns,
-        )
-        assert runner.execute(workflow_name).status == ("Completed" if retried else "Failed")
-        assert len(attempts) == (2 if retried else 1)
+        assert retried_once(runner, workflow_name, patterns, error) is retried
 
     @pytest.mark.parametrize("value", ["", "a,,b"])
     def test_empty_patterns_are_refused(self, workflow_name, value):
