@@ -323,3 +323,25 @@ def test_a_lost_instance_tick_is_started_again_with_the_same_input(
     assert instant(first_input["scheduled_time"]) == crash.scheduled
     assert {k: final[k] for k in params} == params
     assert final["ran_in"] == os.getpid()
+
+
+def test_a_schedule_whose_params_cannot_be_read_is_left_alone_and_the_others_fire(
+    tmp_path, fresh_database_url, workflow_name, wait_until, db_query
+):
+    """Params edited by hand into something that is not a JSON object stop only their
+    own schedule: it keeps its next tick and starts nothing, while another one ticks."""
+    define(workflow_name, tmp_path / "side.txt")
+    with quiet_runner(fresh_database_url) as runner:
+        broken_id = runner.register_workflow_instance(workflow_name, "broken", "* * * * * *", "UTC", {"a": 1})
+        healthy_id = runner.register_cron_workflow(workflow_name, "* * * * * *")
+    next_run_sql = f"SELECT next_run_at FROM cloaca_cron_schedules WHERE id = '{broken_id}'"
+    stuck_at = db_query(fresh_database_url, next_run_sql)
+    db_query(fresh_database_url, f"UPDATE cloaca_cron_schedules SET params = '[1, 2]' WHERE id = '{broken_id}'")
+    with ticking_runner(fresh_database_url) as runner:
+        wait_until(lambda: len(history(runner, healthy_id)) >= 2, WAIT, "the healthy schedule to tick twice")
+        runner.set_cron_schedule_enabled(healthy_id, False)
+        runs_sql = f"SELECT COUNT(*) FROM cloaca_cron_executions WHERE schedule_id = '{broken_id}'"
+        assert db_query(fresh_database_url, runs_sql) == [("0",)], "the unreadable schedule started a tick"
+        assert db_query(fresh_database_url, next_run_sql) == stuck_at, "the unreadable schedule was advanced"
+        with pytest.raises(cloaca.DatabaseError, match="params"):
+            runner.get_cron_schedule(broken_id)

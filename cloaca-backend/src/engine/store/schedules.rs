@@ -87,7 +87,8 @@ pub(crate) struct DueSchedule {
     pub(crate) cron_expression: String,
     pub(crate) timezone: String,
     pub(crate) next_run_at: i64,
-    pub(crate) params: Option<Context>,
+    /// The params as stored: read once the schedule is planned.
+    pub(crate) params: Option<String>,
 }
 
 /// What one firing transaction did.
@@ -97,8 +98,9 @@ pub(crate) enum Fired {
     Nothing,
     /// The schedule's due ticks started executions with this many root tasks.
     Ticks { roots: u64 },
-    /// The schedule's stored expression cannot be planned (written by a
-    /// newer cloaca, or edited by hand); it is left as it is.
+    /// The schedule's stored expression cannot be planned, or its params
+    /// cannot be read (written by a newer cloaca, or edited by hand); it is
+    /// left as it is.
     Unplannable { schedule_id: String, error: Error },
 }
 
@@ -281,10 +283,14 @@ pub(crate) fn fire_due_schedule(
             cron_expression: row.text(2)?,
             timezone: row.text(3)?,
             next_run_at: row.int(4)?,
-            params: stored_params(row.opt_text(5)?)?,
+            params: row.opt_text(5)?,
         })
     })?;
     let Some(due) = due else { return Ok(Fired::Nothing) };
+    let params = match stored_params(due.params.clone()) {
+        Ok(params) => params,
+        Err(error) => return Ok(Fired::Unplannable { schedule_id: due.id, error }),
+    };
     let plan = CronSchedule::parse(&due.cron_expression, &due.timezone).and_then(|s| s.catch_up(due.next_run_at, now, max_catchup));
     let (plan, dag) = match (plan, workflows.get(&due.workflow_name)) {
         (Ok(plan), Some(workflow)) => (plan, &workflow.dag),
@@ -306,7 +312,7 @@ pub(crate) fn fire_due_schedule(
         return Ok(Fired::Nothing);
     }
     let source =
-        TickSource { schedule_id: &due.id, cron_expression: &due.cron_expression, timezone: &due.timezone, params: due.params.as_ref() };
+        TickSource { schedule_id: &due.id, cron_expression: &due.cron_expression, timezone: &due.timezone, params: params.as_ref() };
     let mut started = 0;
     for &tick in &plan.ticks {
         let run = Run { schedule_id: &due.id, workflow_name: &due.workflow_name, scheduled_time: tick, attempt: 1 };
