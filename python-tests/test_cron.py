@@ -64,6 +64,8 @@ SCHEDULE_KEYS = {
     "updated_at",
     "skipped_ticks",
     "catchup_policy",
+    "instance_name",
+    "params",
 }
 HISTORY_KEYS = {
     "id",
@@ -193,8 +195,10 @@ def assert_consecutive(times, step=SECOND):
     assert all(gap == step for gap in gaps), f"ticks not {step} apart: {ordered}"
 
 
-def assert_schedule(schedule, *, schedule_id, workflow, expression, tz, enabled=True):
+def assert_schedule(schedule, *, schedule_id, workflow, expression, tz, enabled=True, instance=None, params=None):
     assert set(schedule) == SCHEDULE_KEYS, sorted(schedule)
+    assert schedule["instance_name"] == instance
+    assert schedule["params"] == params
     assert schedule["id"] == schedule_id
     assert schedule["workflow_name"] == workflow
     assert schedule["cron_expression"] == expression
@@ -720,8 +724,11 @@ def test_ticks_start_executions_with_the_schedule_in_their_input(
         assert result.status == "Completed", result.error_message
         assert result.execution_id == row["execution_id"]
         final = result.final_context.to_dict()
-        assert final["cron_schedule_id"] == schedule_id
+        assert final["cron_schedule_id"] == final["schedule_id"] == schedule_id
         assert instant(final["cron_scheduled_time"]) == scheduled
+        # the original bindings' scheduler keys, on every tick
+        assert final["scheduled_time"] == final["cron_scheduled_time"]
+        assert (final["schedule_timezone"], final["schedule_expression"]) == ("UTC", "* * * * * *")
         assert final["ran_in"] == os.getpid()
     assert {r.execution_id for r in executions} == set(results), "an execution without a tick"
 
@@ -1082,6 +1089,12 @@ def crashed_tick(fresh_database_url, workflow_name, tmp_path, run_scenario, wait
     killed. Task leases are 1 s. The workflow is also registered in this process
     (same version), with the same side-effect file and marker.
     """
+    return crash_a_tick(fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until)
+
+
+def crash_a_tick(fresh_database_url, workflow_name, tmp_path, run_scenario, wait_until, *register):
+    """The crashed_tick fixture's work; `register` adds cron_worker.py arguments
+    (such as --instance and --params)."""
     crash = SimpleNamespace(
         url=fresh_database_url,
         workflow=workflow_name,
@@ -1101,6 +1114,7 @@ def crashed_tick(fresh_database_url, workflow_name, tmp_path, run_scenario, wait
         2,
         "--schedule-file",
         schedule_file,
+        *register,
         *config_args({"task_lease_seconds": 1, "cron_poll_interval_seconds": POLL}),
     )
     kill(first)

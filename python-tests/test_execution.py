@@ -82,6 +82,15 @@ def execution_row(db_query, url, execution_id):
     return dict(zip(columns, rows[0]))
 
 
+def define_raising(name, task_id, error):
+    """A workflow of one task, `task_id`, that raises `error` at every attempt."""
+    with cloaca.WorkflowBuilder(name):
+
+        @cloaca.task(id=task_id)
+        def raises(ctx):
+            raise error
+
+
 @pytest.fixture
 def runner(database_url):
     with cloaca.DefaultRunner(database_url) as r:
@@ -610,12 +619,7 @@ class TestFailure:
         class PaymentDeclined(Exception):
             pass
 
-        with cloaca.WorkflowBuilder(workflow_name):
-
-            @cloaca.task(id="charge")
-            def charge(ctx):
-                raise PaymentDeclined("card 4242 declined")
-
+        define_raising(workflow_name, "charge", PaymentDeclined("card 4242 declined"))
         result = runner.execute(workflow_name)
 
         assert result.status == "Failed"
@@ -702,12 +706,7 @@ class TestHandlesAndQueries:
         assert handle.status() == "Completed"
 
     def test_execute_async_of_a_failing_run(self, runner, workflow_name):
-        with cloaca.WorkflowBuilder(workflow_name):
-
-            @cloaca.task(id="breaks")
-            def breaks(ctx):
-                raise KeyError("missing-thing")
-
+        define_raising(workflow_name, "breaks", KeyError("missing-thing"))
         handle = runner.execute_async(workflow_name, {})
         result = handle.wait(timeout=WAIT)
         assert result.status == "Failed"
@@ -747,11 +746,7 @@ class TestHandlesAndQueries:
             def ok(ctx):
                 return ctx
 
-        with cloaca.WorkflowBuilder(bad):
-
-            @cloaca.task(id="fail")
-            def fail(ctx):
-                raise RuntimeError("listed failure")
+        define_raising(bad, "fail", RuntimeError("listed failure"))
 
         with cloaca.DefaultRunner(fresh_database_url) as runner:
             good_ids = []

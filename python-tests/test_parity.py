@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+from test_execution import define_raising
 
 import cloaca
 
@@ -141,12 +142,7 @@ def test_a_result_shows_status_and_error_and_keeps_its_execution_id(runner, work
 
 
 def test_a_failed_result_shows_its_error(runner, workflow_name):
-    with cloaca.WorkflowBuilder(workflow_name):
-
-        @cloaca.task(id="boom")
-        def boom(context):
-            raise RuntimeError("no luck")
-
+    define_raising(workflow_name, "boom", RuntimeError("no luck"))
     result = runner.execute(workflow_name)
     assert result.status == "Failed"
     assert repr(result) == f"WorkflowResult(status=Failed, error={result.error_message})"

@@ -7,9 +7,9 @@ checked with lower bounds only, since a loaded machine is never faster.
 """
 
 import math
-import time
 
 import pytest
+from test_retries import define_flaky
 
 import cloaca
 from cloaca import BackoffStrategy, RetryCondition, RetryPolicy, RetryPolicyBuilder
@@ -29,21 +29,6 @@ def runner(database_url):
 def restore_default_policy():
     yield
     cloaca.set_default_retry_policy(None)
-
-
-def define_failing(name, attempts, make_error, fail_first=None, **task_options):
-    """One task, "flaky", that records each attempt and raises make_error(n) on attempt n
-    while n <= fail_first (always when fail_first is None)."""
-    with cloaca.WorkflowBuilder(name):
-
-        @cloaca.task(id="flaky", **task_options)
-        def flaky(ctx):
-            attempts.append(time.monotonic())
-            n = len(attempts)
-            if fail_first is None or n <= fail_first:
-                raise make_error(n)
-            ctx.set("succeeded_on", n)
-            return ctx
 
 
 def fast(max_attempts, **kwargs):
@@ -182,7 +167,7 @@ class TestCalculateDelay:
 class TestRetryKeyword:
     def test_max_attempts_is_the_total_number_of_attempts(self, runner, workflow_name):
         attempts = []
-        define_failing(workflow_name, attempts, lambda n: RuntimeError(f"fail {n}"), retry=fast(3))
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError(f"fail {n}"), retry=fast(3))
 
         result = runner.execute(workflow_name)
 
@@ -193,7 +178,7 @@ class TestRetryKeyword:
     @pytest.mark.parametrize("max_attempts", [0, 1])
     def test_zero_and_one_mean_a_single_attempt(self, runner, workflow_name, max_attempts):
         attempts = []
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("x"), retry=fast(max_attempts))
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError("x"), retry=fast(max_attempts))
 
         assert runner.execute(workflow_name).status == "Failed"
         assert len(attempts) == 1
@@ -201,7 +186,7 @@ class TestRetryKeyword:
     def test_a_later_attempt_succeeds_after_the_backoff(self, runner, workflow_name):
         attempts = []
         policy = fast(4, delay=0.03, backoff=BackoffStrategy.exponential(2))
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("again"), fail_first=3, retry=policy)
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError("again"), fail_first=3, retry=policy)
 
         result = runner.execute(workflow_name)
 
@@ -216,7 +201,7 @@ class TestRetryKeyword:
         policy = (
             RetryPolicy.builder().max_attempts(3).initial_delay(0.08).backoff_strategy(BackoffStrategy.fixed()).build()
         )
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("j"), retry=policy)
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError("j"), retry=policy)
 
         assert runner.execute(workflow_name).status == "Failed"
         assert len(attempts) == 3
@@ -226,7 +211,7 @@ class TestRetryKeyword:
     def test_the_condition_of_the_policy_applies(self, runner, workflow_name):
         attempts = []
         policy = fast(5, condition=RetryCondition.error_pattern(["RATE LIMIT"]))
-        define_failing(
+        define_flaky(
             workflow_name, attempts, lambda n: RuntimeError("rate limit hit" if n < 3 else "fatal"), retry=policy
         )
 
@@ -252,7 +237,7 @@ class TestRetryKeyword:
     def test_transient_only(self, runner, workflow_name, error, retried):
         attempts = []
         policy = fast(2, condition=RetryCondition.transient_only())
-        define_failing(workflow_name, attempts, lambda n: type(error)(*error.args), fail_first=1, retry=policy)
+        define_flaky(workflow_name, attempts, lambda n: type(error)(*error.args), fail_first=1, retry=policy)
 
         result = runner.execute(workflow_name)
 
@@ -261,11 +246,11 @@ class TestRetryKeyword:
 
     def test_never_and_all_errors(self, runner, workflow_name):
         never, every = [], []
-        define_failing(
+        define_flaky(
             workflow_name, never, lambda n: ConnectionError("x"), retry=fast(3, condition=RetryCondition.never())
         )
         assert runner.execute(workflow_name).status == "Failed"
-        define_failing(
+        define_flaky(
             workflow_name + "_all", every, lambda n: KeyError("x"), retry=fast(3, condition=RetryCondition.all_errors())
         )
         assert runner.execute(workflow_name + "_all").status == "Failed"
@@ -334,11 +319,30 @@ class TestRetryKeyword:
         assert version(retry=RetryPolicy.builder().with_jitter(False).build()) != version(retry=RetryPolicy.default())
 
 
+def retried_once(runner, workflow_name, condition, error):
+    """Whether a task that fails once with (a copy of) `error` is retried under
+    retry_condition=`condition`: it then completes on its second attempt, else it
+    fails after its only one."""
+    attempts = []
+    define_flaky(
+        workflow_name,
+        attempts,
+        lambda n: type(error)(*error.args),
+        fail_first=1,
+        retry_attempts=1,
+        retry_delay_ms=5,
+        retry_condition=condition,
+    )
+    status = runner.execute(workflow_name).status
+    assert (status, len(attempts)) in {("Completed", 2), ("Failed", 1)}, (status, attempts)
+    return status == "Completed"
+
+
 class TestKeywordVocabulary:
     @pytest.mark.parametrize("condition", ["all", "all_errors"])
     def test_all(self, runner, workflow_name, condition):
         attempts = []
-        define_failing(
+        define_flaky(
             workflow_name,
             attempts,
             lambda n: KeyError("x"),
@@ -356,18 +360,7 @@ class TestKeywordVocabulary:
         ids=["type", "word", "other"],
     )
     def test_transient(self, runner, workflow_name, condition, error, retried):
-        attempts = []
-        define_failing(
-            workflow_name,
-            attempts,
-            lambda n: type(error)(*error.args),
-            fail_first=1,
-            retry_attempts=1,
-            retry_delay_ms=5,
-            retry_condition=condition,
-        )
-        assert runner.execute(workflow_name).status == ("Completed" if retried else "Failed")
-        assert len(attempts) == (2 if retried else 1)
+        assert retried_once(runner, workflow_name, condition, error) is retried
 
     @pytest.mark.parametrize(
         "patterns, error, retried",
@@ -380,18 +373,7 @@ class TestKeywordVocabulary:
         ids=["first", "second", "none", "case"],
     )
     def test_comma_separated_patterns(self, runner, workflow_name, patterns, error, retried):
-        attempts = []
-        define_failing(
-            workflow_name,
-            attempts,
-            lambda n: type(error)(*error.args),
-            fail_first=1,
-            retry_attempts=1,
-            retry_delay_ms=5,
-            retry_condition=patterns,
-        )
-        assert runner.execute(workflow_name).status == ("Completed" if retried else "Failed")
-        assert len(attempts) == (2 if retried else 1)
+        assert retried_once(runner, workflow_name, patterns, error) is retried
 
     @pytest.mark.parametrize("value", ["", "a,,b"])
     def test_empty_patterns_are_refused(self, workflow_name, value):
@@ -417,18 +399,18 @@ class TestKeywordVocabulary:
 class TestDefaultRetryPolicy:
     def test_no_retry_by_default(self, runner, workflow_name):
         attempts = []
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("once"))
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError("once"))
         assert runner.execute(workflow_name).status == "Failed"
         assert len(attempts) == 1
 
     def test_applies_to_tasks_decorated_afterwards_without_retry_keywords(self, runner, workflow_name):
         before = []
-        define_failing(workflow_name + "_before", before, lambda n: RuntimeError("x"))
+        define_flaky(workflow_name + "_before", before, lambda n: RuntimeError("x"))
         cloaca.set_default_retry_policy(fast(3))
         plain, keyworded, explicit = [], [], []
-        define_failing(workflow_name, plain, lambda n: RuntimeError("x"))
-        define_failing(workflow_name + "_kw", keyworded, lambda n: RuntimeError("x"), retry_delay_ms=1)
-        define_failing(workflow_name + "_explicit", explicit, lambda n: RuntimeError("x"), retry=fast(2))
+        define_flaky(workflow_name, plain, lambda n: RuntimeError("x"))
+        define_flaky(workflow_name + "_kw", keyworded, lambda n: RuntimeError("x"), retry_delay_ms=1)
+        define_flaky(workflow_name + "_explicit", explicit, lambda n: RuntimeError("x"), retry=fast(2))
 
         for name in (workflow_name + "_before", workflow_name, workflow_name + "_kw", workflow_name + "_explicit"):
             assert runner.execute(name).status == "Failed"
@@ -442,7 +424,7 @@ class TestDefaultRetryPolicy:
         cloaca.set_default_retry_policy(RetryPolicy.default())
         cloaca.set_default_retry_policy(None)
         attempts = []
-        define_failing(workflow_name, attempts, lambda n: RuntimeError("x"))
+        define_flaky(workflow_name, attempts, lambda n: RuntimeError("x"))
         assert runner.execute(workflow_name).status == "Failed"
         assert len(attempts) == 1
 

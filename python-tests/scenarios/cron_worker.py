@@ -12,6 +12,7 @@ every process; test_cron.py imports define_workflow from here for its own runner
 usage: cron_worker.py --url URL --workflow NAME --side-file F --ready-file R
                       [--block-marker M] [--config FIELD=JSON ...]
                       [--register EXPR | --register-once-after SECONDS]
+                      [--instance NAME [--params JSON]]
                       [--schedule-file P] [--stop-file S] [--seconds N]
 
 Registers the workflow and opens a runner with DefaultRunnerConfig(**fields),
@@ -19,9 +20,10 @@ where fields start as {"cron_poll_interval_seconds": 0.2} and each --config
 FIELD=JSON sets one more (JSON values: 1, 0.5, true, false). With --register it
 registers a schedule of the workflow with that expression; with
 --register-once-after it registers a daily UTC schedule whose tick is the
-whole second SECONDS from now, so it fires once while the test runs. Either
-way the schedule id goes to --schedule-file (before the ready file is
-written). Then it writes its pid to the ready file and serves until the stop
+whole second SECONDS from now, so it fires once while the test runs. With
+--instance, the schedule is a workflow instance of that name whose params are
+the JSON object --params (default {}). Either way the schedule id goes to
+--schedule-file (before the ready file is written). Then it writes its pid to the ready file and serves until the stop
 file exists (exit 0) or --seconds pass (exit 2).
 """
 
@@ -90,6 +92,8 @@ def main() -> int:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--register")
     group.add_argument("--register-once-after", type=float)
+    p.add_argument("--instance")
+    p.add_argument("--params", type=json.loads, default={})
     p.add_argument("--schedule-file")
     p.add_argument("--stop-file")
     p.add_argument("--seconds", type=float, default=120)
@@ -102,7 +106,12 @@ def main() -> int:
         if args.register_once_after is not None:
             expression = once_after(args.register_once_after)
         if expression is not None:
-            schedule_id = runner.register_cron_workflow(args.workflow, expression)
+            if args.instance is not None:
+                schedule_id = runner.register_workflow_instance(
+                    args.workflow, args.instance, expression, "UTC", args.params
+                )
+            else:
+                schedule_id = runner.register_cron_workflow(args.workflow, expression)
             write_atomically(args.schedule_file, schedule_id)
         write_atomically(args.ready_file, str(os.getpid()))
         deadline = time.monotonic() + args.seconds

@@ -77,6 +77,30 @@ pub(crate) enum Error {
     /// No cron schedule with this id exists in the database.
     #[error("no cron schedule with id {0:?} exists in this database")]
     UnknownSchedule(String),
+    /// A workflow instance name that cannot name one.
+    #[error(
+        "instance_name={instance_name:?} is not accepted: use a name that is not blank and has no NUL character, \
+         unique among the instances of workflow {workflow_name:?}"
+    )]
+    InvalidInstanceName { workflow_name: String, instance_name: String },
+    /// A workflow instance param named like a key every tick or trigger fire sets.
+    #[error(
+        "params key {key:?} is not accepted: it is reserved for what every tick sets itself ({}); give the param another name",
+        reserved.join(", ")
+    )]
+    ReservedParam { key: String, reserved: &'static [&'static str] },
+    /// A workflow instance param holding a secret reference.
+    #[error(
+        "params key {key:?} holds a secret reference ({{\"$secret\": ...}}), which is not supported: \
+         pass the value itself, or have the task read it (for example with cloaca.var)"
+    )]
+    SecretParam { key: String },
+    /// The workflow already has an instance of this name.
+    #[error(
+        "workflow {workflow_name:?} already has an instance named {instance_name:?} (cron schedule {schedule_id}); \
+         instance names are unique per workflow: choose another, or delete that schedule first"
+    )]
+    DuplicateInstance { workflow_name: String, instance_name: String, schedule_id: String },
     /// A tenant name, password or request the admin refuses (the message says why).
     #[cfg(feature = "postgres")]
     #[error("{0}")]
@@ -110,6 +134,8 @@ pub(crate) enum ErrorKind {
     WaitTimedOut,
     InvalidSchedule,
     UnknownSchedule,
+    /// A workflow instance's name or params refused.
+    InvalidInstance,
     #[cfg(feature = "postgres")]
     InvalidTenant,
     ShutDown,
@@ -150,6 +176,10 @@ impl Error {
             Error::WaitTimedOut { .. } => ErrorKind::WaitTimedOut,
             Error::InvalidSchedule(_) => ErrorKind::InvalidSchedule,
             Error::UnknownSchedule(_) => ErrorKind::UnknownSchedule,
+            Error::InvalidInstanceName { .. }
+            | Error::ReservedParam { .. }
+            | Error::SecretParam { .. }
+            | Error::DuplicateInstance { .. } => ErrorKind::InvalidInstance,
             #[cfg(feature = "postgres")]
             Error::InvalidTenant(_) => ErrorKind::InvalidTenant,
             Error::ShutDown => ErrorKind::ShutDown,

@@ -427,7 +427,13 @@ mod cron_ticks {
     }
 
     fn hourly_schedule(f: &Fixture, first_tick: i64) -> ScheduleRecord {
-        let record = ScheduleRecord {
+        let record = hourly_schedule_record(f, first_tick);
+        f.store.insert_schedule(&record).unwrap();
+        record
+    }
+
+    fn hourly_schedule_record(f: &Fixture, first_tick: i64) -> ScheduleRecord {
+        ScheduleRecord {
             id: uuid::Uuid::new_v4().to_string(),
             workflow_name: f.workflow.dag.name().to_string(),
             cron_expression: "0 * * * *".into(),
@@ -438,9 +444,9 @@ mod cron_ticks {
             skipped_ticks: 0,
             created_at: first_tick - HOUR,
             updated_at: first_tick - HOUR,
-        };
-        f.store.insert_schedule(&record).unwrap();
-        record
+            instance_name: None,
+            params: None,
+        }
     }
 
     fn fire(store: &Store, registry: &Registry, max_catchup: usize, now: i64) -> u64 {
@@ -609,6 +615,71 @@ mod cron_ticks {
             .unwrap();
         assert_eq!(history[0].status, CronRunStatus::Execution(ExecutionStatus::Pending));
         assert_eq!(history[0].execution_id, claim.execution_id);
+    }
+
+    fn hourly_instance(f: &Fixture, first_tick: i64, instance_name: &str, params: Context) -> ScheduleRecord {
+        let record = ScheduleRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            instance_name: Some(instance_name.into()),
+            params: Some(params),
+            ..hourly_schedule_record(f, first_tick)
+        };
+        f.store.insert_schedule(&record).map(|_| record.clone()).unwrap()
+    }
+
+    #[test]
+    fn an_instance_tick_starts_from_its_params_and_a_lost_one_restarts_from_the_same_input() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(9);
+        let schedule = hourly_instance(&f, t0, "eu", input(json!({"region": "eu", "limits": {"rows": 5}})));
+        assert_eq!(fire(&f.store, f.registry, 100, t0), 1);
+        let first = f.store.cron_history(&schedule.id, 10, 0).unwrap().remove(0);
+        let given = f.store.get_execution(&first.execution_id).unwrap().unwrap().input;
+        let time = crate::engine::time::rfc3339(t0);
+        assert_eq!(
+            serde_json::Value::Object(given.clone()),
+            json!({
+                "region": "eu", "limits": {"rows": 5},
+                "cron_schedule_id": schedule.id, "cron_scheduled_time": time,
+                "scheduled_time": time, "schedule_id": schedule.id,
+                "schedule_timezone": "UTC", "schedule_expression": "0 * * * *",
+            })
+        );
+        // Changing the expression meanwhile changes neither the params nor the lost tick's input.
+        let mut moved = f.store.get_schedule(&schedule.id).unwrap().unwrap();
+        moved.cron_expression = "30 * * * *".into();
+        assert!(f.store.update_schedule(&moved, moved.next_run_at, t0).unwrap());
+        assert_eq!(f.store.get_schedule(&schedule.id).unwrap().unwrap().params, schedule.params);
+        let config = CronConfig { lost_threshold: Duration::from_secs(600), ..cron_config() };
+        assert_eq!(recover_lost(&f.store, &f.registry.snapshot(), &config, t0 + 600_001).unwrap(), 1);
+        let again = f.store.cron_history(&schedule.id, 10, 0).unwrap().remove(0);
+        assert_eq!((again.attempt, again.scheduled_time), (2, t0));
+        assert_eq!(f.store.get_execution(&again.execution_id).unwrap().unwrap().input, given);
+    }
+
+    #[test]
+    fn an_instance_name_is_unique_per_workflow_across_stores_until_deleted() {
+        let f = fixture(vec![(task("a", &[]), marks("a"))]);
+        let other = fixture(vec![(task("a", &[]), marks("a"))]);
+        let t0 = fake_hour(10);
+        let first = hourly_instance(&f, t0, "nightly", Context::new());
+        let second_store = open_store_at(&f.url);
+        let taken = ScheduleRecord { id: uuid::Uuid::new_v4().to_string(), ..first.clone() };
+        let error = second_store.insert_schedule(&taken).unwrap_err();
+        assert!(
+            matches!(&error, crate::engine::error::Error::DuplicateInstance { schedule_id, .. } if *schedule_id == first.id),
+            "{error}"
+        );
+        assert!(second_store.get_schedule(&taken.id).unwrap().is_none(), "nothing stored");
+        // Inserting the same record again (a retry after a dropped connection) is no error.
+        f.store.insert_schedule(&first).unwrap();
+        // The same name for another workflow, and anonymous schedules, are fine.
+        hourly_instance(&other, t0, "nightly", Context::new());
+        hourly_schedule(&f, t0);
+        hourly_schedule(&f, t0);
+        assert!(f.store.delete_schedule(&first.id).unwrap());
+        second_store.insert_schedule(&taken).unwrap();
+        assert_eq!(f.store.get_schedule(&taken.id).unwrap().unwrap().instance_name.as_deref(), Some("nightly"));
     }
 
     #[test]

@@ -97,6 +97,7 @@ fn class_name(kind: ErrorKind) -> &'static str {
         ErrorKind::WaitTimedOut => "WaitTimeoutError",
         ErrorKind::InvalidSchedule => "InvalidScheduleError",
         ErrorKind::UnknownSchedule => "ScheduleNotFoundError",
+        ErrorKind::InvalidInstance => "",
         #[cfg(feature = "postgres")]
         ErrorKind::InvalidTenant => "TenantError",
         ErrorKind::ShutDown => "RunnerShutDownError",
@@ -111,7 +112,8 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         ErrorKind::Interrupted => PyKeyboardInterrupt::new_err(error.to_string()),
         // A malformed argument value raises a plain ValueError, as the
         // arguments checked in the Python layer do (see docs/api.md).
-        ErrorKind::InvalidArgument => PyValueError::new_err(error.to_string()),
+        // So does a refused workflow instance name or param.
+        ErrorKind::InvalidArgument | ErrorKind::InvalidInstance => PyValueError::new_err(error.to_string()),
         kind => raise(class_name(kind), error.to_string()),
     }
 }

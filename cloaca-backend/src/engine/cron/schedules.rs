@@ -2,7 +2,9 @@
 //! object ([`Schedules`], from `Runner::schedules()`).
 
 use super::expression::CronSchedule;
+use super::input::{check_instance_name, check_params};
 use crate::engine::error::{Error, Result};
+use crate::engine::model::Context;
 use crate::engine::runner::shared::Shared;
 use crate::engine::store::{CronRun, CronStats, ScheduleRecord};
 use crate::engine::time::now_ms;
@@ -20,11 +22,33 @@ impl<'r> Schedules<'r> {
     /// Stores a new enabled schedule of the registered workflow `name`,
     /// its first tick computed from now.
     pub(crate) fn register(&self, name: &str, expression: &str, timezone: &str) -> Result<ScheduleRecord> {
+        self.insert(name, expression, timezone, None)
+    }
+
+    /// Stores a named instance of the registered workflow `name`: a
+    /// schedule whose every tick starts from a snapshot of `params`.
+    pub(crate) fn register_instance(
+        &self,
+        name: &str,
+        instance_name: &str,
+        expression: &str,
+        timezone: &str,
+        params: Context,
+    ) -> Result<ScheduleRecord> {
+        self.insert(name, expression, timezone, Some((instance_name, params)))
+    }
+
+    fn insert(&self, name: &str, expression: &str, timezone: &str, instance: Option<(&str, Context)>) -> Result<ScheduleRecord> {
         self.shared.ensure_running()?;
         if self.shared.registry.get(name).is_none() {
             return Err(Error::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() });
         }
+        if let Some((instance_name, params)) = &instance {
+            check_instance_name(name, instance_name)?;
+            check_params(params)?;
+        }
         let now = now_ms();
+        let (instance_name, params) = instance.map(|(n, p)| (n.to_string(), p)).unzip();
         let record = ScheduleRecord {
             id: uuid::Uuid::new_v4().to_string(),
             workflow_name: name.to_string(),
@@ -36,6 +60,8 @@ impl<'r> Schedules<'r> {
             skipped_ticks: 0,
             created_at: now,
             updated_at: now,
+            instance_name,
+            params,
         };
         self.shared.store.insert_schedule(&record)?;
         self.shared.wake_scheduler();

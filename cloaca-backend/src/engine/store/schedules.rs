@@ -8,11 +8,10 @@
 //! runners look at the schedule and whenever one of them dies.
 
 use super::conn::{json_list, Conn, Param, Row};
-use super::executions::{abort_execution, create_execution};
-use crate::engine::cron::CronSchedule;
+use super::executions::{abort_execution, create_execution, execution_input, parse_context};
+use crate::engine::cron::{tick_input, CronSchedule, TickSource};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionStatus};
-use crate::engine::time::rfc3339;
 use crate::engine::workflow::{Dag, Workflows};
 
 /// A stored schedule.
@@ -30,6 +29,11 @@ pub(crate) struct ScheduleRecord {
     pub(crate) skipped_ticks: i64,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    /// The name of a workflow instance (unique per workflow); None for an
+    /// anonymous schedule.
+    pub(crate) instance_name: Option<String>,
+    /// The instance's params, the start of every tick's input; never changed.
+    pub(crate) params: Option<Context>,
 }
 
 /// What a tick's execution became.
@@ -83,6 +87,8 @@ pub(crate) struct DueSchedule {
     pub(crate) cron_expression: String,
     pub(crate) timezone: String,
     pub(crate) next_run_at: i64,
+    /// The params as stored: read once the schedule is planned.
+    pub(crate) params: Option<String>,
 }
 
 /// What one firing transaction did.
@@ -92,8 +98,9 @@ pub(crate) enum Fired {
     Nothing,
     /// The schedule's due ticks started executions with this many root tasks.
     Ticks { roots: u64 },
-    /// The schedule's stored expression cannot be planned (written by a
-    /// newer cloaca, or edited by hand); it is left as it is.
+    /// The schedule's stored expression cannot be planned, or its params
+    /// cannot be read (written by a newer cloaca, or edited by hand); it is
+    /// left as it is.
     Unplannable { schedule_id: String, error: Error },
 }
 
@@ -110,29 +117,24 @@ pub(crate) struct LostCandidate {
     pub(crate) execution_id: String,
 }
 
-/// The input every tick's execution starts with.
-pub(crate) fn tick_input(schedule_id: &str, scheduled_time: i64) -> Context {
-    let mut input = Context::new();
-    input.insert("cron_schedule_id".into(), schedule_id.into());
-    input.insert("cron_scheduled_time".into(), rfc3339(scheduled_time).into());
-    input
-}
-
 // ---- schedules ----------------------------------------------------------------
 
 /// The columns [`schedule_record`] reads, in its order.
 macro_rules! schedule_columns {
     () => {
-        "id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at"
+        "id, workflow_name, cron_expression, timezone, enabled, next_run_at, last_run_at, skipped_ticks, created_at, updated_at, \
+         instance_name, params"
     };
 }
-// An id already stored is this very insert, run again after its
-// connection dropped (ids are new UUIDs): nothing more to do.
+// Inserts nothing when the id is stored already (this very insert, run
+// again after its connection dropped: ids are new UUIDs) or the instance
+// name is taken; insert_schedule tells the two apart.
 const INSERT_SCHEDULE: &str = concat!(
     "INSERT INTO cloaca_cron_schedules (",
     schedule_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7) ON CONFLICT (id) DO NOTHING"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, 0, ?7, ?7, ?8, ?9) ON CONFLICT DO NOTHING"
 );
+const INSTANCE_HOLDER: &str = "SELECT id FROM cloaca_cron_schedules WHERE workflow_name = ?1 AND instance_name = ?2";
 const GET_SCHEDULE: &str = concat!("SELECT ", schedule_columns!(), " FROM cloaca_cron_schedules WHERE id = ?1");
 const LIST_SCHEDULES: &str = concat!(
     "SELECT ",
@@ -159,23 +161,50 @@ fn schedule_record(row: &dyn Row) -> Result<ScheduleRecord> {
         skipped_ticks: row.int(7)?,
         created_at: row.int(8)?,
         updated_at: row.int(9)?,
+        instance_name: row.opt_text(10)?,
+        params: stored_params(row.opt_text(11)?)?,
     })
 }
 
+fn stored_params(text: Option<String>) -> Result<Option<Context>> {
+    text.map(|t| parse_context(&t, "a cron schedule's params")).transpose()
+}
+
+/// Stores a new schedule; DuplicateInstance when its workflow already has
+/// an instance of its name.
 pub(crate) fn insert_schedule(conn: &mut dyn Conn, s: &ScheduleRecord) -> Result<()> {
-    conn.execute(
-        INSERT_SCHEDULE,
-        &[
-            Param::Text(&s.id),
-            Param::Text(&s.workflow_name),
-            Param::Text(&s.cron_expression),
-            Param::Text(&s.timezone),
-            Param::Int(i64::from(s.enabled)),
-            Param::Int(s.next_run_at),
-            Param::Int(s.created_at),
-        ],
-    )
-    .map(|_| ())
+    let params =
+        s.params.as_ref().map(serde_json::to_string).transpose().map_err(|e| Error::database("storing a cron schedule's params", e))?;
+    loop {
+        let inserted = conn.execute(
+            INSERT_SCHEDULE,
+            &[
+                Param::Text(&s.id),
+                Param::Text(&s.workflow_name),
+                Param::Text(&s.cron_expression),
+                Param::Text(&s.timezone),
+                Param::Int(i64::from(s.enabled)),
+                Param::Int(s.next_run_at),
+                Param::Int(s.created_at),
+                Param::NullableText(s.instance_name.as_deref()),
+                Param::NullableText(params.as_deref()),
+            ],
+        )?;
+        let Some(instance_name) = s.instance_name.as_deref().filter(|_| inserted == 0) else { return Ok(()) };
+        let holder = conn.query_opt(INSTANCE_HOLDER, &[Param::Text(&s.workflow_name), Param::Text(instance_name)], |row| row.text(0))?;
+        match holder {
+            Some(id) if id == s.id => return Ok(()),
+            Some(schedule_id) => {
+                return Err(Error::DuplicateInstance {
+                    workflow_name: s.workflow_name.clone(),
+                    instance_name: instance_name.to_string(),
+                    schedule_id,
+                })
+            }
+            // The instance holding the name was deleted meanwhile: the name is free again.
+            None => continue,
+        }
+    }
 }
 
 pub(crate) fn get_schedule(conn: &mut dyn Conn, id: &str) -> Result<Option<ScheduleRecord>> {
@@ -217,7 +246,7 @@ pub(crate) fn next_due(conn: &mut dyn Conn, workflow_names: &[&str]) -> Result<O
 
 // ---- firing ticks ----------------------------------------------------------------
 
-const DUE_SCHEDULE: &str = "SELECT id, workflow_name, cron_expression, timezone, next_run_at FROM cloaca_cron_schedules
+const DUE_SCHEDULE: &str = "SELECT id, workflow_name, cron_expression, timezone, next_run_at, params FROM cloaca_cron_schedules
     WHERE enabled = 1 AND next_run_at <= ?1
       AND workflow_name IN (SELECT value FROM json_each(?2))
       AND id NOT IN (SELECT value FROM json_each(?3))
@@ -254,9 +283,14 @@ pub(crate) fn fire_due_schedule(
             cron_expression: row.text(2)?,
             timezone: row.text(3)?,
             next_run_at: row.int(4)?,
+            params: row.opt_text(5)?,
         })
     })?;
     let Some(due) = due else { return Ok(Fired::Nothing) };
+    let params = match stored_params(due.params.clone()) {
+        Ok(params) => params,
+        Err(error) => return Ok(Fired::Unplannable { schedule_id: due.id, error }),
+    };
     let plan = CronSchedule::parse(&due.cron_expression, &due.timezone).and_then(|s| s.catch_up(due.next_run_at, now, max_catchup));
     let (plan, dag) = match (plan, workflows.get(&due.workflow_name)) {
         (Ok(plan), Some(workflow)) => (plan, &workflow.dag),
@@ -277,24 +311,35 @@ pub(crate) fn fire_due_schedule(
     if advanced != 1 {
         return Ok(Fired::Nothing);
     }
+    let source =
+        TickSource { schedule_id: &due.id, cron_expression: &due.cron_expression, timezone: &due.timezone, params: params.as_ref() };
     let mut started = 0;
     for &tick in &plan.ticks {
-        started += u64::from(start_run(conn, dag, &due.id, &due.workflow_name, tick, 1, now)?);
+        let run = Run { schedule_id: &due.id, workflow_name: &due.workflow_name, scheduled_time: tick, attempt: 1 };
+        started += u64::from(start_run(conn, dag, &run, &tick_input(&source, tick), now)?);
     }
     Ok(Fired::Ticks { roots: started * dag.roots().len() as u64 })
 }
 
-/// Records one tick's attempt and creates its execution; false when that
-/// attempt of the tick was already recorded (nothing is created).
-fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &str, tick: i64, attempt: i64, now: i64) -> Result<bool> {
+/// One attempt of one tick of a schedule.
+struct Run<'a> {
+    schedule_id: &'a str,
+    workflow_name: &'a str,
+    scheduled_time: i64,
+    attempt: i64,
+}
+
+/// Records one tick's attempt and creates its execution with `input`;
+/// false when that attempt of the tick was already recorded (nothing is created).
+fn start_run(conn: &mut dyn Conn, dag: &Dag, run: &Run<'_>, input: &Context, now: i64) -> Result<bool> {
     let execution_id = uuid::Uuid::new_v4().to_string();
     let recorded = conn.execute(
         INSERT_RUN,
         &[
-            Param::Text(schedule_id),
-            Param::Text(workflow_name),
-            Param::Int(tick),
-            Param::Int(attempt),
+            Param::Text(run.schedule_id),
+            Param::Text(run.workflow_name),
+            Param::Int(run.scheduled_time),
+            Param::Int(run.attempt),
             Param::Text(&execution_id),
             Param::Int(now),
         ],
@@ -302,7 +347,7 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, schedule_id: &str, workflow_name: &
     if recorded == 0 {
         return Ok(false);
     }
-    create_execution(conn, &execution_id, dag, &tick_input(schedule_id, tick), None, false, now)?;
+    create_execution(conn, &execution_id, dag, input, None, false, now)?;
     Ok(true)
 }
 
@@ -403,6 +448,9 @@ pub(crate) fn recover_lost(
 ) -> Result<Recovered> {
     let current = workflows.get(&lost.workflow_name).map(|w| &w.dag);
     let old_dag = current.filter(|dag| dag.version() == lost.workflow_version);
+    // The tick runs again on exactly what it was first given (an instance's
+    // params included), whatever changed in its schedule since.
+    let input = execution_input(conn, &lost.execution_id)?;
     if !abort_execution(conn, &lost.execution_id, old_dag, message, now)? {
         return Ok(Recovered::NotLost);
     }
@@ -413,7 +461,13 @@ pub(crate) fn recover_lost(
         Some(dag) if restart => dag,
         _ => return Ok(Recovered::GivenUp),
     };
-    if start_run(conn, dag, &lost.schedule_id, &lost.workflow_name, lost.scheduled_time, lost.attempt + 1, now)? {
+    let run = Run {
+        schedule_id: &lost.schedule_id,
+        workflow_name: &lost.workflow_name,
+        scheduled_time: lost.scheduled_time,
+        attempt: lost.attempt + 1,
+    };
+    if start_run(conn, dag, &run, &input, now)? {
         Ok(Recovered::Restarted { roots: dag.roots().len() as u64 })
     } else {
         Ok(Recovered::GivenUp)

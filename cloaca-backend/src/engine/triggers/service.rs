@@ -195,6 +195,8 @@ impl TriggerService {
             skipped_ticks: 0,
             created_at: now,
             updated_at: now,
+            instance_name: None,
+            params: None,
         };
         self.shared.store.insert_schedule(&record)?;
         self.shared.wake_scheduler();

@@ -7,10 +7,12 @@ use pyo3::types::{PyDict, PyString};
 
 use crate::engine::{rfc3339, CronRun, CronStats, ScheduleRecord};
 use crate::python::errors::raise;
+use crate::python::json;
 
 /// The first words of every error of each cron method, as the original
 /// bindings word them, so that handlers matching on them keep working.
 pub(crate) const REGISTER: &str = "Failed to register cron workflow";
+pub(crate) const REGISTER_INSTANCE: &str = "Failed to register workflow instance";
 pub(crate) const LIST: &str = "Failed to list cron schedules";
 pub(crate) const GET: &str = "Failed to get cron schedule";
 /// Of `update_cron_schedule` and `set_cron_schedule_enabled`.
@@ -65,6 +67,8 @@ pub(crate) fn schedule_dict<'py>(py: Python<'py>, s: &ScheduleRecord) -> PyResul
     d.set_item("skipped_ticks", s.skipped_ticks)?;
     d.set_item("created_at", rfc3339(s.created_at))?;
     d.set_item("updated_at", rfc3339(s.updated_at))?;
+    d.set_item("instance_name", s.instance_name.as_deref())?;
+    d.set_item("params", s.params.as_ref().map(|p| json::object_to_py(py, p)).transpose()?)?;
     Ok(d)
 }
 

@@ -288,6 +288,31 @@ impl PyDefaultRunner {
         register().map_err(|e| cron::prefixed(cron::REGISTER, e))
     }
 
+    /// Schedules a named instance of the registered workflow
+    /// `workflow_name`: every tick's execution starts from a snapshot of
+    /// `params` (a Context, a dict, or None for none), then the keys every tick sets.
+    /// Returns the schedule's id; `(workflow_name, instance_name)` is unique.
+    #[pyo3(signature = (workflow_name, instance_name, cron_expression, timezone, params))]
+    fn register_workflow_instance(
+        &self,
+        py: Python<'_>,
+        workflow_name: &str,
+        instance_name: &str,
+        cron_expression: &str,
+        timezone: &str,
+        params: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<String> {
+        let params = PyContext::from_argument(params)?;
+        let register = || {
+            let runner = self.runner()?;
+            let record = py
+                .detach(|| runner.schedules().register_instance(workflow_name, instance_name, cron_expression, timezone, params))
+                .map_err(to_py)?;
+            Ok(record.id)
+        };
+        register().map_err(|e| cron::prefixed(cron::REGISTER_INSTANCE, e))
+    }
+
     /// Schedules in this database, oldest first, as dicts. None for an
     /// argument means its default (False, 100, 0).
     #[pyo3(signature = (enabled_only=None, limit=None, offset=None))]

@@ -146,25 +146,20 @@ def executions_list(args: argparse.Namespace) -> None:
     """`executions list`: the newest executions, filtered."""
     with open_runner(args) as runner:
         results = runner.list_executions(workflow_name=args.workflow, status=args.status, limit=args.limit)
-    records = [execution_record(r) for r in results]
-    if args.json:
-        out.emit_json(records)
-        return
-    if not records:
-        out.emit("no executions")
-        return
-    rows = [
-        (
+    out.listing(
+        [execution_record(r) for r in results],
+        args.json,
+        "no executions",
+        ("ID", "WORKFLOW", "STATUS", "STARTED", "FINISHED", "ERROR"),
+        lambda r: (
             r["execution_id"],
             r["workflow_name"],
             r["status"],
             out.short_time(r["start_time"]),
             out.short_time(r["end_time"]),
             out.truncate(out.cell(r["error_message"]), ERROR_WIDTH),
-        )
-        for r in records
-    ]
-    out.emit(out.table(("ID", "WORKFLOW", "STATUS", "STARTED", "FINISHED", "ERROR"), rows))
+        ),
+    )
 
 
 def task_row(task: Any) -> tuple[Any, ...]:
@@ -290,14 +285,12 @@ def schedules_list(args: argparse.Namespace) -> None:
             schedules.extend(page)
             if len(page) < SCHEDULE_PAGE:
                 break
-    if args.json:
-        out.emit_json(schedules)
-        return
-    if not schedules:
-        out.emit("no schedules")
-        return
-    rows = [
-        (
+    out.listing(
+        schedules,
+        args.json,
+        "no schedules",
+        ("ID", "WORKFLOW", "EXPRESSION", "TIMEZONE", "ENABLED", "NEXT RUN", "LAST RUN"),
+        lambda s: (
             s["id"],
             s["workflow_name"],
             s["cron_expression"],
@@ -305,10 +298,8 @@ def schedules_list(args: argparse.Namespace) -> None:
             s["enabled"],
             out.short_time(s["next_run_at"]),
             out.short_time(s["last_run_at"]),
-        )
-        for s in schedules
-    ]
-    out.emit(out.table(("ID", "WORKFLOW", "EXPRESSION", "TIMEZONE", "ENABLED", "NEXT RUN", "LAST RUN"), rows))
+        ),
+    )
 
 
 def schedules_set_enabled(args: argparse.Namespace) -> None:

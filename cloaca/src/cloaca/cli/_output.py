@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 #: What a table shows for a missing value (None), so a blank cell never looks like a misaligned column.
@@ -77,6 +77,23 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], right: Iterable
                 parts.append(text if last else text.ljust(widths[i]))
         lines.append("  ".join(parts))
     return "\n".join(lines)
+
+
+def listing(
+    records: Sequence[dict[str, Any]],
+    as_json: bool,
+    none: str,
+    headers: Sequence[str],
+    row: Callable[[dict[str, Any]], Sequence[Any]],
+) -> None:
+    """Print what a `... list` command found: the records as JSON with --json; else
+    one table row per record (`row` picks its cells), or the line `none` when there are none."""
+    if as_json:
+        emit_json(records)
+    elif not records:
+        emit(none)
+    else:
+        emit(table(headers, [row(r) for r in records]))
 
 
 def fields(pairs: Iterable[tuple[str, Any]]) -> str:
