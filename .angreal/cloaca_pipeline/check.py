@@ -29,7 +29,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloaca_pipeline import build, project, render, venvs
+from cloaca_pipeline import build, dist, project, render, venvs
 
 LIB_RS = project.RUST_SOURCE_DIR / "lib.rs"
 # The files a problem names, as paths from the root.
@@ -167,7 +167,8 @@ def registered_symbols(backend: str) -> dict[str, str]:
 def check_wheel_locations(backend: str) -> list[Problem]:
     """The backend's wheels lie only where the pipeline builds to and installs from."""
     expected = project.WHEEL_DIR
-    built_here = (build.wheel_dir(release=False), build.wheel_dir(release=True))
+    # `dist` copies release wheels into the wheelhouse: they belong there too.
+    built_here = (build.wheel_dir(release=False), build.wheel_dir(release=True), dist.DIST_DIR)
     problems = []
     for wheel in project.ROOT.rglob(f"{project.extension_module(backend)}-*.whl"):
         parts = wheel.relative_to(project.ROOT).parts

@@ -154,10 +154,15 @@ def test_failure_mode_is_reported_with_the_file_to_fix(built_tree, mode):
 
 
 def test_wheel_expected_in_the_wrong_folder(built_tree):
+    # The wheelhouse `dist` fills is a place wheels belong, and says nothing.
+    (built_tree / "dist").mkdir()
+    for wheel in (built_tree / "cloaca-backend/target/wheels").glob("cloaca_*.whl"):
+        shutil.copy2(wheel, built_tree / "dist")
     wrong = built_tree / "target" / "wheels"
     shutil.move(built_tree / "cloaca-backend/target/wheels", wrong)
     status, output = check(built_tree)
     assert status == 1
+    assert "lies at dist/" not in output, output
     assert "a wheel lies at target/wheels/cloaca_sqlite-" in output
     assert "installs from cloaca-backend/target/wheels" in output
     assert "fix: delete target/wheels/cloaca_postgres-" in output
