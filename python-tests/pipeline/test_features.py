@@ -1,20 +1,21 @@
 """The crate refuses to compile unless exactly one backend feature is enabled."""
 
-import os
 import shutil
 import subprocess
 
 import pytest
 
+from cloaca_pipeline import lint  # the pipeline package lives in .angreal/
 from conftest import BACKENDS, ROOT
 
 CRATE = ROOT / "cloaca-backend"
 
 
 def cargo_check(*feature_args):
-    env = dict(os.environ)
-    # A target directory of its own: `cargo check` output must not disturb the wheels' builds.
-    env["CARGO_TARGET_DIR"] = str(CRATE / "target" / "feature-checks")
+    # lint's check-mode target directory and environment: apart from the
+    # wheels' builds, which these checks must not disturb, and holding the
+    # dependencies clippy already checked (`lint` runs before `test` in CI).
+    env = lint.clippy_environment()
     return subprocess.run(
         ["cargo", "check", "--lib", "--message-format=short", *feature_args],
         cwd=CRATE,
