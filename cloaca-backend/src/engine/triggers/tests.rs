@@ -17,7 +17,7 @@ fn store() -> Store {
 }
 
 fn dag() -> Dag {
-    let task = TaskSpec { id: "only".into(), dependencies: vec![], retry: RetryPolicy::default(), timeout: None };
+    let task = TaskSpec { id: "only".into(), dependencies: vec![], retry: RetryPolicy::default(), timeout: None, rule: None };
     Dag::new(WorkflowSpec { name: format!("wf-{}", uuid::Uuid::new_v4()), tasks: vec![task], ..Default::default() }).unwrap()
 }
 
@@ -269,7 +269,7 @@ mod polling {
         let store = Store::open(&DatabaseUrl::parse(&s.url).unwrap(), None, 2, Duration::from_secs(5), now_ms()).unwrap();
         let config = RunnerConfig { lease: Duration::from_secs(30), ..RunnerConfig::default() };
         let report: Reporter = Arc::new(|note| eprintln!("{:?}: {}", note.level, note.message));
-        let shared = Arc::new(Shared::new(Arc::new(store), s.registry, config, report));
+        let shared = Shared::new(Arc::new(store), s.registry, config, report);
         let service = TriggerService::with_poll_limit(shared.clone(), s.definitions, poll_limit);
         let handle = service.start().unwrap();
         (shared, service, handle)
