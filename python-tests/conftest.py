@@ -13,10 +13,12 @@ import contextlib
 import glob
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -206,8 +208,97 @@ def db_query():
     return query_database
 
 
+class PostgresDatabases:
+    """New empty databases on the harness's server, made ahead of need and dropped
+    behind, by one background thread over one psql session.
+
+    Starting psql twice per test (create, then drop) and waiting for both cost
+    the postgres suite minutes; here a test takes a database that is ready and
+    leaves its drop to the thread.
+    """
+
+    AHEAD = 2
+
+    def __init__(self, admin_url: str):
+        self.session = subprocess.Popen(
+            [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-d", admin_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+        self.ready: queue.Queue = queue.Queue()
+        self.requests: queue.Queue = queue.Queue()
+        for _ in range(self.AHEAD):
+            self.requests.put(("create", None))
+        self.thread = threading.Thread(target=self.serve, name="test-databases", daemon=True)
+        self.thread.start()
+
+    def run(self, sql: str, check: str) -> str:
+        """Runs `sql`, then `check` (a query printing one line), and returns that line."""
+        self.session.stdin.write(f"{sql};\n{check};\n")
+        self.session.stdin.flush()
+        return self.session.stdout.readline().strip()
+
+    def serve(self) -> None:
+        try:
+            self.serve_requests()
+        except (OSError, ValueError) as exc:  # psql is gone: every later take() says so
+            while True:
+                self.ready.put(RuntimeError(f"the psql session making test databases ended: {exc!r}"))
+                if self.requests.get()[0] == "stop":
+                    return
+
+    def serve_requests(self) -> None:
+        while True:
+            kind, name = self.requests.get()
+            if kind == "stop":
+                return
+            if kind == "drop":
+                self.run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', "SELECT 'dropped'")
+                continue
+            name = f"cloaca_t_{uuid.uuid4().hex[:16]}"
+            exists = self.run(f'CREATE DATABASE "{name}"', f"SELECT count(*) FROM pg_database WHERE datname = '{name}'")
+            self.ready.put(
+                name if exists == "1" else RuntimeError(f"CREATE DATABASE {name} failed (psql said {exists!r})")
+            )
+
+    def take(self) -> str:
+        """A new empty database's name (and a request for the next one)."""
+        self.requests.put(("create", None))
+        found = self.ready.get(timeout=120)
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+    def give_back(self, name: str) -> None:
+        self.requests.put(("drop", name))
+
+    def close(self) -> None:
+        self.requests.put(("stop", None))
+        self.thread.join(timeout=300)
+        while not self.ready.empty():
+            leftover = self.ready.get()
+            if isinstance(leftover, str):
+                self.run(f'DROP DATABASE IF EXISTS "{leftover}" WITH (FORCE)', "SELECT 'dropped'")
+        self.session.stdin.close()
+        self.session.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def postgres_databases(backend, database_url):
+    """The postgres suite's supply of new databases (see PostgresDatabases); None on sqlite."""
+    if backend != "postgres":
+        yield None
+        return
+    databases = PostgresDatabases(database_url)
+    yield databases
+    databases.close()
+
+
 @pytest.fixture
-def fresh_database_url(backend, database_url, tmp_path):
+def fresh_database_url(backend, database_url, tmp_path, postgres_databases):
     """A URL of a new, empty database of this backend, dropped after the test.
 
     sqlite: a new file in the test's temporary directory. postgres: a new database
@@ -216,13 +307,12 @@ def fresh_database_url(backend, database_url, tmp_path):
     if backend == "sqlite":
         yield "sqlite:///" + str(tmp_path / "cloaca.db").lstrip("/")
         return
-    name = f"cloaca_t_{uuid.uuid4().hex[:16]}"
-    psql(database_url, f'CREATE DATABASE "{name}"')
+    name = postgres_databases.take()
     parts = urlsplit(database_url)
     try:
         yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
     finally:
-        psql(database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres_databases.give_back(name)
 
 
 @pytest.fixture
