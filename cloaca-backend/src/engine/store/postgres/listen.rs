@@ -102,6 +102,12 @@ pub(super) fn listen_loop(
             let mut notifications = client.notifications();
             let mut iter = notifications.timeout_iter(STOP_CHECK);
             loop {
+                // Checked at every notification too: while other processes
+                // keep notifying, the iterator never times out, and a stop
+                // would otherwise wait for a quiet moment that may not come.
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
                 match iter.next() {
                     Ok(Some(n)) => {
                         if lock(&own).contains(&n.process_id()) {
@@ -138,5 +144,55 @@ pub(super) fn listen_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::engine::store::Store;
+    use crate::engine::time::now_ms;
+    use crate::engine::url::{test_database_url, DatabaseUrl};
+
+    /// Another process that notifies more often than the stop check's
+    /// timeout must not keep a stopping listener alive.
+    #[test]
+    fn a_listener_stops_while_another_process_keeps_notifying() {
+        let url = test_database_url();
+        let store = Store::open(&DatabaseUrl::parse(&url).unwrap(), None, 1, Duration::ZERO, now_ms()).unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let counter = heard.clone();
+        let on_event: EventHandler = Arc::new(move |_, _| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let listener = store.listen(on_event, stop.clone()).unwrap().expect("postgres listens");
+        let notifying = Arc::new(AtomicBool::new(true));
+        let keep_on = notifying.clone();
+        let mut other = Client::connect(&url, NoTls).unwrap();
+        let notifier = std::thread::spawn(move || {
+            while keep_on.load(Ordering::SeqCst) {
+                other.batch_execute("NOTIFY cloaca_work, '1'").unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while heard.load(Ordering::SeqCst) < 5 {
+            assert!(Instant::now() < deadline, "the listener heard nothing");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        stop.store(true, Ordering::SeqCst);
+        let stopped = Instant::now() + Duration::from_secs(30);
+        while !listener.is_finished() && Instant::now() < stopped {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let finished = listener.is_finished();
+        notifying.store(false, Ordering::SeqCst);
+        notifier.join().unwrap();
+        assert!(finished, "the listener went on while notifications kept arriving");
+        listener.join().unwrap();
     }
 }
