@@ -220,14 +220,8 @@ class PostgresDatabases:
     AHEAD = 2
 
     def __init__(self, admin_url: str):
-        self.session = subprocess.Popen(
-            [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-d", admin_url],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            bufsize=1,
-        )
+        self.admin_url = admin_url
+        self.session = self.start_session()
         self.ready: queue.Queue = queue.Queue()
         self.requests: queue.Queue = queue.Queue()
         for _ in range(self.AHEAD):
@@ -235,16 +229,45 @@ class PostgresDatabases:
         self.thread = threading.Thread(target=self.serve, name="test-databases", daemon=True)
         self.thread.start()
 
+    def start_session(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [psql_path(), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=0", "-d", self.admin_url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        )
+
     def run(self, sql: str, check: str) -> str:
-        """Runs `sql`, then `check` (a query printing one line), and returns that line."""
-        self.session.stdin.write(f"{sql};\n{check};\n")
-        self.session.stdin.flush()
-        return self.session.stdout.readline().strip()
+        """Runs `sql`, then `check` (a query printing one line), and returns that line.
+
+        The outage tests restart the server, which ends the session: a new one
+        is started (for up to a minute, while the server comes back) and the
+        command runs again, which the check makes safe.
+        """
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.session.stdin.write(f"{sql};\n{check};\n")
+                self.session.stdin.flush()
+                line = self.session.stdout.readline()
+                if line:
+                    return line.strip()
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"psql on {self.admin_url} stopped answering: {sql}")
+            with contextlib.suppress(OSError):
+                self.session.kill()
+            self.session.wait()
+            time.sleep(0.2)
+            self.session = self.start_session()
 
     def serve(self) -> None:
         try:
             self.serve_requests()
-        except (OSError, ValueError) as exc:  # psql is gone: every later take() says so
+        except (OSError, ValueError, RuntimeError) as exc:  # psql is gone: every later take() says so
             while True:
                 self.ready.put(RuntimeError(f"the psql session making test databases ended: {exc!r}"))
                 if self.requests.get()[0] == "stop":
