@@ -545,20 +545,27 @@ class TestSkipping:
         }
 
 
+def declare_slow_then_always(workflow_name):
+    """slow (waits for the returned gate) -> after (rule always(); sets "after"). Returns the gate."""
+    gate = threading.Event()
+    with cloaca.WorkflowBuilder(workflow_name):
+
+        @cloaca.task()
+        def slow(ctx):
+            gate.wait(WAIT)
+            return ctx
+
+        @cloaca.task(dependencies=["slow"], trigger_rules=cloaca.always())
+        def after(ctx):
+            ctx["after"] = True
+            return ctx
+
+    return gate
+
+
 class TestStopped:
     def test_tasks_of_a_timed_out_execution_are_skipped_as_stopped(self, fresh_database_url, workflow_name):
-        gate = threading.Event()
-        with cloaca.WorkflowBuilder(workflow_name):
-
-            @cloaca.task()
-            def slow(ctx):
-                gate.wait(WAIT)
-                return ctx
-
-            @cloaca.task(dependencies=["slow"], trigger_rules=cloaca.always())
-            def after(ctx):
-                return ctx
-
+        gate = declare_slow_then_always(workflow_name)
         config = cloaca.DefaultRunnerConfig(pipeline_timeout_seconds=0.3)
         with cloaca.DefaultRunner.with_config(fresh_database_url, config) as runner:
             result = runner.execute(workflow_name, {})
@@ -582,19 +589,7 @@ def wait_for_task(runner, execution_id, task_id, wanted):
 
 class TestSteeringAndRecovery:
     def test_a_task_its_rule_readies_during_a_pause_is_held(self, runner, workflow_name):
-        gate = threading.Event()
-        with cloaca.WorkflowBuilder(workflow_name):
-
-            @cloaca.task()
-            def slow(ctx):
-                gate.wait(WAIT)
-                return ctx
-
-            @cloaca.task(dependencies=["slow"], trigger_rules=cloaca.always())
-            def after(ctx):
-                ctx["after"] = True
-                return ctx
-
+        gate = declare_slow_then_always(workflow_name)
         handle = runner.execute_async(workflow_name, {})
         wait_for_task(runner, handle.execution_id, "slow", "Running")
         runner.pause_execution(handle.execution_id)
