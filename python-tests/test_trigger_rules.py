@@ -577,24 +577,18 @@ class TestStopped:
 # ------------------------------------------------ steering and durability ---
 
 
-def wait_for_task(runner, execution_id, task_id, wanted):
-    deadline = time.monotonic() + WAIT
-    while True:
-        status = {t.task_id: t.status for t in runner.get_execution_tasks(execution_id)}[task_id]
-        if status == wanted:
-            return
-        assert time.monotonic() < deadline, f"{task_id} stayed {status}, never {wanted}"
-        time.sleep(0.02)
+def task_is(runner, execution_id, task_id, wanted):
+    return {t.task_id: t.status for t in runner.get_execution_tasks(execution_id)}[task_id] == wanted
 
 
 class TestSteeringAndRecovery:
-    def test_a_task_its_rule_readies_during_a_pause_is_held(self, runner, workflow_name):
+    def test_a_task_its_rule_readies_during_a_pause_is_held(self, runner, workflow_name, wait_until):
         gate = declare_slow_then_always(workflow_name)
         handle = runner.execute_async(workflow_name, {})
-        wait_for_task(runner, handle.execution_id, "slow", "Running")
+        wait_until(lambda: task_is(runner, handle.execution_id, "slow", "Running"), WAIT, "slow to run")
         runner.pause_execution(handle.execution_id)
         gate.set()
-        wait_for_task(runner, handle.execution_id, "after", "Paused")
+        wait_until(lambda: task_is(runner, handle.execution_id, "after", "Paused"), WAIT, "after to be held")
         time.sleep(0.3)
         assert runner.get_execution(handle.execution_id).status == "Paused"
         runner.resume_execution(handle.execution_id)
