@@ -36,7 +36,7 @@ mod tests;
 pub(crate) use backend::Backend;
 pub(crate) use error::{Error, ErrorKind, Result};
 pub(crate) use model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord};
-pub(crate) use runner::{Level, Note, Reporter, Runner, Topic};
+pub(crate) use runner::{set_worker_scope, Level, Note, Reporter, Runner, Topic};
 pub(crate) use settings::{aliases_of as setting_aliases, find as find_setting, Refused, RunnerConfig, Value as SettingValue, SETTINGS};
 #[cfg(feature = "postgres")]
 pub(crate) use store::postgres::{admin::validate_password, admin::DatabaseAdmin, admin::TenantCredentials, identifiers::validate_name};

@@ -13,7 +13,7 @@ use serde_json::json;
 use super::model::{Context, ExecutionStatus, WorkflowRef};
 use super::runner::Runner;
 use super::settings::RunnerConfig;
-use super::store::{AttemptOutcome, PruneFilter, Store};
+use super::store::{AttemptOutcome, NextClaim, PruneFilter, Store};
 use super::time::now_ms;
 use super::url::{test_database_url, DatabaseUrl};
 use super::workflow::{AttemptInfo, Backoff, Dag, Jitter, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
@@ -223,6 +223,76 @@ fn an_attempt_that_lost_its_claim_cannot_record() {
     assert!(current.accepted);
     assert_eq!(current.finished, Some(ExecutionStatus::Completed));
     assert!(f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().is_none(), "a completed task is never claimed again");
+}
+
+#[test]
+fn recording_a_completion_claims_the_next_task_with_its_input() {
+    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &input(json!({"given": 1})), None, now_ms()).unwrap();
+    let claimed = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().expect("the root is ready");
+    assert_eq!(claimed.claim.task_id, "first");
+    assert_eq!(claimed.input, Some(input(json!({"given": 1}))), "a root's input comes with its claim");
+    let next = NextClaim { owner: "me", workflows: &refs, registry: f.registry, lease_ms: 60_000 };
+    let output = input(json!({"given": 1, "first": true}));
+    let recorded = f
+        .store
+        .record_attempt_then(&claimed.claim, &f.workflow.dag, &AttemptOutcome::Completed(output.clone()), now_ms(), Some(&next))
+        .unwrap();
+    assert!(recorded.accepted);
+    assert_eq!(recorded.readied, 1);
+    let handed = recorded.next.expect("the readied dependent is claimed in the same transaction");
+    assert_eq!((handed.claim.task_id.as_str(), handed.claim.attempt, handed.claim.owner.as_str()), ("second", 1, "me"));
+    assert_eq!(handed.input, Some(output), "its input is the output just recorded");
+    assert!(f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().is_none(), "it is claimed, not only ready");
+    let done = input(json!({"second": true}));
+    let last = f.store.record_attempt_then(&handed.claim, &f.workflow.dag, &AttemptOutcome::Completed(done), now_ms(), Some(&next)).unwrap();
+    assert_eq!(last.finished, Some(ExecutionStatus::Completed));
+    assert!(last.next.is_none(), "nothing is left to claim");
+}
+
+#[test]
+fn recording_claims_the_next_ready_task_of_another_execution_with_its_input() {
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    let refs = [f.workflow.reference()];
+    let (one, two) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    f.store.create_execution(&one, &f.workflow.dag, &input(json!({"n": 1})), None, now_ms()).unwrap();
+    f.store.create_execution(&two, &f.workflow.dag, &input(json!({"n": 2})), None, now_ms() + 1).unwrap();
+    let first = f.store.claim_with_input("me", &refs, f.registry, now_ms() + 2, 60_000, true).unwrap().unwrap();
+    let next = NextClaim { owner: "me", workflows: &refs, registry: f.registry, lease_ms: 60_000 };
+    let recorded = f
+        .store
+        .record_attempt_then(&first.claim, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms() + 3, Some(&next))
+        .unwrap();
+    assert_eq!(recorded.finished, Some(ExecutionStatus::Completed));
+    let handed = recorded.next.expect("the other execution's root is claimed");
+    assert_ne!(handed.claim.execution_id, first.claim.execution_id);
+    let other_input = input(json!({"n": if first.claim.execution_id == one { 2 } else { 1 }}));
+    // PostgreSQL loads it after the commit: reading it there would lock a
+    // second execution's row inside the transaction.
+    #[cfg(feature = "sqlite")]
+    assert_eq!(handed.input, Some(other_input));
+    #[cfg(feature = "postgres")]
+    {
+        let _ = other_input;
+        assert_eq!(handed.input, None);
+    }
+}
+
+#[test]
+fn a_lost_claim_records_nothing_and_claims_nothing() {
+    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let dead = f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().unwrap();
+    let alive = f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().unwrap();
+    let next = NextClaim { owner: "dead", workflows: &refs, registry: f.registry, lease_ms: 60_000 };
+    let late = f.store.record_attempt_then(&dead, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap();
+    assert!(!late.accepted && late.next.is_none());
+    let current = f.store.record_attempt(&alive, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    assert_eq!(current.readied, 1);
 }
 
 #[test]

@@ -29,6 +29,7 @@ mod workers;
 
 use shared::Shared;
 pub(crate) use shared::{Level, Note, Reporter, Topic};
+pub(crate) use workers::set_worker_scope;
 #[cfg(test)]
 pub(crate) use workers::MAX_INTERRUPTIONS;
 

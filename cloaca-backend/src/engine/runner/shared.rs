@@ -103,6 +103,21 @@ pub(crate) struct Inflight {
     pub(crate) live_workers: usize,
     /// Replacement workers the supervisor is about to start.
     pub(crate) spawn_requests: usize,
+    /// When the waiting supervisor wakes by itself (None while it is not
+    /// waiting): a new attempt whose deadline is later needs no wake-up.
+    pub(crate) supervisor_wakes_at: Option<Instant>,
+}
+
+impl Inflight {
+    /// Whether the supervisor must look at an attempt now starting, with
+    /// this deadline (None: one that stops itself, checked for
+    /// cancellation every `poll_interval`), before it would wake anyway.
+    pub(crate) fn supervisor_must_see(&self, deadline: Option<Instant>, poll_interval: Duration) -> bool {
+        let Some(wakes_at) = self.supervisor_wakes_at else {
+            return true;
+        };
+        deadline.unwrap_or_else(|| Instant::now() + poll_interval) < wakes_at
+    }
 }
 
 pub(crate) struct Attempt {

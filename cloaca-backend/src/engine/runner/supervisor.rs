@@ -55,7 +55,9 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
                 if any_stoppable {
                     earliest = earliest.min(next_cancel_check);
                 }
+                inflight.supervisor_wakes_at = Some(earliest);
                 inflight = wait_timeout(&shared.inflight_cv, inflight, earliest.saturating_duration_since(now)).0;
+                inflight.supervisor_wakes_at = None;
             }
             // Each timed-out attempt's thread stops counting as a live worker
             // and gets a replacement.
@@ -93,7 +95,7 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
         for (claim, workflow, timeout, replace) in expired {
             let failure = TaskFailure::timed_out(&claim.task_id, timeout.as_secs_f64());
             let outcome = outcome_of(&claim, &workflow, Err(failure));
-            record(&shared, &claim, &workflow, &outcome);
+            record(&shared, &claim, &workflow, &outcome, false);
             if replace {
                 replace_abandoned_worker(&shared);
             }

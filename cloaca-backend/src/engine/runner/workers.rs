@@ -1,15 +1,16 @@
 //! Worker threads: each claims a task attempt, runs its body and records
 //! the outcome, then claims again or waits for news.
 
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::shared::{Attempt, Level, Shared, Topic};
-use crate::engine::model::{Context, ExecutionStatus};
-use crate::engine::store::{AttemptOutcome, AttemptRecorded, Claim};
+use crate::engine::model::{Context, ExecutionStatus, WorkflowRef};
+use crate::engine::store::{input_of, AttemptOutcome, AttemptRecorded, Claim, Claimed, NextClaim};
 use crate::engine::sync::lock;
 use crate::engine::time::{now_ms, rfc3339};
-use crate::engine::workflow::{merge, AttemptInfo, AttemptSlot, Cancellation, TaskFailure, Workflow};
+use crate::engine::workflow::{AttemptInfo, AttemptSlot, Cancellation, TaskFailure, Workflow};
 
 /// A task whose runner died in it this many times in a row is failed
 /// instead of run again: it is probably what kills its runners.
@@ -33,12 +34,23 @@ pub(crate) fn spawn_worker(shared: &Arc<Shared>) {
 
 /// Whether a worker goes on after an attempt.
 enum AfterAttempt {
-    Continue,
+    Continue(Next),
     /// The supervisor gave up on this attempt and replaced this thread.
     Abandoned,
     /// The attempt deferred and never took a slot again: its replacement
     /// holds this thread's slot, so this thread ends.
     Retire,
+}
+
+/// What a worker does next, as recording its last attempt left it.
+pub(crate) enum Next {
+    /// Runs the attempt the recording transaction claimed for it.
+    Run(Claimed),
+    /// That transaction found nothing ready: waits for news newer than
+    /// this epoch (read before it looked).
+    Wait(u64),
+    /// Claims as usual.
+    Claim,
 }
 
 /// Counts a worker as live until it ends, however it ends (a panic
@@ -58,86 +70,147 @@ impl Drop for LiveWorker<'_> {
     }
 }
 
+/// What each worker thread's loop runs inside, for as long as the thread
+/// runs: the Python layer keeps a Python thread state there (see
+/// `python::threads`). Set once per process.
+pub(crate) type ThreadScope = fn(&mut dyn FnMut());
+
+static WORKER_SCOPE: OnceLock<ThreadScope> = OnceLock::new();
+
+/// Sets the scope of every worker thread started from now on.
+pub(crate) fn set_worker_scope(scope: ThreadScope) {
+    let _ = WORKER_SCOPE.set(scope);
+}
+
 fn work(shared: Arc<Shared>, slot: usize) {
     let mut live = LiveWorker { shared: &shared, abandoned: false };
-    loop {
-        let seen = {
-            let signal = lock(&shared.signal);
-            if signal.stopping {
-                break;
-            }
-            signal.epoch
-        };
-        if shared.hand_over_slot() {
-            return;
-        }
-        let references = shared.references();
-        let lease_ms = shared.config.lease.as_millis() as i64;
-        match shared.store.claim(&shared.owner, &references, now_ms(), lease_ms, shared.config.enable_recovery) {
-            Ok(Some(claim)) => match run_attempt(&shared, slot, claim) {
-                AfterAttempt::Continue => continue,
-                AfterAttempt::Abandoned => {
-                    live.abandoned = true;
-                    return;
-                }
-                AfterAttempt::Retire => return,
-            },
-            Ok(None) => {}
-            Err(e) => shared.report("claiming a task", &e),
-        }
-        let mut wait = shared.config.poll_interval;
-        match shared.store.next_due(&references, shared.config.enable_recovery) {
-            Ok(Some(due)) => {
-                let until_due = Duration::from_millis((due - now_ms()).max(0) as u64 + 1);
-                wait = wait.min(until_due);
-            }
-            Ok(None) => {}
-            Err(e) => shared.report("looking for due tasks", &e),
-        }
-        shared.wait_for_news(seen, wait);
+    // The scope ends before `live` counts the worker out, so that a
+    // shutdown waiting for the workers returns only once it has ended.
+    let mut run = || live.abandoned = work_loop(&shared, slot);
+    match WORKER_SCOPE.get() {
+        Some(scope) => scope(&mut run),
+        None => run(),
     }
 }
 
-fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt {
+/// Claims and runs attempts until the runner stops; true when the
+/// supervisor abandoned this thread to an attempt past its deadline.
+fn work_loop(shared: &Arc<Shared>, slot: usize) -> bool {
+    let mut next = Next::Claim;
+    loop {
+        let claimed = match std::mem::replace(&mut next, Next::Claim) {
+            // Claimed while recording the last attempt, which checked that
+            // this worker goes on.
+            Next::Run(claimed) => claimed,
+            Next::Wait(seen) => {
+                wait_idle(shared, seen, &shared.references());
+                continue;
+            }
+            Next::Claim => match claim_or_wait(shared) {
+                Claiming::Claimed(claimed) => claimed,
+                Claiming::Idle => continue,
+                Claiming::Stop => return false,
+            },
+        };
+        match run_attempt(shared, slot, claimed) {
+            AfterAttempt::Continue(claimed) => next = claimed,
+            AfterAttempt::Abandoned => return true,
+            AfterAttempt::Retire => return false,
+        }
+    }
+}
+
+/// What a worker between attempts got.
+enum Claiming {
+    Claimed(Claimed),
+    /// Nothing to claim; it waited for news or the next due time.
+    Idle,
+    /// The runner stops, or this worker handed its slot to a deferred attempt.
+    Stop,
+}
+
+fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
+    let seen = {
+        let signal = lock(&shared.signal);
+        if signal.stopping {
+            return Claiming::Stop;
+        }
+        signal.epoch
+    };
+    if shared.hand_over_slot() {
+        return Claiming::Stop;
+    }
+    let references = shared.references();
+    let lease_ms = shared.config.lease.as_millis() as i64;
+    let recover = shared.config.enable_recovery;
+    match shared.store.claim_with_input(&shared.owner, &references, shared.registry, now_ms(), lease_ms, recover) {
+        Ok(Some(claimed)) => return Claiming::Claimed(claimed),
+        Ok(None) => {}
+        Err(e) => shared.report("claiming a task", &e),
+    }
+    wait_idle(shared, seen, &references);
+    Claiming::Idle
+}
+
+/// Waits for news newer than `seen`, at most until the next task of these
+/// workflows comes due or the poll interval passes.
+fn wait_idle(shared: &Shared, seen: u64, references: &[WorkflowRef]) {
+    let recover = shared.config.enable_recovery;
+    let mut wait = shared.config.poll_interval;
+    match shared.store.next_due(references, recover) {
+        Ok(Some(due)) => {
+            let until_due = Duration::from_millis((due - now_ms()).max(0) as u64 + 1);
+            wait = wait.min(until_due);
+        }
+        Ok(None) => {}
+        Err(e) => shared.report("looking for due tasks", &e),
+    }
+    shared.wait_for_news(seen, wait);
+}
+
+fn run_attempt(shared: &Arc<Shared>, slot: usize, claimed: Claimed) -> AfterAttempt {
+    let Claimed { claim, input } = claimed;
     let Some(workflow) = shared.registry.get_exact(&claim.workflow) else {
         // Replaced between the claim and now: let the lease lapse so that a
         // process with this version takes it.
-        return AfterAttempt::Continue;
+        return AfterAttempt::Continue(Next::Claim);
     };
     let dag = &workflow.dag;
     let Some(position) = dag.position(&claim.task_id) else {
-        return AfterAttempt::Continue;
+        return AfterAttempt::Continue(Next::Claim);
     };
     let task = dag.task(position);
     // Attempts started that neither failed nor completed: their runner died.
     let interruptions = claim.attempt - claim.attempt_base - 1 - claim.failures;
     if interruptions >= MAX_INTERRUPTIONS {
         let failure = TaskFailure::interrupted(&claim.task_id, interruptions);
-        record(shared, &claim, &workflow, &AttemptOutcome::Failed { failure, retry_at: None });
-        return AfterAttempt::Continue;
+        return AfterAttempt::Continue(record(shared, &claim, &workflow, &AttemptOutcome::Failed { failure, retry_at: None }, true));
     }
-    let dependency_ids: Vec<&str> = dag.dependencies_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-    let input = match shared.store.load_contexts(&claim.execution_id, &dependency_ids, now_ms()) {
-        Ok(loaded) => match loaded.input {
-            Some(input) => input,
-            None => merge(dependency_ids.iter().filter_map(|id| loaded.outputs.get(*id))),
-        },
-        Err(e) => {
-            shared.report("loading a task's input", &e);
-            return AfterAttempt::Continue;
+    let input = match input {
+        Some(input) => input,
+        None => {
+            let dependency_ids: Vec<&str> = dag.dependencies_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+            match shared.store.load_contexts(&claim.execution_id, &dependency_ids, now_ms()) {
+                Ok(loaded) => input_of(&dependency_ids, loaded),
+                Err(e) => {
+                    shared.report("loading a task's input", &e);
+                    return AfterAttempt::Continue(Next::Claim);
+                }
+            }
         }
     };
     let timeout = task.timeout.unwrap_or(shared.config.task_timeout);
     let body = workflow.bodies[position].clone();
     let cancellation = Arc::new(Cancellation::default());
-    {
+    let wake_supervisor = {
         let mut inflight = lock(&shared.inflight);
+        let deadline = (!body.enforces_timeout()).then(|| Instant::now() + timeout);
         inflight.attempts.insert(
             slot,
             Attempt {
                 claim: claim.clone(),
                 workflow: workflow.clone(),
-                deadline: (!body.enforces_timeout()).then(|| Instant::now() + timeout),
+                deadline,
                 timeout,
                 timed_out: false,
                 cancellation: cancellation.clone(),
@@ -145,8 +218,13 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
                 wants_slot: false,
             },
         );
+        inflight.supervisor_must_see(deadline, shared.config.poll_interval)
+    };
+    // Most attempts end long before the supervisor's next renewal: waking
+    // it for each cost a context switch per task.
+    if wake_supervisor {
+        shared.inflight_cv.notify_all();
     }
-    shared.inflight_cv.notify_all();
     let attempt_slot = AttemptSlot::new(shared.clone(), slot);
     let info = AttemptInfo {
         execution_id: &claim.execution_id,
@@ -181,11 +259,13 @@ fn run_attempt(shared: &Arc<Shared>, slot: usize, claim: Claim) -> AfterAttempt 
         return AfterAttempt::Retire;
     }
     let outcome = outcome_of(&claim, &workflow, result);
-    record(shared, &claim, &workflow, &outcome);
+    // A deferred attempt's thread ends (its replacement holds the slot), so
+    // it claims nothing for itself.
+    let next = record(shared, &claim, &workflow, &outcome, !deferred);
     if deferred {
         AfterAttempt::Retire
     } else {
-        AfterAttempt::Continue
+        AfterAttempt::Continue(next)
     }
 }
 
@@ -203,8 +283,24 @@ pub(crate) fn outcome_of(claim: &Claim, workflow: &Workflow, result: std::result
     }
 }
 
-pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcome: &AttemptOutcome) {
-    let mut result = shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms());
+/// Records an attempt's outcome. With `go_on` (the caller is a worker that
+/// takes another attempt next), the same transaction claims that attempt,
+/// unless the runner stops or a deferred attempt waits for this slot.
+pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcome: &AttemptOutcome, go_on: bool) -> Next {
+    let seen = {
+        let signal = lock(&shared.signal);
+        (!signal.stopping).then_some(signal.epoch)
+    };
+    let go_on = go_on && seen.is_some() && shared.slot_requests.load(Ordering::SeqCst) == 0;
+    let references = if go_on { shared.references() } else { Vec::new() };
+    let next = go_on.then(|| NextClaim {
+        owner: &shared.owner,
+        workflows: &references,
+        registry: shared.registry,
+        lease_ms: shared.config.lease.as_millis() as i64,
+    });
+    let record_once = || shared.store.record_attempt_then(claim, &workflow.dag, outcome, now_ms(), next.as_ref());
+    let mut result = record_once();
     // A database that stays away past the outage allowance: keep the outcome
     // and try again until it is back or the runner stops. Writing it late is
     // safe (the attempt number fences it: if the lease lapsed and another
@@ -214,22 +310,31 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             break;
         }
         shared.report("recording a task attempt (the database is unreachable; trying again)", e);
-        result = shared.store.record_attempt(claim, &workflow.dag, outcome, now_ms());
+        result = record_once();
     }
     match result {
-        Ok(recorded) => {
-            // This worker claims again right away, so it takes one of the
-            // readied tasks itself.
-            shared.wake_workers(recorded.readied.saturating_sub(1));
+        Ok(mut recorded) => {
+            // A worker that goes on takes one of the readied tasks itself
+            // (it claimed one already, or finds none left to claim).
+            shared.wake_workers(recorded.readied.saturating_sub(u64::from(go_on)));
             // Logged before a waiting execute() returns, so that its records
             // come first.
             log_recorded(shared, claim, outcome, &recorded);
             if recorded.finished.is_some() {
                 shared.execution_finished(&claim.execution_id);
             }
+            match (recorded.next.take(), seen) {
+                (Some(claimed), _) => Next::Run(claimed),
+                // Accepted: the transaction looked for a ready task and found none.
+                (None, Some(seen)) if go_on && recorded.accepted => Next::Wait(seen),
+                _ => Next::Claim,
+            }
         }
         // The lease will lapse and the attempt run again: at-least-once.
-        Err(e) => shared.report("recording a task attempt", &e),
+        Err(e) => {
+            shared.report("recording a task attempt", &e);
+            Next::Claim
+        }
     }
 }
 

@@ -38,6 +38,10 @@ pub(crate) trait Conn {
     fn notify(&mut self, channel: Channel, payload: &str) -> Result<()>;
     /// Serialises migrations between processes (SQLite's write lock already does).
     fn lock_for_migration(&mut self) -> Result<()>;
+    /// True where a transaction's row locks make others wait (PostgreSQL;
+    /// SQLite locks the whole file): one that holds an execution's row
+    /// then must not write another execution's, or two can deadlock.
+    fn locks_rows(&self) -> bool;
 }
 
 impl dyn Conn + '_ {

@@ -10,10 +10,10 @@ use std::collections::HashMap;
 
 use super::conn::{json_list, Conn, Param, Row};
 use super::decide::{decide_candidates, follow_end, Decided, Ended};
-use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, FailedTask, LoadedContexts};
+use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, FailedTask, LoadedContexts, NextClaim};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
-use crate::engine::workflow::{frontier_context, Dag, Graph, SkipReason, TaskFailure};
+use crate::engine::workflow::{frontier_context, merge, Dag, Graph, Registry, SkipReason, TaskFailure};
 
 // ---- creating and claiming ------------------------------------------------
 
@@ -202,6 +202,49 @@ pub(crate) fn claim(
     Ok(None)
 }
 
+/// [`claim`], with the claimed task's input loaded in the same transaction
+/// when its workflow is in `registry`.
+pub(crate) fn claim_with_input(
+    conn: &mut dyn Conn,
+    owner: &str,
+    workflows: &[WorkflowRef],
+    registry: &Registry,
+    now: i64,
+    lease_ms: i64,
+    recover: bool,
+) -> Result<Option<Claimed>> {
+    let Some(claim) = claim(conn, owner, workflows, now, lease_ms, recover)? else {
+        return Ok(None);
+    };
+    let input = match registry.get_exact(&claim.workflow) {
+        Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
+        None => None,
+    };
+    Ok(Some(Claimed { claim, input }))
+}
+
+/// The input of a claimed task: its dependencies' outputs merged in
+/// topological order, or the execution input for a root. None when the
+/// task is not part of `dag` or a stored context does not parse: the
+/// runner then loads it again itself and reports what it finds, while the
+/// claim stands (a failed read must not undo the transaction it is part of).
+fn task_input(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, now: i64) -> Result<Option<Context>> {
+    let Some(position) = dag.position(&claim.task_id) else {
+        return Ok(None);
+    };
+    let dependencies: Vec<&str> = dag.dependencies_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+    let texts = load_context_texts(conn, &claim.execution_id, &dependencies, now)?;
+    Ok(texts.parse().ok().map(|loaded| input_of(&dependencies, loaded)))
+}
+
+/// A task's input from what [`load_contexts`] returned.
+pub(crate) fn input_of(dependencies: &[&str], loaded: LoadedContexts) -> Context {
+    match loaded.input {
+        Some(input) => input,
+        None => merge(dependencies.iter().filter_map(|id| loaded.outputs.get(*id))),
+    }
+}
+
 const LOAD_INPUT: &str = "SELECT input_context FROM cloaca_executions WHERE id = ?1";
 pub(crate) const START_EXECUTION: &str = "UPDATE cloaca_executions
     SET status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, started_at = COALESCE(started_at, ?2)
@@ -213,19 +256,39 @@ pub(crate) const LOAD_OUTPUTS: &str = "SELECT task_id, output_context FROM cloac
 /// execution input, marking the execution running in the same statement
 /// (only a root can be the first task of an execution to start).
 pub(crate) fn load_contexts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str], now: i64) -> Result<LoadedContexts> {
-    let mut loaded = LoadedContexts::default();
+    load_context_texts(conn, execution_id, dependencies, now)?.parse()
+}
+
+/// The stored JSON texts [`load_contexts`] parses.
+enum ContextTexts {
+    Input(String),
+    Outputs(Vec<(String, String)>),
+}
+
+impl ContextTexts {
+    fn parse(self) -> Result<LoadedContexts> {
+        let mut loaded = LoadedContexts::default();
+        match self {
+            ContextTexts::Input(text) => loaded.input = Some(parse_context(&text, "an execution input")?),
+            ContextTexts::Outputs(texts) => {
+                for (task_id, text) in texts {
+                    loaded.outputs.insert(task_id, parse_context(&text, "a task output")?);
+                }
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+fn load_context_texts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str], now: i64) -> Result<ContextTexts> {
     if dependencies.is_empty() {
         let text = conn
             .query_opt(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], |row| row.text(0))?
             .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
-        loaded.input = Some(parse_context(&text, "an execution input")?);
-        return Ok(loaded);
+        return Ok(ContextTexts::Input(text));
     }
     let list = json_list(dependencies);
-    for (task_id, text) in conn.query_all(LOAD_OUTPUTS, &[Param::Text(execution_id), Param::Text(&list)], output_text)? {
-        loaded.outputs.insert(task_id, parse_context(&text, "a task output")?);
-    }
-    Ok(loaded)
+    Ok(ContextTexts::Outputs(conn.query_all(LOAD_OUTPUTS, &[Param::Text(execution_id), Param::Text(&list)], output_text)?))
 }
 
 // ---- leases and wake-up times ----------------------------------------------
@@ -402,7 +465,72 @@ const EXECUTION_STATUS: &str = "SELECT status FROM cloaca_executions WHERE id = 
 
 /// Records the end of an attempt and everything that follows from it; run
 /// inside one transaction.
-pub(crate) fn record_attempt(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
+pub(crate) fn record_attempt(
+    conn: &mut dyn Conn,
+    claim: &Claim,
+    dag: &Dag,
+    outcome: &AttemptOutcome,
+    now: i64,
+    next: Option<&NextClaim>,
+) -> Result<AttemptRecorded> {
+    let mut recorded = record_outcome(conn, claim, dag, outcome, now)?;
+    if !recorded.accepted {
+        return Ok(recorded);
+    }
+    if let Some(next) = next {
+        let output = match outcome {
+            AttemptOutcome::Completed(output) => Some(output),
+            AttemptOutcome::Failed { .. } => None,
+        };
+        recorded.next = claim_next(conn, claim, dag, output, next, now)?;
+    }
+    // Other workers are told of what this one does not take itself.
+    let unclaimed = recorded.readied.saturating_sub(u64::from(recorded.next.is_some()));
+    if unclaimed > 0 {
+        conn.notify(Channel::Work, &unclaimed.to_string())?;
+    }
+    Ok(recorded)
+}
+
+/// Claims the runner's next attempt inside the transaction that recorded
+/// `finished`, with its input. The input of a task whose only dependency
+/// is `finished` is the output just recorded; that of another execution's
+/// task is loaded here only where that takes no second execution's row
+/// lock (see [`Conn::locks_rows`]), else the runner loads it after commit.
+fn claim_next(
+    conn: &mut dyn Conn,
+    finished: &Claim,
+    dag: &Dag,
+    output: Option<&Context>,
+    next: &NextClaim,
+    now: i64,
+) -> Result<Option<Claimed>> {
+    let Some(claim) = claim(conn, next.owner, next.workflows, now, next.lease_ms, false)? else {
+        return Ok(None);
+    };
+    let input = if claim.execution_id == finished.execution_id {
+        // The same execution runs the same version: `dag` is its definition.
+        let only_dependency = dag.position(&claim.task_id).and_then(|p| match dag.dependencies_of(p) {
+            [only] => Some(dag.task(*only).id.as_str()),
+            _ => None,
+        });
+        match output {
+            Some(output) if only_dependency == Some(finished.task_id.as_str()) => Some(merge(std::iter::once(output))),
+            _ => task_input(conn, &claim, dag, now)?,
+        }
+    } else if !conn.locks_rows() {
+        match next.registry.get_exact(&claim.workflow) {
+            Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
+            None => None,
+        }
+    } else {
+        None
+    };
+    Ok(Some(Claimed { claim, input }))
+}
+
+/// Writes an attempt's outcome and its consequences for the execution.
+fn record_outcome(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
     let position = dag
         .position(&claim.task_id)
         .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))?;
@@ -501,9 +629,6 @@ fn finish_consequence(
     if recorded.readied > 0 && status == ExecutionStatus::Paused {
         conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&consequence.may_be_ready)])?;
         recorded.readied = 0;
-    }
-    if recorded.readied > 0 {
-        conn.notify(Channel::Work, &recorded.readied.to_string())?;
     }
     recorded.finished = settle(conn, execution, remaining, dag, now)?;
     Ok(())

@@ -36,7 +36,8 @@ use super::error::{Error, Result};
 use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
 use super::sync::lock;
 use super::url::DatabaseUrl;
-use super::workflow::{Dag, Workflows};
+use super::workflow::{Dag, Registry, Workflows};
+pub(crate) use executions::input_of;
 use executions::Created;
 
 mod conn;
@@ -64,7 +65,7 @@ pub(crate) use retention::{PruneFilter, Pruned};
 pub(crate) use triggers::{Fire, FireOutcome, Registration, TriggerRecord, TriggerRun};
 
 pub(crate) use history::Shape;
-pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, EventHandler, LoadedContexts};
+pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, EventHandler, LoadedContexts, NextClaim};
 
 #[cfg(feature = "postgres")]
 use postgres::PostgresDb as Db;
@@ -231,11 +232,32 @@ impl Store {
 
     /// Claims one claimable task of the given workflows: a ready task whose
     /// time has come, or (with `recover`) a running task whose lease expired.
+    #[cfg(test)]
     pub(crate) fn claim(&self, owner: &str, workflows: &[WorkflowRef], now: i64, lease_ms: i64, recover: bool) -> Result<Option<Claim>> {
         if workflows.is_empty() {
             return Ok(None);
         }
         self.retrying(|| self.db.single(|c| executions::claim(c, owner, workflows, now, lease_ms, recover)))
+    }
+
+    /// [`Store::claim`] with the claimed task's input (loaded in the same
+    /// transaction, which commits without waiting for an fsync where the
+    /// backend allows: losing a claim only makes the attempt run again).
+    pub(crate) fn claim_with_input(
+        &self,
+        owner: &str,
+        workflows: &[WorkflowRef],
+        registry: &Registry,
+        now: i64,
+        lease_ms: i64,
+        recover: bool,
+    ) -> Result<Option<Claimed>> {
+        if workflows.is_empty() {
+            return Ok(None);
+        }
+        self.retrying(|| {
+            self.db.write_relaxed("claiming a task", |c| executions::claim_with_input(c, owner, workflows, registry, now, lease_ms, recover))
+        })
     }
 
     /// The input of a claimed task: the execution input for a root (which
@@ -246,8 +268,22 @@ impl Store {
     }
 
     /// Records the end of an attempt and everything that follows from it, in one transaction.
+    #[cfg(test)]
     pub(crate) fn record_attempt(&self, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
-        self.retrying(|| self.db.write("recording a task attempt", |c| executions::record_attempt(c, claim, dag, outcome, now)))
+        self.record_attempt_then(claim, dag, outcome, now, None)
+    }
+
+    /// [`Store::record_attempt`], claiming the runner's next attempt (`next`)
+    /// in the same transaction: see [`AttemptRecorded::next`].
+    pub(crate) fn record_attempt_then(
+        &self,
+        claim: &Claim,
+        dag: &Dag,
+        outcome: &AttemptOutcome,
+        now: i64,
+        next: Option<&NextClaim>,
+    ) -> Result<AttemptRecorded> {
+        self.retrying(|| self.db.write("recording a task attempt", |c| executions::record_attempt(c, claim, dag, outcome, now, next)))
     }
 
     /// Extends the leases `owner` holds on the rows `row_ids` (the attempts

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::engine::model::{Context, ExecutionStatus, WorkflowRef};
-use crate::engine::workflow::TaskFailure;
+use crate::engine::workflow::{Registry, TaskFailure};
 
 /// A task attempt a runner has claimed (and holds the lease of).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +37,28 @@ pub(crate) enum AttemptOutcome {
     },
 }
 
+/// A claimed attempt, with its input when the claim could load it in the
+/// same transaction (else the runner loads it).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Claimed {
+    pub(crate) claim: Claim,
+    pub(crate) input: Option<Context>,
+}
+
+/// Asks the transaction that records an attempt to claim the runner's next
+/// one too, so that a worker going from task to task commits once per task
+/// and needs no wake-up.
+pub(crate) struct NextClaim<'a> {
+    pub(crate) owner: &'a str,
+    /// The workflow versions the runner serves.
+    pub(crate) workflows: &'a [WorkflowRef],
+    /// Their definitions, for the claimed task's dependencies.
+    pub(crate) registry: &'a Registry,
+    pub(crate) lease_ms: i64,
+}
+
 /// What recording an attempt did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct AttemptRecorded {
     /// False when the attempt had lost its claim (lease expired and taken
     /// over, execution aborted): nothing was written.
@@ -47,6 +67,9 @@ pub(crate) struct AttemptRecorded {
     pub(crate) readied: u64,
     /// Set when this attempt finished the execution.
     pub(crate) finished: Option<ExecutionStatus>,
+    /// The attempt claimed in the same transaction, when one was asked for
+    /// ([`NextClaim`]) and a task was ready.
+    pub(crate) next: Option<Claimed>,
 }
 
 /// A failed task of an execution, for its error message.

@@ -24,9 +24,36 @@ use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
 /// One SQLite database, behind one connection.
 pub(crate) struct SqliteDb {
     /// None once closed: the runner has shut down.
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Open>>,
     /// The file (or `sqlite://:memory:`), for messages.
     target: String,
+    /// `PRAGMA synchronous = …` for the configured level, when claims may
+    /// commit below it (WAL at FULL or EXTRA); None otherwise.
+    durable_level: Option<String>,
+}
+
+/// The open connection, and whether it is set to commit claims without an
+/// fsync right now.
+struct Open {
+    conn: Connection,
+    relaxed: bool,
+}
+
+impl Open {
+    /// Sets the connection to commit without an fsync (`relaxed`) or at the
+    /// configured level, unless it already does.
+    fn commit_level(&mut self, relaxed: bool, durable_level: &Option<String>) -> Result<()> {
+        let Some(durable) = durable_level else {
+            return Ok(());
+        };
+        if self.relaxed == relaxed {
+            return Ok(());
+        }
+        let pragma = if relaxed { "PRAGMA synchronous = NORMAL" } else { durable.as_str() };
+        self.conn.execute_batch(pragma).map_err(|e| Error::database("setting the commit level", e))?;
+        self.relaxed = relaxed;
+        Ok(())
+    }
 }
 
 /// `rusqlite::Connection` / `Transaction` as the shared SQL layer's [`Conn`].
@@ -68,7 +95,14 @@ impl SqliteDb {
                 .map_err(|e| unavailable(&target, e))?;
         }
         conn.pragma_update(None, "synchronous", &url.synchronous).map_err(|e| unavailable(&target, e))?;
-        let db = SqliteDb { conn: Mutex::new(Some(conn)), target: target.clone() };
+        // In WAL mode an fsync writes out every frame before it, so a claim
+        // committed without one is made durable by the next completion's;
+        // a power loss before that only makes the attempt run again. In the
+        // other journal modes a lower level risks the file itself.
+        let wal = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).map_err(|e| unavailable(&target, e))?;
+        let durable_level = (wal.eq_ignore_ascii_case("wal") && matches!(url.synchronous.as_str(), "FULL" | "EXTRA"))
+            .then(|| format!("PRAGMA synchronous = {}", url.synchronous));
+        let db = SqliteDb { conn: Mutex::new(Some(Open { conn, relaxed: false })), target: target.clone(), durable_level };
         db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
@@ -77,8 +111,8 @@ impl SqliteDb {
         // so that it stays quick on a long history. The statements do not
         // depend on them (see migration 4); a failure here (another process
         // holds the write lock past busy_timeout) only leaves them as they were.
-        if let Some(conn) = lock(&db.conn).as_ref() {
-            let _ = conn.execute_batch("PRAGMA analysis_limit = 400; PRAGMA optimize = 0x10002;");
+        if let Some(open) = lock(&db.conn).as_ref() {
+            let _ = open.conn.execute_batch("PRAGMA analysis_limit = 400; PRAGMA optimize = 0x10002;");
         }
         Ok(db)
     }
@@ -86,20 +120,31 @@ impl SqliteDb {
     /// One `BEGIN IMMEDIATE` transaction: it takes the write lock at once
     /// (waiting up to busy_timeout), so it cannot deadlock on a lock upgrade.
     pub(crate) fn write<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.transaction(action, false, f)
+    }
+
+    /// [`SqliteDb::write`] for a claim: at FULL or EXTRA in WAL mode it
+    /// commits without an fsync (see `durable_level`), so that a task
+    /// costs one fsync, its completion's.
+    pub(crate) fn write_relaxed<T>(&self, action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.transaction(action, true, f)
+    }
+
+    fn transaction<T>(&self, action: &'static str, relaxed: bool, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut guard = lock(&self.conn);
-        let tx = guard
-            .as_mut()
-            .ok_or(Error::ShutDown)?
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|e| Error::database(action, e))?;
+        let open = guard.as_mut().ok_or(Error::ShutDown)?;
+        open.commit_level(relaxed, &self.durable_level)?;
+        let tx = open.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| Error::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
         tx.commit().map_err(|e| Error::database(action, e))?;
         Ok(value)
     }
 
     pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
-        let guard = lock(&self.conn);
-        f(&mut SqliteConn(guard.as_ref().ok_or(Error::ShutDown)?))
+        let mut guard = lock(&self.conn);
+        let open = guard.as_mut().ok_or(Error::ShutDown)?;
+        open.commit_level(false, &self.durable_level)?;
+        f(&mut SqliteConn(&open.conn))
     }
 
     /// Closes the connection now (checkpointing the WAL into the file), so
@@ -206,6 +251,10 @@ impl Conn for SqliteConn<'_> {
         Ok(())
     }
 
+    fn locks_rows(&self) -> bool {
+        false
+    }
+
     fn lock_for_migration(&mut self) -> Result<()> {
         Ok(())
     }
@@ -289,6 +338,32 @@ mod tests {
         Store::open(&url, None, 1, Duration::ZERO, 20).unwrap();
         assert_eq!(versions(&path), (1..=MIGRATIONS_VERSION).collect::<Vec<_>>());
         let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn claims_commit_without_an_fsync_only_where_the_next_fsync_covers_them() {
+        // PRAGMA synchronous: 1 NORMAL, 2 FULL, 3 EXTRA. (query, level of a claim, level of everything else)
+        let cases = [
+            ("_synchronous=FULL", 1, 2),
+            ("_synchronous=EXTRA", 1, 3),
+            ("_synchronous=NORMAL", 1, 1),
+            // Outside WAL a lower level risks the file itself: claims stay at FULL.
+            ("_synchronous=FULL&_journal_mode=DELETE", 2, 2),
+        ];
+        for (query, claim_level, durable_level) in cases {
+            let path = std::env::temp_dir().join(format!("cloaca-levels-test-{}.db", uuid::Uuid::new_v4()));
+            let url = DatabaseUrl::parse(&format!("sqlite://{}?{query}", path.display())).unwrap();
+            let db = SqliteDb::open(&url, None, 1, 0).unwrap();
+            let level = |c: &mut dyn Conn| c.query_one("PRAGMA synchronous", &[], |r| r.int(0));
+            assert_eq!(db.write_relaxed("a claim", level).unwrap(), claim_level, "{query}: a claim");
+            assert_eq!(db.write("a completion", level).unwrap(), durable_level, "{query}: a completion after a claim");
+            db.write_relaxed("a claim", level).unwrap();
+            assert_eq!(db.single(level).unwrap(), durable_level, "{query}: a single statement after a claim");
+            db.close();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+        }
     }
 
     #[test]

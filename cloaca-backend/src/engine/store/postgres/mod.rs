@@ -122,6 +122,12 @@ impl PostgresDb {
         result
     }
 
+    /// A claim: autocommit statements, which do not wait for the WAL flush
+    /// (a claim lost to a crash only makes the attempt run again).
+    pub(crate) fn write_relaxed<T>(&self, _action: &'static str, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
+        self.single(f)
+    }
+
     /// Closes the idle connections now; one still checked out closes when returned.
     pub(crate) fn close(&self) {
         self.pool.close();
@@ -201,6 +207,10 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
         const NOTIFY: &str = "SELECT pg_notify(CAST(?1 AS TEXT), CAST(?2 AS TEXT))";
         let name = self.scope.name(channel);
         self.query(NOTIFY, &[Param::Text(name), Param::Text(payload)], &mut |_| Ok(()))
+    }
+
+    fn locks_rows(&self) -> bool {
+        true
     }
 
     fn lock_for_migration(&mut self) -> Result<()> {
