@@ -552,3 +552,45 @@ class TestLogging:
         done = run_python(code)
         assert done.returncode == 0 and done.stdout.strip() == "Failed"
         assert done.stderr == ""
+
+    def test_importing_cloaca_does_not_import_logging(self, run_python):
+        # Importing logging took a seventh of a new process's time to its first result.
+        done = run_python("import sys, cloaca\nprint('logging' in sys.modules)")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "False"
+
+    def test_logging_configured_after_the_import_gets_the_records(self, run_python, fresh_database_url):
+        code = (
+            "import cloaca\n"
+            "with cloaca.WorkflowBuilder('late'):\n"
+            "    @cloaca.task(id='boom')\n"
+            "    def boom(ctx):\n"
+            "        raise ValueError('boom')\n"
+            f"runner = cloaca.DefaultRunner({fresh_database_url!r})\n"
+            "import logging\n"
+            "logging.basicConfig(level=logging.INFO, format='%(name)s %(levelname)s %(message)s')\n"
+            "print(runner.execute('late', {}).status)\n"
+            "runner.shutdown()\n"
+        )
+        done = run_python(code)
+        assert done.returncode == 0 and done.stdout.strip() == "Failed", done.stderr
+        assert "cloaca.execution INFO execution" in done.stderr
+        assert "cloaca.task WARNING task \"boom\"" in done.stderr
+        assert "cloaca.execution ERROR execution" in done.stderr
+
+    def test_a_builder_warning_is_not_printed_when_logging_is_not_configured(self, run_python):
+        code = (
+            "import cloaca\n"
+            "with cloaca.WorkflowBuilder('warned'):\n"
+            "    @cloaca.task()\n"
+            "    def side(ctx):\n"
+            "        return ctx\n"
+            "    @cloaca.task(trigger_rules=cloaca.task_success('side'))\n"
+            "    def other(ctx):\n"
+            "        return ctx\n"
+            "import logging\n"
+            "print(len(logging.getLogger('cloaca').handlers))\n"
+        )
+        done = run_python(code)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "1" and done.stderr == ""

@@ -1,6 +1,7 @@
 //! Reports through Python's `logging`: the `cloaca` logger and its children
 //! (`cloaca.execution` for starts and ends, `cloaca.task` for attempts,
-//! `cloaca.runner` for background problems), with a `NullHandler`, so a
+//! `cloaca.runner` for background problems, `cloaca.workflow` for the
+//! builder's warnings), with a `NullHandler`, so a
 //! program that configures no logging sees nothing and one that does sees
 //! cloaca's records. Each record carries `execution_id`, `workflow` and
 //! `task` as attributes (logging's `extra`).
@@ -14,29 +15,53 @@ use pyo3::types::PyDict;
 
 use crate::engine::{now_ms, Level, Note, Reporter, Topic};
 
-/// Adds a `NullHandler` to the `cloaca` logger (a library's manners: the
-/// program decides where records go).
-pub(crate) fn install(py: Python<'_>) -> PyResult<()> {
+/// The loggers, once the program has imported `logging`. Until then no
+/// handler can exist, so no record could be seen; and importing `logging`
+/// for cloaca alone took a seventh of a new process's time to its first
+/// result. The first use after the import adds a `NullHandler` to the
+/// `cloaca` logger (a library's manners: the program decides where records
+/// go), as an import of `logging` by cloaca itself would have.
+fn loggers(py: Python<'_>) -> PyResult<Option<&Loggers>> {
+    static LOGGERS: PyOnceLock<Loggers> = PyOnceLock::new();
+    if let Some(loggers) = LOGGERS.get(py) {
+        return Ok(Some(loggers));
+    }
+    if !py.import("sys")?.getattr("modules")?.contains("logging")? {
+        return Ok(None);
+    }
+    LOGGERS.get_or_try_init(py, || install(py)).map(Some)
+}
+
+/// Adds the `NullHandler` and fetches the loggers (logging keeps one object per name).
+fn install(py: Python<'_>) -> PyResult<Loggers> {
     let logging = py.import("logging")?;
     let handler = logging.getattr("NullHandler")?.call0()?;
     logging.call_method1("getLogger", ("cloaca",))?.call_method1("addHandler", (handler,))?;
-    Ok(())
+    let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(logging.call_method1("getLogger", (name,))?.unbind()) };
+    Ok(Loggers {
+        runner: get("cloaca.runner")?,
+        execution: get("cloaca.execution")?,
+        task: get("cloaca.task")?,
+        workflow: get("cloaca.workflow")?,
+    })
 }
 
-/// The loggers, fetched once (logging keeps one object per name).
+/// The loggers of the runner's topics, and `cloaca.workflow` for the builder's warnings.
 struct Loggers {
     runner: Py<PyAny>,
     execution: Py<PyAny>,
     task: Py<PyAny>,
+    workflow: Py<PyAny>,
 }
 
-fn loggers(py: Python<'_>) -> PyResult<&Loggers> {
-    static LOGGERS: PyOnceLock<Loggers> = PyOnceLock::new();
-    LOGGERS.get_or_try_init(py, || {
-        let logging = py.import("logging")?;
-        let get = |name: &str| -> PyResult<Py<PyAny>> { Ok(logging.call_method1("getLogger", (name,))?.unbind()) };
-        Ok(Loggers { runner: get("cloaca.runner")?, execution: get("cloaca.execution")?, task: get("cloaca.task")? })
-    })
+/// Logs a warning about a workflow definition on `cloaca.workflow`,
+/// importing `logging` if the program has not: a warning is meant to be seen.
+pub(crate) fn warn_workflow(py: Python<'_>, message: &str) -> PyResult<()> {
+    py.import("logging")?;
+    if let Some(loggers) = loggers(py)? {
+        loggers.workflow.bind(py).call_method1("warning", (message,))?;
+    }
+    Ok(())
 }
 
 fn level_number(level: Level) -> i32 {
@@ -48,14 +73,19 @@ fn level_number(level: Level) -> i32 {
     }
 }
 
-fn logger(py: Python<'_>, topic: Topic) -> PyResult<&Bound<'_, PyAny>> {
-    let loggers = loggers(py)?;
-    Ok(match topic {
-        Topic::Runner => &loggers.runner,
-        Topic::Execution => &loggers.execution,
-        Topic::Task => &loggers.task,
-    }
-    .bind(py))
+/// `topic`'s logger; None while the program has not imported `logging`.
+fn logger(py: Python<'_>, topic: Topic) -> PyResult<Option<&Bound<'_, PyAny>>> {
+    let Some(loggers) = loggers(py)? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        match topic {
+            Topic::Runner => &loggers.runner,
+            Topic::Execution => &loggers.execution,
+            Topic::Task => &loggers.task,
+        }
+        .bind(py),
+    ))
 }
 
 const TOPICS: [Topic; 3] = [Topic::Runner, Topic::Execution, Topic::Task];
@@ -105,13 +135,17 @@ fn cached(level: Level, topic: Topic) -> Option<bool> {
 }
 
 fn asks_logger(py: Python<'_>, level: Level, topic: Topic) -> bool {
-    logger(py, topic).and_then(|l| l.call_method1("isEnabledFor", (level_number(level),))?.is_truthy()).unwrap_or(false)
+    match logger(py, topic) {
+        Ok(Some(logger)) => logger.call_method1("isEnabledFor", (level_number(level),)).and_then(|v| v.is_truthy()).unwrap_or(false),
+        _ => false,
+    }
 }
 
 /// Whether `topic`'s logger takes records of `level`: asked before a
 /// per-attempt message is even written, since most programs log no DEBUG.
+/// Answered from the level cache while it is trusted (see [`refresh_levels`]).
 pub(crate) fn enabled(py: Python<'_>, level: Level, topic: Topic) -> bool {
-    asks_logger(py, level, topic)
+    cached(level, topic).unwrap_or_else(|| asks_logger(py, level, topic))
 }
 
 /// Logs `message` on `topic`'s logger at `level` with the record's extra
@@ -126,7 +160,9 @@ pub(crate) fn log(
     task_id: Option<&str>,
 ) {
     let _ = (|| -> PyResult<()> {
-        let logger = logger(py, topic)?;
+        let Some(logger) = logger(py, topic)? else {
+            return Ok(());
+        };
         let number = level_number(level);
         if !logger.call_method1("isEnabledFor", (number,))?.is_truthy()? {
             return Ok(());

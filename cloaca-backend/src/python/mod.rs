@@ -23,6 +23,7 @@ mod runner;
 mod smoke;
 #[cfg(feature = "postgres")]
 mod tenants;
+mod threads;
 mod trigger;
 mod vars;
 mod workflow;
@@ -72,7 +73,7 @@ pub(crate) fn register_api(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vars::var, m)?)?;
     m.add_function(wrap_pyfunction!(vars::var_or, m)?)?;
     errors::register(m)?;
-    logging::install(m.py())?;
+    crate::engine::set_worker_scope(threads::with_thread_state);
     // Multi-tenancy is a Postgres feature (schemas and roles).
     #[cfg(feature = "postgres")]
     m.add_class::<tenants::PyDatabaseAdmin>()?;

@@ -146,11 +146,8 @@ impl PyWorkflowBuilder {
             tasks: self.tasks.iter().map(|t| t.spec.clone()).collect(),
         };
         let dag = Dag::new(spec).map_err(to_py)?;
-        if !dag.warnings().is_empty() {
-            let logger = py.import("logging")?.call_method1("getLogger", ("cloaca.workflow",))?;
-            for warning in dag.warnings() {
-                logger.call_method1("warning", (warning,))?;
-            }
+        for warning in dag.warnings() {
+            crate::python::logging::warn_workflow(py, warning)?;
         }
         let by_id: HashMap<&str, &Arc<TaskDef>> = self.tasks.iter().map(|t| (t.spec.id.as_str(), t)).collect();
         let bodies: Vec<Arc<dyn TaskBody>> = dag.tasks().iter().map(|t| by_id[t.id.as_str()].body.clone() as Arc<dyn TaskBody>).collect();
