@@ -361,7 +361,7 @@ def bench_backend(
     """
     with contextlib.ExitStack() as cleanup:
         try:
-            base_url = cleanup.enter_context(databases.provide_database(backend))
+            base_url = cleanup.enter_context(databases.provide_database(backend, durable=True))
         except databases.NoPostgresServer as exc:
             if suites.running_in_ci():
                 raise
@@ -469,14 +469,19 @@ def describe_setup(runs: int, sizes: Sizes) -> str:
 def notes(measured: dict[str, dict | str]) -> list[str]:
     """What a reader must know to compare the figures with the targets."""
     found = ["Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside NORMAL, with no target."]
-    if isinstance(measured.get("postgres"), dict) and not os.environ.get(databases.POSTGRES_URL_ENV):
-        found.append(
-            "postgres ran on the throw-away cluster of `angreal cloaca test`, which runs "
-            "with fsync, synchronous_commit and full_page_writes off: its figures exclude "
-            f"commit flushes. Set {databases.POSTGRES_URL_ENV} to a normally configured "
-            "server to include them."
-        )
+    if isinstance(measured.get("postgres"), dict):
+        found.append(postgres_server_note())
     return found
+
+
+def postgres_server_note() -> str:
+    """Which PostgreSQL server the postgres figures come from, and its durability."""
+    if os.environ.get(databases.POSTGRES_URL_ENV):
+        return f"postgres ran on the server of {databases.POSTGRES_URL_ENV}, with that server's settings."
+    return (
+        "postgres ran on a throw-away cluster with PostgreSQL's default durability (fsync, "
+        "synchronous_commit and full_page_writes on): every commit waits for its WAL flush."
+    )
 
 
 #: The history table's rows: (figure, label, unit).

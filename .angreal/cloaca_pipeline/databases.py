@@ -39,8 +39,12 @@ class NoPostgresServer(PipelineError):
 
 
 @contextlib.contextmanager
-def provide_database(backend: str):
-    """Yield the database URL the backend's tests use; clean it up afterwards."""
+def provide_database(backend: str, *, durable: bool = False):
+    """Yield the database URL the backend's tests use; clean it up afterwards.
+
+    `durable` (for measurements) starts a throw-away cluster with PostgreSQL's
+    default durability instead of the tests' fast one.
+    """
     if backend == "sqlite":
         with tempfile.TemporaryDirectory(prefix="cloaca-sqlite-test-") as tmp:
             yield f"sqlite:///{Path(tmp) / 'cloaca-test.db'}"
@@ -50,7 +54,7 @@ def provide_database(backend: str):
             require_postgres_answers(url, source=POSTGRES_URL_ENV)
             yield url
         else:
-            with throwaway_postgres_cluster() as cluster:
+            with throwaway_postgres_cluster(durable=durable) as cluster:
                 yield cluster.url
     else:  # validated earlier; a new backend needs a branch here
         raise PipelineError(
@@ -167,9 +171,17 @@ class Cluster:
             )
 
 
+#: Server options of the tests' cluster: nothing waits for a disk flush.
+FAST_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+
+
 @contextlib.contextmanager
-def throwaway_postgres_cluster():
-    """Start a private PostgreSQL cluster; yield it (a Cluster); stop and delete it."""
+def throwaway_postgres_cluster(*, durable: bool = False):
+    """Start a private PostgreSQL cluster; yield it (a Cluster); stop and delete it.
+
+    The tests' cluster runs with FAST_OPTIONS; a `durable` one keeps
+    PostgreSQL's defaults (fsync, synchronous_commit and full_page_writes on).
+    """
     bin_dir = find_postgres_bin_dir()
     user = unprivileged_user()
     tmp = Path(tempfile.mkdtemp(prefix="cloaca-pg-"))
@@ -191,10 +203,9 @@ def throwaway_postgres_cluster():
                 f"initdb failed (exit {init.returncode}); its log: {log_tail(log)}. "
                 "Set CLOACA_TEST_POSTGRES_URL to use an existing server instead."
             )
-        options = (
-            f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        options = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not durable:
+            options = f"{options} {FAST_OPTIONS}"
         start = run_as(user, [bin_dir / "pg_ctl", "-D", data, "-l", log, "-o", options, "-w", "-t", "60", "start"], log)
         if start.returncode != 0:
             raise PipelineError(

@@ -179,7 +179,7 @@ def durability_lines(measured: dict[str, dict | str]) -> list[str]:
         "sqlite NORMAL": "WAL, synchronous=NORMAL: a completed task is committed before its dependents start; "
         "the last commits before a power loss may be lost, never half-written",
         "sqlite FULL": "WAL, synchronous=FULL: every commit is fsynced",
-        "postgres": "the server's settings (see the note on the throw-away cluster)",
+        "postgres": "the same server as DBOS postgres, the same settings",
     }
     lines = []
     for label in TABLE_COLUMNS:
@@ -217,10 +217,6 @@ def report(measured: dict[str, dict | str], runs: int, command: str, sizes: benc
         "Durability:",
         *(f"- {line}" for line in durability_lines(measured)),
     ]
-    if isinstance(measured.get("postgres"), dict) and not os.environ.get(databases.POSTGRES_URL_ENV):
-        parts.append(
-            "- Both postgres columns ran on the throw-away cluster of `angreal cloaca test` (fsync, "
-            f"synchronous_commit and full_page_writes off). Set {databases.POSTGRES_URL_ENV} to a "
-            "normally configured server to compare with commit flushes."
-        )
+    if isinstance(measured.get("postgres"), dict):
+        parts.append(f"- {bench.postgres_server_note()}")
     return "\n".join(parts)
