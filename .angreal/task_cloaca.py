@@ -162,6 +162,13 @@ def demo():
     help="also measure W1, W2 and list_executions with this many completed task rows stored, beside an empty database",
 )
 @angreal.argument(
+    name="memory",
+    long="memory",
+    is_flag=True,
+    takes_value=False,
+    help="also measure bytes of RSS per queued execution and bytes on disk per stored task and execution",
+)
+@angreal.argument(
     name="peers",
     long="peers",
     is_flag=True,
@@ -169,7 +176,7 @@ def demo():
     help="also run the workloads on Huey and DBOS (pinned in [tool.cloaca.bench-peers]) and print the ratios",
 )
 @reported
-def bench(backend=None, runs=None, output=None, history=None, peers=False):
+def bench(backend=None, runs=None, output=None, history=None, memory=False, peers=False):
     """Measure every selected backend's release build; print the table (and write it with --output)."""
     started = time.monotonic()
     command = peer_steps.command_line({"backend": backend, "runs": runs, "output": output})
@@ -183,11 +190,20 @@ def bench(backend=None, runs=None, output=None, history=None, peers=False):
             "--peers and --history cannot be combined: the history workload is cloaca's own "
             "(the peers have no comparable listing); run them as two commands."
         )
+    if peers and memory:
+        raise PipelineError(
+            "--peers and --memory cannot be combined: the memory workload is cloaca's own "
+            "(the peers' scripts do not measure it); run them as two commands."
+        )
     pins = peer_steps.read_pins() if peers else None
     peer_columns = peer_steps.prepare(backends, pins) if peers else {}
     measured = {}
     for b in backends:
-        measured.update(bench_steps.bench_backend(b, runs, history=history, peer_columns=peer_columns.get(b, ())))
+        measured.update(
+            bench_steps.bench_backend(
+                b, runs, history=history, peer_columns=peer_columns.get(b, ()), memory=bool(memory)
+            )
+        )
     text = peer_steps.report(measured, runs, command) if peers else bench_steps.report(measured, runs)
     print("\n" + text)
     if output is not None:

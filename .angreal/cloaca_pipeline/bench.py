@@ -106,6 +106,8 @@ class Sizes:
     chain: int = 100
     fanout: int = 200
     executions: int = 1000  # W4
+    queued: int = 10_000  # memory: 1-task executions held queued
+    stored: int = 10_000  # memory: task rows stored, as chains of `chain` tasks
 
 
 # ---------------------------------------------------------------- input ---
@@ -345,12 +347,55 @@ def measure_history(
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def measure_memory(python: Path, column: Column, fresh: FreshDatabases, runs: int, sizes: Sizes = Sizes()) -> dict:
+    """The memory workload of one column: per run, disk per stored task and RSS per queued execution; its JSON."""
+    print(
+        f"bench: {column.label}: memory, {sizes.queued:,} queued executions and {sizes.stored:,} stored "
+        f"task rows, {runs} run(s)",
+        flush=True,
+    )
+    command = [
+        str(python),
+        str(WORKLOADS_SCRIPT),
+        "memory",
+        "--queued",
+        str(sizes.queued),
+        "--stored",
+        str(sizes.stored),
+        "--chain",
+        str(sizes.chain),
+    ]
+    for i in range(runs):
+        command += ["--url", fresh.new_url(f"{column.label}-memory-{i}", column.query)]
+    if column.backend == "postgres":
+        command += ["--psql", fresh.psql]
+    done = subprocess.run(
+        command,
+        cwd=project.ROOT,
+        env=suites.test_environment(),
+        stdout=subprocess.PIPE,
+        text=True,
+        check=False,
+        timeout=WORKLOAD_TIMEOUT_S,
+    )
+    if done.returncode != 0:
+        raise ChecksFailed(
+            f"workload memory failed (exit status {done.returncode}; its message is above). To repeat it "
+            f"by hand: {project.relative(python)} {project.relative(WORKLOADS_SCRIPT)} memory --url URL"
+        )
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError) as exc:
+        raise ChecksFailed(f"workload memory printed no JSON result; its stdout was {done.stdout!r}") from exc
+
+
 def bench_backend(
     backend: str,
     runs: int,
     sizes: Sizes = Sizes(),
     history: int | None = None,
     peer_columns: tuple[tuple[Column, Path], ...] = (),
+    memory: bool = False,
 ) -> dict[str, dict | str]:
     """Database, release build, bench virtualenv, workloads: column label -> figures.
 
@@ -378,6 +423,8 @@ def bench_backend(
             measured[column.label] = measure_column(python, column, fresh, runs, sizes)
             if history is not None:
                 measured[column.label]["history"] = measure_history(python, column, fresh, runs, history, sizes)
+            if memory:
+                measured[column.label]["memory"] = measure_memory(python, column, fresh, runs, sizes)
         for column, peer_python in peer_columns:
             measured[column.label] = measure_column(peer_python, column, fresh, runs, sizes)
         return measured
@@ -526,6 +573,40 @@ def format_history_table(measured: dict[str, dict | str]) -> str | None:
     return "\n".join(lines)
 
 
+#: The memory table's rows: (figure in the memory workload's JSON, label).
+MEMORY_ROWS = (
+    ("rss_bytes_per_queued_execution", "bytes per queued execution (RSS)"),
+    ("bytes_per_stored_task", "bytes per stored task (disk)"),
+    ("bytes_per_completed_execution", "bytes per completed execution (disk)"),
+)
+
+
+def format_memory_table(measured: dict[str, dict | str]) -> str | None:
+    """Bytes per queued execution, per stored task and per completed execution, per column; None if not measured."""
+    columns = [c for c in COLUMNS if isinstance(measured.get(c.label), dict) and "memory" in measured[c.label]]
+    if not columns:
+        return None
+    header = ["memory", *(c.label for c in columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label in MEMORY_ROWS:
+        cells = [label, *(f"{measured[c.label]['memory'][key]:,.0f} B" for c in columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def describe_memory(measured: dict[str, dict | str]) -> str:
+    """What the memory table counts (goes above it)."""
+    first = next(m["memory"] for m in measured.values() if isinstance(m, dict) and "memory" in m)
+    return (
+        f"Memory: process RSS growth over {first['queued']:,} 1-task executions submitted while every worker "
+        "is held busy, divided by their number (in a fresh process; the caller's handles, all held, are "
+        f"included); disk growth over the empty schema once {first['executions']:,} executions of a chain of "
+        f"{first['chain']} tasks completed ({first['task_rows']:,} task rows; SQLite: file + -wal after a "
+        "TRUNCATE checkpoint; PostgreSQL: pg_total_relation_size of the cloaca tables, unvacuumed), per task "
+        "row and per execution. Medians of the runs."
+    )
+
+
 def report(measured: dict[str, dict | str], runs: int, sizes: Sizes = Sizes()) -> str:
     """The whole markdown report: setup line, table, targets missed, notes."""
     parts = [describe_setup(runs, sizes), "", format_table(measured), ""]
@@ -538,6 +619,9 @@ def report(measured: dict[str, dict | str], runs: int, sizes: Sizes = Sizes()) -
             history,
             "",
         ]
+    memory = format_memory_table(measured)
+    if memory is not None:
+        parts += [describe_memory(measured), "", memory, ""]
     missed = missed_targets(measured)
     parts.append("Over budget: " + "; ".join(missed) + "." if missed else "Every measured figure is within its target.")
     parts += ["", *(f"- {note}" for note in notes(measured))]

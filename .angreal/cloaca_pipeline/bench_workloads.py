@@ -21,6 +21,13 @@ WORKLOAD is one of
         database (--url) and on one holding --history completed task rows
         (--history-url, loaded with SQL, not by running them), one pair per
         run; then the loaded history is pruned and its deletion timed.
+  memory
+        per run: bytes on disk per stored task and per completed execution
+        (--stored task rows, as executions of a chain of --chain tasks, on
+        the run's database), then, in a fresh child process on the same
+        database, bytes of process RSS per queued execution (--queued 1-task
+        executions submitted while every worker is held busy); medians of
+        the runs.
 
 Each --url is one run's database (the caller makes each one fresh), so the
 number of runs is the number of --url options. Tasks are no-ops: the figures
@@ -31,12 +38,15 @@ with the execution's error on stderr.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
+import os
 import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from urllib.parse import urlsplit
 
@@ -48,6 +58,8 @@ COLD_CHILD_TIMEOUT_S = 120
 HISTORY_TASKS = 100
 #: Timed list_executions calls per database, after as many untimed ones.
 LIST_CALLS = 50
+#: How long one memory child (the queued-executions measurement) may take.
+MEMORY_CHILD_TIMEOUT_S = 900
 
 
 def noop_task(task_id: str):
@@ -293,6 +305,214 @@ def run_history(
     return result
 
 
+def rss_bytes() -> int:
+    """This process's resident set size now (VmRSS of /proc/self/status), in bytes."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS line in /proc/self/status")
+
+
+def psql_rows(psql: str, url: str, sql: str) -> list[list[str]]:
+    """The rows of one query through psql (unaligned, tuples only), as lists of strings."""
+    plain = url.split("?", 1)[0]
+    done = subprocess.run(
+        [psql, "-X", "-q", "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-d", plain, "-c", sql],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return [line.split("\t") for line in done.stdout.splitlines() if line]
+
+
+#: The tables of this database's cloaca schema with their total size (indexes and TOAST included).
+PG_TABLE_SIZES = """
+    SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind = 'r' AND n.nspname = current_schema() AND c.relname LIKE 'cloaca%'
+"""
+
+
+def stored_sizes(url: str, psql: str | None, compact: bool = False) -> dict:
+    """What a database holds on disk, no runner open on it: total bytes, bytes per table, rows.
+
+    SQLite: the WAL is checkpointed into the file (TRUNCATE) first; total is the
+    file plus its -wal, per table from dbstat (the table's pages and its indexes').
+    PostgreSQL: the sum of pg_total_relation_size of the schema's cloaca tables.
+    `compact` first rebuilds the database (SQLite VACUUM, PostgreSQL VACUUM FULL),
+    which drops free pages and dead row versions and packs the indexes.
+    """
+    if url.startswith("sqlite:"):
+        path = urlsplit(url).path
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            if compact:
+                connection.execute("VACUUM")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            tables = dict(
+                connection.execute(
+                    "SELECT m.tbl_name, SUM(d.pgsize) FROM dbstat d JOIN sqlite_master m ON m.name = d.name "
+                    "WHERE m.tbl_name LIKE 'cloaca%' GROUP BY m.tbl_name"
+                ).fetchall()
+            )
+            tasks = connection.execute("SELECT count(*) FROM cloaca_task_executions").fetchone()[0]
+            executions = connection.execute("SELECT count(*) FROM cloaca_executions").fetchone()[0]
+        finally:
+            connection.close()
+        total = sum(os.path.getsize(f) for f in (path, path + "-wal") if os.path.exists(f))
+    else:
+        if compact:
+            psql_rows(psql, url, "VACUUM FULL")
+        tables = {name: int(size) for name, size in psql_rows(psql, url, PG_TABLE_SIZES)}
+        counts = "SELECT (SELECT count(*) FROM cloaca_task_executions), (SELECT count(*) FROM cloaca_executions)"
+        tasks, executions = psql_rows(psql, url, counts)[0]
+        total = sum(tables.values())
+    return {"bytes": int(total), "tables": tables, "task_rows": int(tasks), "executions": int(executions)}
+
+
+def measure_disk(cloaca, url: str, stored: int, length: int, psql: str | None) -> dict:
+    """Bytes on disk per stored task and per completed execution of a `length`-task chain, on one database.
+
+    The schema alone is measured first (a runner opened and shut down), then
+    enough chains run to store `stored` task rows (submitted at once, so the
+    workers run them side by side), then the database is measured again with no
+    runner open. The figures are the growth over the schema alone.
+    """
+    with cloaca.DefaultRunner(url):
+        pass
+    empty = stored_sizes(url, psql)
+    executions = max(1, math.ceil(stored / length))
+    with cloaca.DefaultRunner(url) as runner:
+        handles = [runner.execute_async("bench_memory_chain", {}) for _ in range(executions)]
+        for handle in handles:
+            require_completed(handle.wait(), "a memory chain execution")
+    found = stored_sizes(url, psql)
+    compacted = stored_sizes(url, psql, compact=True)
+    if found["task_rows"] != executions * length or found["executions"] != executions:
+        print(f"bench: expected {executions} executions of {length} tasks stored, found {found}", file=sys.stderr)
+        raise SystemExit(1)
+    grown = found["bytes"] - empty["bytes"]
+    return {
+        "executions": executions,
+        "task_rows": found["task_rows"],
+        "empty_bytes": empty["bytes"],
+        "stored_bytes": found["bytes"],
+        "compacted_bytes": compacted["bytes"],
+        "tables_bytes": found["tables"],
+        "bytes_per_stored_task": grown / found["task_rows"],
+        "bytes_per_completed_execution": grown / executions,
+        "compacted_bytes_per_stored_task": (compacted["bytes"] - empty["bytes"]) / found["task_rows"],
+    }
+
+
+#: Held by every task of the memory child's workflow until the measurement is taken.
+RELEASE = threading.Event()
+#: Tasks of the memory child's workflow that started (held the workers) before the measurement.
+STARTED = []
+
+
+def held_task(ctx):
+    """The memory child's only task: hold a worker until RELEASE is set."""
+    STARTED.append(1)
+    RELEASE.wait()
+
+
+def memory_child(url: str, queued: int) -> None:
+    """The queued-executions measurement, in a process of its own: print its JSON line.
+
+    Every worker is held by a task that waits for RELEASE, so the executions
+    submitted after them stay queued (stored, ready, not claimed). RSS is read
+    after a warm-up execution (threads started, statements prepared) and after
+    `queued` submissions whose handles are all still held.
+    """
+    import cloaca
+
+    define_single(cloaca, "bench_memory_warmup")
+    with cloaca.WorkflowBuilder("bench_memory_held") as builder:
+        builder.description("bench: one task that holds its worker")
+        cloaca.task(id="held")(held_task)
+    config = cloaca.DefaultRunnerConfig.default()
+    with cloaca.DefaultRunner(url) as runner:
+        require_completed(runner.execute("bench_memory_warmup", {}), "the memory warm-up execution")
+        try:
+            blockers = [runner.execute_async("bench_memory_held", {}) for _ in range(config.max_concurrent_tasks)]
+            deadline = time.monotonic() + 60
+            while len(STARTED) < config.max_concurrent_tasks and time.monotonic() < deadline:
+                time.sleep(0.01)
+            gc.collect()
+            before = rss_bytes()
+            handles = [runner.execute_async("bench_memory_held", {}) for _ in range(queued)]
+            gc.collect()
+            after = rss_bytes()
+            started = len(STARTED)
+        finally:
+            # Without it, shutting the runner down would wait for the held tasks forever.
+            # The queued executions are left in the database: the workers stop after
+            # the tasks they run end, and the database is thrown away with the run.
+            RELEASE.set()
+        for handle in blockers:
+            require_completed(handle.wait(), "a memory blocker execution")
+    print(
+        json.dumps(
+            {
+                "rss_before_bytes": before,
+                "rss_after_bytes": after,
+                "queued": queued,
+                "handles_held": len(handles),
+                "workers": config.max_concurrent_tasks,
+                "running_while_measured": started,
+                "rss_bytes_per_queued_execution": (after - before) / queued,
+            }
+        ),
+        flush=True,
+    )
+
+
+def queued_rss(url: str, queued: int) -> dict:
+    """Run the memory child on `url`; its JSON result."""
+    command = [sys.executable, __file__, "memory-child", "--url", url, "--queued", str(queued)]
+    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False, timeout=MEMORY_CHILD_TIMEOUT_S)
+    if done.returncode != 0:
+        print(f"bench: the memory child on {url} failed (exit {done.returncode}); its error is above.", file=sys.stderr)
+        raise SystemExit(1)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_memory(cloaca, urls: list[str], queued: int, stored: int, length: int, psql: str | None) -> dict:
+    """Per run: disk per stored task on the fresh database, then RSS per queued execution; medians."""
+    define_chain(cloaca, "bench_memory_chain", length)
+    disks, rss = [], []
+    for url in urls:
+        disks.append(measure_disk(cloaca, url, stored, length, psql))
+        rss.append(queued_rss(url, queued))
+    return {
+        "workload": "memory",
+        "runs": len(urls),
+        "queued": queued,
+        "chain": length,
+        "task_rows": disks[0]["task_rows"],
+        "executions": disks[0]["executions"],
+        "rss_bytes_per_queued_execution": statistics.median(r["rss_bytes_per_queued_execution"] for r in rss),
+        "bytes_per_stored_task": statistics.median(d["bytes_per_stored_task"] for d in disks),
+        "bytes_per_completed_execution": statistics.median(d["bytes_per_completed_execution"] for d in disks),
+        "compacted_bytes_per_stored_task": statistics.median(d["compacted_bytes_per_stored_task"] for d in disks),
+        "counted": {
+            "rss": "growth of the process's VmRSS over the submission of the queued executions, divided by "
+            "their number, in a fresh process after a warm-up execution, with every worker held busy: the "
+            "engine's memory for them, the caller's ExecutionHandle objects (all still held), and the database "
+            "client's caches (SQLite page cache, PostgreSQL connection buffers)",
+            "disk": "growth of the database over its empty schema once the chains completed and the runner "
+            "shut down: SQLite file + -wal after PRAGMA wal_checkpoint(TRUNCATE); PostgreSQL "
+            "pg_total_relation_size of the cloaca tables (indexes and TOAST included, dead row versions of "
+            "the updates not vacuumed); per stored task over every task row, per completed execution over "
+            "the executions of the chain (each holding its tasks); compacted: the same after SQLite VACUUM "
+            "or PostgreSQL VACUUM FULL",
+        },
+        "per_run": {"disk": disks, "rss": rss},
+    }
+
+
 def run_cold(urls: list[str]) -> dict:
     """Fresh processes: spawn -> first result, ms, median over the runs."""
     times_ms = [cold_process_ms(url) for url in urls]
@@ -340,7 +560,9 @@ def cold_child(url: str) -> None:
 def parse_arguments(argv: list[str]) -> argparse.Namespace:
     """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description="cloaca engine workloads (see docs/benchmarks.md)")
-    parser.add_argument("workload", choices=["w3", "w1", "w2", "w4", "cold", "cold-child", "history"])
+    parser.add_argument(
+        "workload", choices=["w3", "w1", "w2", "w4", "cold", "cold-child", "history", "memory", "memory-child"]
+    )
     parser.add_argument(
         "--url", action="append", required=True, help="a fresh database for one run; repeat once per run"
     )
@@ -353,11 +575,15 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--history-url", action="append", default=[], help="history: a fresh database to load, one per --url"
     )
-    parser.add_argument("--psql", help="history on postgres: the psql that loads the rows")
+    parser.add_argument("--psql", help="history and memory on postgres: the psql that loads or measures")
+    parser.add_argument("--queued", type=int, default=10_000, help="memory: 1-task executions held queued")
+    parser.add_argument("--stored", type=int, default=10_000, help="memory: task rows to store (chains of --chain)")
     args = parser.parse_args(argv)
     if args.workload == "history" and len(args.history_url) != len(args.url):
         parser.error("history needs one --history-url per --url")
-    for name in ("calls", "chain", "fanout", "executions"):
+    if args.workload == "memory" and not args.url[0].startswith("sqlite:") and not args.psql:
+        parser.error("memory on postgres needs --psql")
+    for name in ("calls", "chain", "fanout", "executions", "queued", "stored"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
     if args.warmup < 0:
@@ -370,6 +596,9 @@ def main(argv: list[str]) -> None:
     args = parse_arguments(argv)
     if args.workload == "cold-child":
         cold_child(args.url[0])
+        return
+    if args.workload == "memory-child":
+        memory_child(args.url[0], args.queued)
         return
     if args.workload == "cold":
         result = run_cold(args.url)
@@ -384,6 +613,8 @@ def main(argv: list[str]) -> None:
             result = run_w4(cloaca, args.url, args.executions)
         elif args.workload == "history":
             result = run_history(cloaca, args.url, args.history_url, args.history, args.chain, args.fanout, args.psql)
+        elif args.workload == "memory":
+            result = run_memory(cloaca, args.url, args.queued, args.stored, args.chain, args.psql)
         else:
             result = run_w2(cloaca, args.url, args.fanout)
         result["backend"] = cloaca.get_backend()

@@ -3,8 +3,8 @@
 The bad-input tests run on a copy of the tree and finish before any build.
 test_bench_workloads_report_shape runs the real workloads script, with tiny
 sizes, in the sqlite backend's test virtualenv (.venvs/sqlite, installed by the
-backend suite that runs before this one); deselect it with
--k "not bench_workloads".
+backend suite that runs before this one), as do the history and memory shape
+tests; deselect them with -k "not bench_workloads".
 """
 
 import math
@@ -134,3 +134,35 @@ def test_bench_workloads_history_shape(tmp_path):
     table = bench.format_history_table({"sqlite NORMAL": {**figures, "history": result}})
     assert "1,000 rows" in table.splitlines()[0], table
     assert len(table.splitlines()) == 2 + len(bench.HISTORY_ROWS) + 2, table
+
+
+def test_bench_workloads_memory_shape(tmp_path):
+    """The memory workload stores its chains, measures the file and a queued child's RSS, per run."""
+    python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
+    if not python.exists():
+        pytest.fail(f"{python} is missing: the sqlite backend suite of `angreal cloaca test` installs it first.")
+    fresh = bench.FreshDatabases("sqlite", f"sqlite:///{tmp_path / 'harness.db'}")
+    sizes = bench.Sizes(chain=5, queued=200, stored=100)
+    runs = 2
+
+    result = bench.measure_memory(python, bench.COLUMNS[0], fresh, runs, sizes)
+
+    assert result["runs"] == runs and result["task_rows"] == 100 and result["executions"] == 20, result
+    for key, _ in bench.MEMORY_ROWS:
+        assert isinstance(result[key], float) and math.isfinite(result[key]) and result[key] > 0, (key, result)
+    assert result["bytes_per_completed_execution"] == pytest.approx(5 * result["bytes_per_stored_task"]), result
+    assert set(result["counted"]) == {"rss", "disk"}, result
+    for rss in result["per_run"]["rss"]:
+        assert rss["handles_held"] == 200 and rss["running_while_measured"] == rss["workers"], rss
+    for disk in result["per_run"]["disk"]:
+        assert disk["stored_bytes"] > disk["empty_bytes"] > 0, disk
+        assert disk["tables_bytes"]["cloaca_task_executions"] > 0, disk
+    assert len(list(tmp_path.glob("bench_*memory*.db"))) == runs, "one fresh database per run"
+
+    table = bench.format_memory_table({"sqlite NORMAL": {"memory": result}, "postgres": "skipped: no server"})
+    lines = table.splitlines()
+    assert lines[0] == "| memory | sqlite NORMAL |", table
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [label for _, label in bench.MEMORY_ROWS], table
+    assert all(re.search(r"\| [\d,]+ B \|$", line) for line in lines[2:]), table
+    text = bench.report({"sqlite NORMAL": {**{row.key: 1.0 for row in bench.ROWS}, "memory": result}}, runs)
+    assert "Memory: process RSS growth over 200 1-task executions" in text and table in text, text

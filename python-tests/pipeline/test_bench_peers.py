@@ -36,6 +36,12 @@ def test_peers_with_history_is_refused(tree):
     assert_nothing_built(tree)
 
 
+def test_peers_with_memory_is_refused(tree):
+    done = run_angreal(tree, "cloaca", "bench", "--backend", "sqlite", "--peers", "--memory")
+    assert_bad_input(done, "--peers and --memory cannot be combined")
+    assert_nothing_built(tree)
+
+
 @pytest.mark.parametrize("pin", ['"huey>=3.5"', '"huey"', '"redis==5.0.0"', "3.5"])
 def test_a_peer_pinned_loosely_is_refused(tree, pin):
     replace_pin(tree, 'huey = "huey==3.5.4"', f"huey = {pin}")
