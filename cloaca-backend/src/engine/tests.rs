@@ -281,6 +281,28 @@ fn recording_claims_the_next_ready_task_of_another_execution_with_its_input() {
 }
 
 #[test]
+fn a_paused_execution_holds_the_dependent_instead_of_handing_it_over() {
+    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let first = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    f.store.pause_execution(&id, "me", now_ms()).unwrap();
+    let next = NextClaim { owner: "me", workflows: &refs, registry: f.registry, lease_ms: 60_000 };
+    let recorded = f
+        .store
+        .record_attempt_then(&first.claim, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next))
+        .unwrap();
+    assert!(recorded.accepted);
+    assert!(recorded.next.is_none(), "a paused execution's dependent is held, not handed over");
+    assert_eq!(recorded.readied, 0);
+    assert!(f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().is_none(), "held until resumed");
+    assert_eq!(f.store.resume_execution(&id, "me", now_ms()).unwrap(), 1);
+    let second = f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().expect("ready once resumed");
+    assert_eq!((second.task_id.as_str(), second.attempt), ("second", 1));
+}
+
+#[test]
 fn a_lost_claim_records_nothing_and_claims_nothing() {
     let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
     let id = uuid::Uuid::new_v4().to_string();
@@ -811,6 +833,38 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     assert!(again.get_execution("e-1").unwrap().is_some());
     assert_ne!(channel_name(Channel::Work, Some(&one)), channel_name(Channel::Work, Some(&two)));
     assert!(channel_name(Channel::Done, Some(&"a".repeat(63))).len() <= 63);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_pause_that_commits_during_the_merged_completion_takes_back_the_handed_over_claim() {
+    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let first = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    // Another session pauses the execution and holds its row until the
+    // completion's statement has taken its snapshot (which sees it running).
+    let mut other = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let mut pause = other.transaction().unwrap();
+    pause.execute("UPDATE cloaca_executions SET status = 'paused' WHERE id = $1", &[&id]).unwrap();
+    let recording = {
+        let (store, dag, claim, registry) = (f.store.clone(), f.workflow.clone(), first.claim.clone(), f.registry);
+        std::thread::spawn(move || {
+            let refs = [dag.reference()];
+            let next = NextClaim { owner: "me", workflows: &refs, registry, lease_ms: 60_000 };
+            store.record_attempt_then(&claim, &dag.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    pause.commit().unwrap();
+    let recorded = recording.join().unwrap();
+    assert!(recorded.accepted);
+    assert!(recorded.next.is_none(), "the claim of the dependent is taken back");
+    let row = other
+        .query_one("SELECT status, attempt, lease_owner FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'second'", &[&id])
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, Option<String>>(2)), ("held".into(), 0, None));
 }
 
 // ---- steering: cancel, pause, resume, retry, idempotent starts ----------------

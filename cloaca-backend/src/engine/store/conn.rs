@@ -42,6 +42,10 @@ pub(crate) trait Conn {
     /// SQLite locks the whole file): one that holds an execution's row
     /// then must not write another execution's, or two can deadlock.
     fn locks_rows(&self) -> bool;
+    /// True where each statement is a round trip to a server (PostgreSQL),
+    /// so that merging statements pays; SQLite runs them in process (and
+    /// has no data-modifying WITH).
+    fn is_remote(&self) -> bool;
 }
 
 impl dyn Conn + '_ {

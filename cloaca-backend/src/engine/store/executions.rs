@@ -473,16 +473,26 @@ pub(crate) fn record_attempt(
     now: i64,
     next: Option<&NextClaim>,
 ) -> Result<AttemptRecorded> {
-    let mut recorded = record_outcome(conn, claim, dag, outcome, now)?;
+    let (mut recorded, claimed) = match outcome {
+        AttemptOutcome::Completed(output) if conn.is_remote() && !dag.has_rules() => {
+            record_completion_merged(conn, claim, dag, output, now, next)?
+        }
+        _ => (record_outcome(conn, claim, dag, outcome, now)?, None),
+    };
     if !recorded.accepted {
         return Ok(recorded);
     }
     if let Some(next) = next {
-        let output = match outcome {
-            AttemptOutcome::Completed(output) => Some(output),
-            AttemptOutcome::Failed { .. } => None,
+        recorded.next = match claimed {
+            Some(claimed) => Some(claimed),
+            None => {
+                let output = match outcome {
+                    AttemptOutcome::Completed(output) => Some(output),
+                    AttemptOutcome::Failed { .. } => None,
+                };
+                claim_next(conn, claim, dag, output, next, now)?
+            }
         };
-        recorded.next = claim_next(conn, claim, dag, output, next, now)?;
     }
     // Other workers are told of what this one does not take itself.
     let unclaimed = recorded.readied.saturating_sub(u64::from(recorded.next.is_some()));
@@ -527,6 +537,141 @@ fn claim_next(
         None
     };
     Ok(Some(Claimed { claim, input }))
+}
+
+// "The row becomes ready now, and this statement claims it": the last
+// dependency of a pending row completed, the worker asked for its next
+// attempt (?7 = 1), and the execution did not look paused. A pause that
+// commits between this statement's snapshot and its update of the
+// execution row is seen in `counted` and undone (UNCLAIM_HELD).
+macro_rules! claimed_now {
+    () => {
+        "(deps_remaining = 1 AND status = 'pending' AND CAST(?7 AS BIGINT) = 1
+          AND (SELECT status FROM cloaca_executions WHERE id = ?5) <> 'paused')"
+    };
+}
+// PostgreSQL only (SQLite has no data-modifying WITH): COMPLETE_ATTEMPT,
+// RELEASE_DEPENDENTS and DECREMENT_REMAINING in one statement, one round
+// trip where they were three, in the same order of row locks (the task,
+// its dependents, the execution). With ?7 = 1 and one dependent, the
+// statement that readies the dependent also claims it for the worker
+// (?8 owner, ?9 lease expiry), as CLAIM_READY would.
+const COMPLETE_RELEASE_COUNT: &str = concat!(
+    "WITH done AS (
+        UPDATE cloaca_task_executions
+        SET status = 'completed', output_context = ?3, lease_expires_at = NULL, finished_at = ?4
+        WHERE id = ?1 AND attempt = ?2 AND status = 'running'
+        RETURNING id),
+    released AS (
+        UPDATE cloaca_task_executions
+        SET status = CASE WHEN ",
+    claimed_now!(),
+    " THEN 'running' WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
+            attempt = CASE WHEN ",
+    claimed_now!(),
+    " THEN attempt + 1 ELSE attempt END,
+            lease_owner = CASE WHEN ",
+    claimed_now!(),
+    " THEN ?8 ELSE lease_owner END,
+            lease_expires_at = CASE WHEN ",
+    claimed_now!(),
+    " THEN ?9 ELSE lease_expires_at END,
+            started_at = CASE WHEN ",
+    claimed_now!(),
+    " THEN ?4 ELSE started_at END,
+            next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE next_attempt_at END,
+            ready_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE ready_at END,
+            deps_remaining = deps_remaining - 1
+        WHERE execution_id = ?5 AND task_id IN (SELECT value FROM json_each(?6)) AND EXISTS (SELECT 1 FROM done)
+        RETURNING id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base, status),
+    counted AS (
+        UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - 1
+        WHERE id = ?5 AND EXISTS (SELECT 1 FROM done)
+        RETURNING tasks_remaining, status),
+    took AS (SELECT * FROM released WHERE status = 'running')
+    SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM released WHERE status IN ('ready', 'running')),
+        (SELECT tasks_remaining FROM counted), (SELECT status FROM counted),
+        took.id, took.task_id, took.workflow_name, took.workflow_version, took.attempt, took.failures, took.attempt_base
+    FROM (SELECT 1 AS one) AS one LEFT JOIN took ON true"
+);
+// A dependent claimed by COMPLETE_RELEASE_COUNT in an execution that turned
+// out to be paused: held instead, as if never claimed (its previous attempt
+// left no runner or start on it: it was pending).
+const UNCLAIM_HELD: &str = "UPDATE cloaca_task_executions
+    SET status = 'held', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
+
+/// [`record_outcome`] for a completion on a backend where each statement is
+/// a round trip (see [`Conn::is_remote`]) and the workflow has no trigger
+/// rules: one statement where there were three, and the claim of the one
+/// dependent it readies when `next` asks (returned beside the record).
+fn record_completion_merged(
+    conn: &mut dyn Conn,
+    claim: &Claim,
+    dag: &Dag,
+    output: &Context,
+    now: i64,
+    next: Option<&NextClaim>,
+) -> Result<(AttemptRecorded, Option<Claimed>)> {
+    let position = dag
+        .position(&claim.task_id)
+        .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))?;
+    let execution = claim.execution_id.as_str();
+    let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+    let inline = next.filter(|_| dependents.len() == 1);
+    let text = to_json(output, "storing a task output")?;
+    let list = json_list(&dependents);
+    let params = [
+        Param::Int(claim.row_id),
+        Param::Int(claim.attempt),
+        Param::Text(&text),
+        Param::Int(now),
+        Param::Text(execution),
+        Param::Text(&list),
+        Param::Int(i64::from(inline.is_some())),
+        Param::Text(inline.map_or("", |n| n.owner)),
+        Param::Int(now + inline.map_or(0, |n| n.lease_ms)),
+    ];
+    let (done, readied, remaining, status, took) = conn.query_one(COMPLETE_RELEASE_COUNT, &params, |row| {
+        let took = match row.opt_int(4)? {
+            Some(row_id) => Some(Claim {
+                row_id,
+                execution_id: execution.to_string(),
+                task_id: row.text(5)?,
+                workflow: WorkflowRef { name: row.text(6)?, version: row.text(7)? },
+                attempt: row.int(8)?,
+                failures: row.int(9)?,
+                attempt_base: row.int(10)?,
+                owner: inline.map_or(String::new(), |n| n.owner.to_string()),
+                claimed_at: now,
+            }),
+            None => None,
+        };
+        Ok((row.int(0)?, row.int(1)?, row.opt_int(2)?, row.opt_text(3)?, took))
+    })?;
+    if done != 1 {
+        return Ok((AttemptRecorded::default(), None));
+    }
+    let (Some(remaining), Some(status)) = (remaining, status) else {
+        return Err(Error::UnknownExecution(execution.to_string()));
+    };
+    let mut recorded = AttemptRecorded { accepted: true, readied: readied as u64, ..Default::default() };
+    let mut took = took;
+    if recorded.readied > 0 && ExecutionStatus::from_db(&status)? == ExecutionStatus::Paused {
+        if let Some(claimed) = took.take() {
+            conn.execute(UNCLAIM_HELD, &[Param::Int(claimed.row_id), Param::Int(claimed.attempt)])?;
+        }
+        conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&list)])?;
+        recorded.readied = 0;
+    }
+    recorded.finished = settle(conn, execution, remaining, dag, now)?;
+    // Its input is the output just recorded when that was its only dependency.
+    let claimed = took.map(|claim| {
+        let only_dependency = dag.position(&claim.task_id).is_some_and(|p| dag.dependencies_of(p) == [position]);
+        let input = only_dependency.then(|| merge(std::iter::once(output)));
+        Claimed { claim, input }
+    });
+    Ok((recorded, claimed))
 }
 
 /// Writes an attempt's outcome and its consequences for the execution.

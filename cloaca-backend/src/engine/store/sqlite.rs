@@ -255,6 +255,10 @@ impl Conn for SqliteConn<'_> {
         false
     }
 
+    fn is_remote(&self) -> bool {
+        false
+    }
+
     fn lock_for_migration(&mut self) -> Result<()> {
         Ok(())
     }

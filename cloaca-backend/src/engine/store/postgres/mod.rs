@@ -213,6 +213,10 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
         true
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn lock_for_migration(&mut self) -> Result<()> {
         const LOCK: &str = "SELECT pg_advisory_xact_lock(?1)";
         let key = self.scope.migration_lock;
