@@ -54,8 +54,10 @@ struct Loggers {
     workflow: Py<PyAny>,
 }
 
-/// Logs a warning about a workflow definition on `cloaca.workflow`,
-/// importing `logging` if the program has not: a warning is meant to be seen.
+/// Logs a warning about a workflow definition on `cloaca.workflow`. It
+/// imports `logging` if the program has not, so that a program that
+/// configures logging later, or inspects the logger, finds the record's
+/// logger set up as for every other record.
 pub(crate) fn warn_workflow(py: Python<'_>, message: &str) -> PyResult<()> {
     py.import("logging")?;
     if let Some(loggers) = loggers(py)? {

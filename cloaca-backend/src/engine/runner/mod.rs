@@ -120,13 +120,18 @@ impl Runner {
 
     /// [`Runner::start_execution`], also returning the definition it used.
     fn store_execution(&self, name: &str, input: &Context, idempotency_key: Option<&str>) -> Result<(String, Arc<Workflow>)> {
+        self.store_execution_as(uuid::Uuid::new_v4().to_string(), name, input, idempotency_key)
+    }
+
+    /// [`Runner::store_execution`] under the id `id`, unless an idempotency
+    /// key returns an earlier execution (whose id is returned).
+    fn store_execution_as(&self, id: String, name: &str, input: &Context, idempotency_key: Option<&str>) -> Result<(String, Arc<Workflow>)> {
         self.ensure_running()?;
         let workflow = self
             .shared
             .registry
             .get(name)
             .ok_or_else(|| Error::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() })?;
-        let id = uuid::Uuid::new_v4().to_string();
         let created = self.shared.store.create_execution(&id, &workflow.dag, input, idempotency_key, now_ms())?;
         let id = created.execution_id;
         if created.existing {
@@ -158,10 +163,28 @@ impl Runner {
         idempotency_key: Option<&str>,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<ExecutionRecord> {
+        // Registered as its waiter before it exists, so that this wait need
+        // not look at the database before the news of its finish.
+        let new_id = uuid::Uuid::new_v4().to_string();
+        self.register_waiter(&new_id);
         // The DAG the execution was created with, even if the name is
         // registered anew meanwhile.
-        let (id, workflow) = self.store_execution(name, input, idempotency_key)?;
-        match self.wait_with(&id, self.shared.config.pipeline_timeout, keep_waiting) {
+        let (id, workflow) = match self.store_execution_as(new_id.clone(), name, input, idempotency_key) {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.forget_waiter(&new_id);
+                return Err(e);
+            }
+        };
+        let timeout = self.shared.config.pipeline_timeout;
+        let waited = if id == new_id {
+            self.wait_registered(&id, timeout, keep_waiting, false)
+        } else {
+            // An earlier execution with the same idempotency key.
+            self.forget_waiter(&new_id);
+            self.wait_with(&id, timeout, keep_waiting)
+        };
+        match waited {
             Err(Error::WaitTimedOut { .. }) => {
                 let seconds = self.shared.config.pipeline_timeout.map_or(0, |d| d.as_secs());
                 let message =
@@ -192,34 +215,55 @@ impl Runner {
         timeout: Option<Duration>,
         keep_waiting: &mut dyn FnMut() -> bool,
     ) -> Result<ExecutionRecord> {
+        self.register_waiter(execution_id);
+        self.wait_registered(execution_id, timeout, keep_waiting, true)
+    }
+
+    /// Counts a waiter for `execution_id`, so that its finish is noted for it.
+    fn register_waiter(&self, execution_id: &str) {
+        let mut waiting = lock(&self.shared.waiting);
+        waiting.entry(execution_id.to_string()).or_insert((0, false)).0 += 1;
+    }
+
+    /// Waits as a waiter [`Runner::register_waiter`] counted, and counts it
+    /// out. Without `look_first` the first look at the database waits for
+    /// news of the finish: the caller registered before the execution
+    /// existed, so no finish can have gone unnoted.
+    fn wait_registered(
+        &self,
+        execution_id: &str,
+        timeout: Option<Duration>,
+        keep_waiting: &mut dyn FnMut() -> bool,
+        look_first: bool,
+    ) -> Result<ExecutionRecord> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let shared = &self.shared;
-        {
-            let mut waiting = lock(&shared.waiting);
-            waiting.entry(execution_id.to_string()).or_insert((0, false)).0 += 1;
-        }
+        let mut look = look_first;
         let result = (|| loop {
-            {
-                let mut waiting = lock(&shared.waiting);
-                if let Some(entry) = waiting.get_mut(execution_id) {
-                    entry.1 = false;
+            if look {
+                {
+                    let mut waiting = lock(&shared.waiting);
+                    if let Some(entry) = waiting.get_mut(execution_id) {
+                        entry.1 = false;
+                    }
+                }
+                // A wait's own time limit also bounds how long it waits out an outage.
+                let record = match self.shared.store.get_execution_before(execution_id, deadline) {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Err(Error::UnknownExecution(execution_id.to_string())),
+                    Err(e) if e.is_outage() && deadline.is_some_and(|d| Instant::now() >= d) => {
+                        return Err(Error::WaitTimedOut {
+                            execution_id: execution_id.to_string(),
+                            seconds: timeout.unwrap_or_default().as_secs_f64(),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
+                if record.status.is_finished() {
+                    return Ok(record);
                 }
             }
-            // A wait's own time limit also bounds how long it waits out an outage.
-            let record = match self.shared.store.get_execution_before(execution_id, deadline) {
-                Ok(Some(record)) => record,
-                Ok(None) => return Err(Error::UnknownExecution(execution_id.to_string())),
-                Err(e) if e.is_outage() && deadline.is_some_and(|d| Instant::now() >= d) => {
-                    return Err(Error::WaitTimedOut {
-                        execution_id: execution_id.to_string(),
-                        seconds: timeout.unwrap_or_default().as_secs_f64(),
-                    })
-                }
-                Err(e) => return Err(e),
-            };
-            if record.status.is_finished() {
-                return Ok(record);
-            }
+            look = true;
             let mut waiting = lock(&shared.waiting);
             loop {
                 if waiting.get(execution_id).is_some_and(|e| e.1) {
@@ -250,14 +294,19 @@ impl Runner {
                 }
             }
         })();
-        let mut waiting = lock(&shared.waiting);
+        self.forget_waiter(execution_id);
+        result
+    }
+
+    /// Counts out a waiter [`Runner::register_waiter`] counted.
+    fn forget_waiter(&self, execution_id: &str) {
+        let mut waiting = lock(&self.shared.waiting);
         if let Some(entry) = waiting.get_mut(execution_id) {
             entry.0 -= 1;
             if entry.0 == 0 {
                 waiting.remove(execution_id);
             }
         }
-        result
     }
 
     /// Stops claiming, lets running attempts finish (each within its own
