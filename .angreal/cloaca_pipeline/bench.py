@@ -21,6 +21,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass
@@ -389,6 +390,49 @@ def measure_memory(python: Path, column: Column, fresh: FreshDatabases, runs: in
         raise ChecksFailed(f"workload memory printed no JSON result; its stdout was {done.stdout!r}") from exc
 
 
+#: Page writes timed, each followed by an fsync, to state the disk's flush latency beside the FULL figures.
+FSYNC_SAMPLES = 200
+#: What a chain task at FULL may cost beyond NORMAL, in write+fsync latencies of the disk it runs on.
+FSYNC_BUDGET = 2
+
+
+def fsync_latency_ms(directory: Path, samples: int = FSYNC_SAMPLES) -> float:
+    """The median time to write one 4 KiB page into a file in `directory` and fsync it, in ms.
+
+    A durable commit cannot cost less on that disk: it is the floor the
+    sqlite FULL figures are read against.
+    """
+    probe = directory / "cloaca-bench-fsync.probe"
+    page = b"\0" * 4096
+    times = []
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for i in range(samples):
+            started = time.perf_counter()
+            os.pwrite(fd, page, (i % 16) * len(page))
+            os.fsync(fd)
+            times.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+    return statistics.median(times)
+
+
+def fsync_note(measured: dict[str, dict | str]) -> str | None:
+    """How the chain at sqlite FULL compares with NORMAL, in fsync latencies of this run's disk."""
+    normal, full = measured.get("sqlite NORMAL"), measured.get("sqlite FULL")
+    if not (isinstance(normal, dict) and isinstance(full, dict) and "fsync_ms" in full):
+        return None
+    extra = full["w1_ms_per_task"] - normal["w1_ms_per_task"]
+    fsync = full["fsync_ms"]
+    within = "within" if extra <= FSYNC_BUDGET * fsync else "over"
+    return (
+        f"sqlite FULL: a chain task costs {extra:.3f} ms more than at NORMAL, {extra / fsync:.1f} "
+        f"write+fsync latencies of this disk (median {fsync:.3f} ms over {FSYNC_SAMPLES} page writes, "
+        f"measured in this run); {within} the budget of {FSYNC_BUDGET}."
+    )
+
+
 def bench_backend(
     backend: str,
     runs: int,
@@ -427,6 +471,8 @@ def bench_backend(
                 measured[column.label]["memory"] = measure_memory(python, column, fresh, runs, sizes)
         for column, peer_python in peer_columns:
             measured[column.label] = measure_column(peer_python, column, fresh, runs, sizes)
+        if isinstance(measured.get("sqlite FULL"), dict):
+            measured["sqlite FULL"]["fsync_ms"] = fsync_latency_ms(Path(urlsplit(base_url).path).parent)
         return measured
 
 
@@ -518,6 +564,8 @@ def notes(measured: dict[str, dict | str]) -> list[str]:
     found = ["Targets apply to sqlite NORMAL and postgres; sqlite FULL is reported beside NORMAL, with no target."]
     if isinstance(measured.get("postgres"), dict):
         found.append(postgres_server_note())
+    if fsync := fsync_note(measured):
+        found.append(fsync)
     return found
 
 

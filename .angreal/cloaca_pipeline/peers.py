@@ -219,4 +219,6 @@ def report(measured: dict[str, dict | str], runs: int, command: str, sizes: benc
     ]
     if isinstance(measured.get("postgres"), dict):
         parts.append(f"- {bench.postgres_server_note()}")
+    if fsync := bench.fsync_note(measured):
+        parts.append(f"- {fsync}")
     return "\n".join(parts)

@@ -77,6 +77,19 @@ def test_report_flags_figures_over_budget_and_states_the_targets():
     assert rows["W2: fan-out of 200 tasks + join"][4:] == ["≥ 4,000 tasks/s", "≥ 1,500 tasks/s"]
 
 
+def test_fsync_latency_is_measured_on_the_given_disk_and_read_against_the_full_chain(tmp_path):
+    latency = bench.fsync_latency_ms(tmp_path, samples=5)
+    assert 0 < latency < 10_000
+    assert list(tmp_path.iterdir()) == [], "the probe file is removed"
+    measured = {"sqlite NORMAL": {"w1_ms_per_task": 0.1}, "sqlite FULL": {"w1_ms_per_task": 0.4, "fsync_ms": 0.2}}
+    note = bench.fsync_note(measured)
+    assert "0.300 ms more than at NORMAL, 1.5 write+fsync latencies" in note and "within the budget of 2" in note
+    measured["sqlite FULL"]["w1_ms_per_task"] = 0.6
+    assert "over the budget of 2" in bench.fsync_note(measured)
+    assert bench.fsync_note({"sqlite NORMAL": {"w1_ms_per_task": 0.1}}) is None
+    assert any("write+fsync" in line for line in bench.notes(measured))
+
+
 def test_bench_workloads_report_shape(tmp_path):
     python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
     if not python.exists():
