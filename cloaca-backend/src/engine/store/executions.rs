@@ -293,9 +293,10 @@ fn load_context_texts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&
 
 // ---- leases and wake-up times ----------------------------------------------
 
-// Row ids travel as JSON strings: compared as text, the same on both backends.
+// Row ids travel as JSON strings, cast back so that the rows are found by
+// their key (migration 9 dropped the index by lease owner).
 pub(crate) const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_expires_at = ?2
-    WHERE lease_owner = ?1 AND status = 'running' AND CAST(id AS TEXT) IN (SELECT value FROM json_each(?3))";
+    WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?3)) AND lease_owner = ?1 AND status = 'running'";
 // One arm per status, each matching its partial index (migration 4): with
 // `status = 'ready' OR status = 'running'` no partial index applies and the
 // planner reads the whole table, history included.

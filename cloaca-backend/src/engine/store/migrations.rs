@@ -248,6 +248,14 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             CREATE INDEX cloaca_trigger_executions_by_schedule ON cloaca_trigger_executions (schedule_id, started_at, id);
             CREATE INDEX cloaca_trigger_executions_by_execution ON cloaca_trigger_executions (execution_id);",
     },
+    Migration {
+        version: 9,
+        name: "no lease-owner index",
+        // Lease renewal finds its rows by id. The index by lease owner was
+        // written by every claim and every completion (a page of each
+        // commit) and served only that statement.
+        sql: "DROP INDEX IF EXISTS cloaca_task_executions_leases;",
+    },
 ];
 
 /// The schema version this build writes.
