@@ -255,8 +255,17 @@ def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes, scr
     ]
     for url in urls:
         command += ["--url", url]
+    return run_script(command, workload, python, script)
+
+
+def run_script(
+    command: list[str], workload: str, python: Path, script: Path, timeout: int = WORKLOAD_TIMEOUT_S
+) -> dict:
+    """Run a workloads script's command line; the JSON of its last stdout line.
+
+    Its stderr is not captured: a failing run's own message reaches the user as is.
+    """
     try:
-        # stderr is not captured: a failing run's own message reaches the user as is.
         done = subprocess.run(
             command,
             cwd=project.ROOT,
@@ -264,11 +273,11 @@ def run_workload(python: Path, workload: str, urls: list[str], sizes: Sizes, scr
             stdout=subprocess.PIPE,
             text=True,
             check=False,
-            timeout=WORKLOAD_TIMEOUT_S,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
         raise ChecksFailed(
-            f"workload {workload} did not finish within {WORKLOAD_TIMEOUT_S} s; "
+            f"workload {workload} did not finish within {timeout} s; "
             "the engine may hang (run the workloads script by hand to see)."
         ) from exc
     if done.returncode != 0:
@@ -334,18 +343,7 @@ def measure_history(
         command += ["--history-url", fresh.new_url(f"{column.label}-history-loaded-{i}", column.query)]
     if column.backend == "postgres":
         command += ["--psql", fresh.psql]
-    done = subprocess.run(
-        command,
-        cwd=project.ROOT,
-        env=suites.test_environment(),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-        timeout=WORKLOAD_TIMEOUT_S * 2,
-    )
-    if done.returncode != 0:
-        raise ChecksFailed(f"workload history failed (exit status {done.returncode}; its message is above).")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_script(command, "history", python, WORKLOADS_SCRIPT, timeout=WORKLOAD_TIMEOUT_S * 2)
 
 
 def measure_memory(python: Path, column: Column, fresh: FreshDatabases, runs: int, sizes: Sizes = Sizes()) -> dict:
@@ -370,24 +368,7 @@ def measure_memory(python: Path, column: Column, fresh: FreshDatabases, runs: in
         command += ["--url", fresh.new_url(f"{column.label}-memory-{i}", column.query)]
     if column.backend == "postgres":
         command += ["--psql", fresh.psql]
-    done = subprocess.run(
-        command,
-        cwd=project.ROOT,
-        env=suites.test_environment(),
-        stdout=subprocess.PIPE,
-        text=True,
-        check=False,
-        timeout=WORKLOAD_TIMEOUT_S,
-    )
-    if done.returncode != 0:
-        raise ChecksFailed(
-            f"workload memory failed (exit status {done.returncode}; its message is above). To repeat it "
-            f"by hand: {project.relative(python)} {project.relative(WORKLOADS_SCRIPT)} memory --url URL"
-        )
-    try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (IndexError, ValueError) as exc:
-        raise ChecksFailed(f"workload memory printed no JSON result; its stdout was {done.stdout!r}") from exc
+    return run_script(command, "memory", python, WORKLOADS_SCRIPT)
 
 
 #: Page writes timed, each followed by an fsync, to state the disk's flush latency beside the FULL figures.

@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloaca_pipeline import bench, databases, project, venvs
+from cloaca_pipeline import bench, project, venvs
 from cloaca_pipeline.errors import PipelineError
 
 PINS_TABLE = "[tool.cloaca.bench-peers]"
