@@ -575,7 +575,7 @@ class TestLogging:
         done = run_python(code)
         assert done.returncode == 0 and done.stdout.strip() == "Failed", done.stderr
         assert "cloaca.execution INFO execution" in done.stderr
-        assert "cloaca.task WARNING task \"boom\"" in done.stderr
+        assert 'cloaca.task WARNING task "boom"' in done.stderr
         assert "cloaca.execution ERROR execution" in done.stderr
 
     def test_a_builder_warning_is_not_printed_when_logging_is_not_configured(self, run_python):

@@ -247,7 +247,8 @@ fn recording_a_completion_claims_the_next_task_with_its_input() {
     assert_eq!(handed.input, Some(output), "its input is the output just recorded");
     assert!(f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().is_none(), "it is claimed, not only ready");
     let done = input(json!({"second": true}));
-    let last = f.store.record_attempt_then(&handed.claim, &f.workflow.dag, &AttemptOutcome::Completed(done), now_ms(), Some(&next)).unwrap();
+    let last =
+        f.store.record_attempt_then(&handed.claim, &f.workflow.dag, &AttemptOutcome::Completed(done), now_ms(), Some(&next)).unwrap();
     assert_eq!(last.finished, Some(ExecutionStatus::Completed));
     assert!(last.next.is_none(), "nothing is left to claim");
 }
@@ -311,7 +312,8 @@ fn a_lost_claim_records_nothing_and_claims_nothing() {
     let dead = f.store.claim("dead", &refs, now_ms(), -1000, true).unwrap().unwrap();
     let alive = f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().unwrap();
     let next = NextClaim { owner: "dead", workflows: &refs, registry: f.registry, lease_ms: 60_000 };
-    let late = f.store.record_attempt_then(&dead, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap();
+    let late =
+        f.store.record_attempt_then(&dead, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap();
     assert!(!late.accepted && late.next.is_none());
     let current = f.store.record_attempt(&alive, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
     assert_eq!(current.readied, 1);

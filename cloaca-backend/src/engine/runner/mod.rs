@@ -125,7 +125,13 @@ impl Runner {
 
     /// [`Runner::store_execution`] under the id `id`, unless an idempotency
     /// key returns an earlier execution (whose id is returned).
-    fn store_execution_as(&self, id: String, name: &str, input: &Context, idempotency_key: Option<&str>) -> Result<(String, Arc<Workflow>)> {
+    fn store_execution_as(
+        &self,
+        id: String,
+        name: &str,
+        input: &Context,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, Arc<Workflow>)> {
         self.ensure_running()?;
         let workflow = self
             .shared

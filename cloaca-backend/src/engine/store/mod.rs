@@ -256,7 +256,8 @@ impl Store {
             return Ok(None);
         }
         self.retrying(|| {
-            self.db.write_relaxed("claiming a task", |c| executions::claim_with_input(c, owner, workflows, registry, now, lease_ms, recover))
+            self.db
+                .write_relaxed("claiming a task", |c| executions::claim_with_input(c, owner, workflows, registry, now, lease_ms, recover))
         })
     }
 

@@ -132,12 +132,7 @@ fn expectations() -> Vec<Expected> {
         expect("loading dependency outputs", ex::LOAD_OUTPUTS, vec![Text("hist-5"), Text(r#"["t1","t2"]"#)], &[TASK_KEY]),
         expect("starting an execution", ex::START_EXECUTION, vec![Text("hist-5"), Int(1)], &[EXECUTION_KEY]),
         expect("completed outputs", ex::COMPLETED_OUTPUTS, vec![Text("hist-5")], &[TASK_KEY]),
-        expect(
-            "renewing leases",
-            ex::RENEW_LEASES,
-            vec![Text("r"), Int(1), Text(r#"["1"]"#)],
-            &[TASK_ROW_KEY_OR_RUNNING],
-        ),
+        expect("renewing leases", ex::RENEW_LEASES, vec![Text("r"), Int(1), Text(r#"["1"]"#)], &[TASK_ROW_KEY_OR_RUNNING]),
         expect("the next due time", ex::NEXT_DUE, vec![workflows, Int(1)], &["cloaca_task_executions_ready"]),
         expect("releasing dependents", ex::RELEASE_DEPENDENTS, vec![Text("hist-5"), Text(r#"["t2"]"#), Int(1)], &[TASK_KEY]),
         // With statistics, PostgreSQL may read the few ready rows by status.
