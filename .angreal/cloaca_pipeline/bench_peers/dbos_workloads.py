@@ -206,27 +206,15 @@ def cold_child(url: str) -> None:
         common.report_ready()
 
 
-def main(argv: list[str]) -> None:
-    args = common.parse_arguments(argv, "the bench workloads on DBOS (see docs/benchmarks.md)")
-    if args.workload == "cold-child":
-        cold_child(args.url[0])
-        return
-    if args.workload == "cold":
-        result = common.run_cold(__file__, args.url)
-    elif args.workload == "w3":
-        result = run_w3(args.url, args.calls, args.warmup)
-    elif args.workload == "w1":
-        result = run_w1(args.url, args.chain)
-    elif args.workload == "w2":
-        result = run_w2(args.url, args.fanout)
-    else:
-        result = run_w4(args.url, args.executions)
+def about(url: str) -> dict:
+    """What every result says of DBOS: its version and the durability its database runs with."""
     from importlib.metadata import version
 
-    result["peer"] = "dbos"
-    result["version"] = version("dbos")
-    result["durability"] = durability(args.url[0])
-    common.print_result(result)
+    return {"peer": "dbos", "version": version("dbos"), "durability": durability(url)}
+
+
+def main(argv: list[str]) -> None:
+    common.run_main(argv, "the bench workloads on DBOS (see docs/benchmarks.md)", sys.modules[__name__], about)
 
 
 if __name__ == "__main__":

@@ -198,29 +198,18 @@ def cold_child(url: str) -> None:
         common.report_ready()
 
 
-def main(argv: list[str]) -> None:
-    args = common.parse_arguments(argv, "the bench workloads on Huey (see docs/benchmarks.md)")
-    if args.workload == "cold-child":
-        cold_child(args.url[0])
-        return
-    if args.workload == "cold":
-        result = common.run_cold(__file__, args.url)
-    elif args.workload == "w3":
-        result = run_w3(args.url, args.calls, args.warmup)
-    elif args.workload == "w1":
-        result = run_w1(args.url, args.chain)
-    elif args.workload == "w2":
-        result = run_w2(args.url, args.fanout)
-    else:
-        result = run_w4(args.url, args.executions)
-    result["peer"] = "huey"
-    result["version"] = huey.__version__
-    settings = common.sqlite_settings(common.sqlite_path(args.url[0]))
-    result["durability"] = (
+def about(url: str) -> dict:
+    """What every result says of Huey: its version and the durability its database runs with."""
+    settings = common.sqlite_settings(common.sqlite_path(url))
+    durability = (
         f"SQLite journal_mode={settings['journal_mode']}, synchronous={settings['synchronous']} "
         "(SQLite's default; SqliteHuey sets none); a task is off the queue while it runs: not durable in flight"
     )
-    common.print_result(result)
+    return {"peer": "huey", "version": huey.__version__, "durability": durability}
+
+
+def main(argv: list[str]) -> None:
+    common.run_main(argv, "the bench workloads on Huey (see docs/benchmarks.md)", sys.modules[__name__], about)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from types import ModuleType
 from urllib.parse import urlsplit
 
 #: Printed by a cold child once it holds its first result (the parent stops its clock there).
@@ -168,3 +170,28 @@ def report_ready() -> None:
 def print_result(result: dict) -> None:
     """The one JSON object on stdout that bench.py reads."""
     print(json.dumps(result), flush=True)
+
+
+def run_main(argv: list[str], description: str, peer: ModuleType, about: Callable[[str], dict]) -> None:
+    """A peer script's main: run the workload `argv` names with the script's functions; print its JSON.
+
+    `peer` is the script's module, with run_w3, run_w1, run_w2, run_w4 and
+    cold_child; `about(url)` gives the fields every result carries (peer,
+    version, durability).
+    """
+    args = parse_arguments(argv, description)
+    if args.workload == "cold-child":
+        peer.cold_child(args.url[0])
+        return
+    if args.workload == "cold":
+        result = run_cold(peer.__file__, args.url)
+    elif args.workload == "w3":
+        result = peer.run_w3(args.url, args.calls, args.warmup)
+    elif args.workload == "w1":
+        result = peer.run_w1(args.url, args.chain)
+    elif args.workload == "w2":
+        result = peer.run_w2(args.url, args.fanout)
+    else:
+        result = peer.run_w4(args.url, args.executions)
+    result.update(about(args.url[0]))
+    print_result(result)
