@@ -23,6 +23,15 @@ def runner_arguments(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def config_fields(items, **defaults) -> dict:
+    """DefaultRunnerConfig fields from --config FIELD=JSON options, over `defaults`."""
+    fields = dict(defaults)
+    for item in items:
+        name, _, value = item.partition("=")
+        fields[name] = json.loads(value)
+    return fields
+
+
 def append_line(path: str, line: str) -> None:
     """Append one line with a single O_APPEND write (atomic between processes)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import cloaca
-from _scenario import append_line, runner_arguments, write_atomically
+from _scenario import append_line, config_fields, runner_arguments, write_atomically
 
 DESCRIPTION = "cron scenario: one task that records the tick it runs for"
 
@@ -76,14 +76,6 @@ def once_after(seconds: float) -> str:
     return daily_expression([when])
 
 
-def parse_config(items) -> dict:
-    fields = {"cron_poll_interval_seconds": 0.2}
-    for item in items:
-        name, _, value = item.partition("=")
-        fields[name] = json.loads(value)
-    return fields
-
-
 def main() -> int:
     p = runner_arguments("A runner process that fires cron ticks.")
     p.add_argument("--ready-file", required=True)
@@ -100,7 +92,7 @@ def main() -> int:
     args = p.parse_args()
 
     define_workflow(args.workflow, args.side_file, args.block_marker)
-    config = cloaca.DefaultRunnerConfig(**parse_config(args.config))
+    config = cloaca.DefaultRunnerConfig(**config_fields(args.config, cron_poll_interval_seconds=0.2))
     with cloaca.DefaultRunner.with_config(args.url, config) as runner:
         expression = args.register
         if args.register_once_after is not None:

@@ -34,7 +34,7 @@ import time
 import uuid
 
 import cloaca
-from _scenario import append_line, runner_arguments, write_atomically
+from _scenario import append_line, config_fields, runner_arguments, write_atomically
 
 
 def define_workflow(name: str, side_file: str, block_marker) -> None:
@@ -114,11 +114,7 @@ def main() -> int:
     for item in args.cron:
         name, _, expression = item.partition("=")
         cloaca.trigger(name=name, on=args.workflow, cron=expression)(lambda: True)
-    fields = {}
-    for item in args.config:
-        field, _, value = item.partition("=")
-        fields[field] = json.loads(value)
-    config = cloaca.DefaultRunnerConfig(**fields)
+    config = cloaca.DefaultRunnerConfig(**config_fields(args.config))
     with cloaca.DefaultRunner.with_config(args.url, config):
         write_atomically(args.ready_file, str(os.getpid()))
         if args.define_later:
