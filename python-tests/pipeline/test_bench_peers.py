@@ -104,6 +104,11 @@ def test_table_states_every_column_and_the_ratios():
     assert w2[5:7] == ["skipped: no server", "skipped: no server"], w2
     assert "- Huey 3.5.4 sqlite: Huey's setting." in text and "- DBOS 3.4.0 sqlite: DBOS's setting." in text
     assert "- cloaca sqlite FULL: WAL, synchronous=FULL" in text
+    # The goals: W1 15x met exactly, W2 10x against 15x missed; nothing said of unmeasured postgres.
+    assert "- sqlite NORMAL W1: 15.00x Huey sqlite, goal 15x: met." in text
+    assert "- sqlite NORMAL W2: 10.00x Huey sqlite, goal 15x: missed." in text
+    assert "- sqlite NORMAL W3: 1.00x" in text and "goal 8x: missed." in text
+    assert "postgres W1" not in text
     assert re.search(rf"Measured \d{{4}}-\d\d-\d\d \d\d:\d\d UTC with `{command}` on .+, \d+ CPU\(s\)", text), text
 
 
