@@ -325,8 +325,8 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             }
             match (recorded.next.take(), seen) {
                 (Some(claimed), _) => Next::Run(claimed),
-                // Accepted: the transaction looked for a ready task and found none.
-                (None, Some(seen)) if go_on && recorded.accepted => Next::Wait(seen),
+                // The transaction looked for a ready task and found none.
+                (None, Some(seen)) if recorded.looked => Next::Wait(seen),
                 _ => Next::Claim,
             }
         }

@@ -246,6 +246,11 @@ pub(crate) fn input_of(dependencies: &[&str], loaded: LoadedContexts) -> Context
 }
 
 const LOAD_INPUT: &str = "SELECT input_context FROM cloaca_executions WHERE id = ?1";
+// Read first: only an execution not yet started is updated, so that the
+// claims of a fan-out's roots do not each wait for its row, which every
+// completion of the execution holds until it commits.
+pub(crate) const READ_INPUT_AND_START: &str = "SELECT input_context,
+    CAST(CASE WHEN status = 'pending' OR started_at IS NULL THEN 1 ELSE 0 END AS BIGINT) FROM cloaca_executions WHERE id = ?1";
 pub(crate) const START_EXECUTION: &str = "UPDATE cloaca_executions
     SET status = CASE WHEN status = 'pending' THEN 'running' ELSE status END, started_at = COALESCE(started_at, ?2)
     WHERE id = ?1 RETURNING input_context";
@@ -282,9 +287,15 @@ impl ContextTexts {
 
 fn load_context_texts(conn: &mut dyn Conn, execution_id: &str, dependencies: &[&str], now: i64) -> Result<ContextTexts> {
     if dependencies.is_empty() {
-        let text = conn
-            .query_opt(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], |row| row.text(0))?
-            .ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+        let unknown = || Error::UnknownExecution(execution_id.to_string());
+        let (text, to_start) = conn
+            .query_opt(READ_INPUT_AND_START, &[Param::Text(execution_id)], |row| Ok((row.text(0)?, row.int(1)? == 1)))?
+            .ok_or_else(unknown)?;
+        if !to_start {
+            return Ok(ContextTexts::Input(text));
+        }
+        let text =
+            conn.query_opt(START_EXECUTION, &[Param::Text(execution_id), Param::Int(now)], |row| row.text(0))?.ok_or_else(unknown)?;
         return Ok(ContextTexts::Input(text));
     }
     let list = json_list(dependencies);
@@ -483,17 +494,19 @@ pub(crate) fn record_attempt(
     if !recorded.accepted {
         return Ok(recorded);
     }
-    if let Some(next) = next {
-        recorded.next = match claimed {
-            Some(claimed) => Some(claimed),
-            None => {
-                let output = match outcome {
-                    AttemptOutcome::Completed(output) => Some(output),
-                    AttemptOutcome::Failed { .. } => None,
-                };
-                claim_next(conn, claim, dag, output, next, now)?
-            }
+    recorded.next = claimed;
+    // On PostgreSQL only the dependent a completion readies is claimed with
+    // it: the completions of one execution queue for its row until they
+    // commit, and another claim (with its input read) would lengthen what
+    // they queue for. The worker claims after the commit instead, in a
+    // statement that does not wait for the WAL flush.
+    if let (Some(next), None, false) = (next, &recorded.next, conn.locks_rows()) {
+        let output = match outcome {
+            AttemptOutcome::Completed(output) => Some(output),
+            AttemptOutcome::Failed { .. } => None,
         };
+        recorded.next = claim_next(conn, claim, dag, output, next, now)?;
+        recorded.looked = true;
     }
     // Other workers are told of what this one does not take itself.
     let unclaimed = recorded.readied.saturating_sub(u64::from(recorded.next.is_some()));

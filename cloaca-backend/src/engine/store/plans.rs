@@ -131,6 +131,7 @@ fn expectations() -> Vec<Expected> {
         ),
         expect("loading dependency outputs", ex::LOAD_OUTPUTS, vec![Text("hist-5"), Text(r#"["t1","t2"]"#)], &[TASK_KEY]),
         expect("starting an execution", ex::START_EXECUTION, vec![Text("hist-5"), Int(1)], &[EXECUTION_KEY]),
+        expect("reading a root's input", ex::READ_INPUT_AND_START, vec![Text("hist-5")], &[EXECUTION_KEY]),
         expect("completed outputs", ex::COMPLETED_OUTPUTS, vec![Text("hist-5")], &[TASK_KEY]),
         expect("renewing leases", ex::RENEW_LEASES, vec![Text("r"), Int(1), Text(r#"["1"]"#)], &[TASK_ROW_KEY_OR_RUNNING]),
         expect("the next due time", ex::NEXT_DUE, vec![workflows, Int(1)], &["cloaca_task_executions_ready"]),

@@ -70,6 +70,9 @@ pub(crate) struct AttemptRecorded {
     /// The attempt claimed in the same transaction, when one was asked for
     /// ([`NextClaim`]) and a task was ready.
     pub(crate) next: Option<Claimed>,
+    /// True when the transaction looked for any ready task to claim (so
+    /// `next: None` means none was ready), not only for a dependent.
+    pub(crate) looked: bool,
 }
 
 /// A failed task of an execution, for its error message.
