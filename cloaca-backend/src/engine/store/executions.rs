@@ -517,10 +517,10 @@ pub(crate) fn record_attempt(
 }
 
 /// Claims the runner's next attempt inside the transaction that recorded
-/// `finished`, with its input. The input of a task whose only dependency
-/// is `finished` is the output just recorded; that of another execution's
-/// task is loaded here only where that takes no second execution's row
-/// lock (see [`Conn::locks_rows`]), else the runner loads it after commit.
+/// `finished`, with its input: for a task whose only dependency is
+/// `finished`, the output just recorded. Only where the database does not
+/// lock rows one by one (see [`record_attempt`]): reading a root's input
+/// may start its execution, which would take a second execution's row.
 fn claim_next(
     conn: &mut dyn Conn,
     finished: &Claim,
@@ -542,13 +542,11 @@ fn claim_next(
             Some(output) if only_dependency == Some(finished.task_id.as_str()) => Some(merge(std::iter::once(output))),
             _ => task_input(conn, &claim, dag, now)?,
         }
-    } else if !conn.locks_rows() {
+    } else {
         match next.registry.get_exact(&claim.workflow) {
             Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
             None => None,
         }
-    } else {
-        None
     };
     Ok(Some(Claimed { claim, input }))
 }
