@@ -516,6 +516,19 @@ pub(crate) fn record_attempt(
     Ok(recorded)
 }
 
+/// The position of the task whose attempt is being recorded.
+fn recorded_position(dag: &Dag, claim: &Claim) -> Result<usize> {
+    dag.position(&claim.task_id)
+        .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))
+}
+
+/// The input of `next` (a task of the same execution) when its only
+/// dependency is the task at `finished` that just produced `output`.
+fn handed_input(dag: &Dag, finished: usize, next: &Claim, output: &Context) -> Option<Context> {
+    let only_dependency = dag.position(&next.task_id).is_some_and(|p| dag.dependencies_of(p) == [finished]);
+    only_dependency.then(|| merge(std::iter::once(output)))
+}
+
 /// Claims the runner's next attempt inside the transaction that recorded
 /// `finished`, with its input: for a task whose only dependency is
 /// `finished`, the output just recorded. Only where the database does not
@@ -534,13 +547,13 @@ fn claim_next(
     };
     let input = if claim.execution_id == finished.execution_id {
         // The same execution runs the same version: `dag` is its definition.
-        let only_dependency = dag.position(&claim.task_id).and_then(|p| match dag.dependencies_of(p) {
-            [only] => Some(dag.task(*only).id.as_str()),
+        let handed = match (output, dag.position(&finished.task_id)) {
+            (Some(output), Some(position)) => handed_input(dag, position, &claim, output),
             _ => None,
-        });
-        match output {
-            Some(output) if only_dependency == Some(finished.task_id.as_str()) => Some(merge(std::iter::once(output))),
-            _ => task_input(conn, &claim, dag, now)?,
+        };
+        match handed {
+            Some(input) => Some(input),
+            None => task_input(conn, &claim, dag, now)?,
         }
     } else {
         match next.registry.get_exact(&claim.workflow) {
@@ -625,9 +638,7 @@ fn record_completion_merged(
     now: i64,
     next: Option<&NextClaim>,
 ) -> Result<(AttemptRecorded, Option<Claimed>)> {
-    let position = dag
-        .position(&claim.task_id)
-        .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))?;
+    let position = recorded_position(dag, claim)?;
     let execution = claim.execution_id.as_str();
     let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
     let inline = next.filter(|_| dependents.len() == 1);
@@ -678,19 +689,13 @@ fn record_completion_merged(
     }
     recorded.finished = settle(conn, execution, remaining, dag, now)?;
     // Its input is the output just recorded when that was its only dependency.
-    let claimed = took.map(|claim| {
-        let only_dependency = dag.position(&claim.task_id).is_some_and(|p| dag.dependencies_of(p) == [position]);
-        let input = only_dependency.then(|| merge(std::iter::once(output)));
-        Claimed { claim, input }
-    });
+    let claimed = took.map(|claim| Claimed { input: handed_input(dag, position, &claim, output), claim });
     Ok((recorded, claimed))
 }
 
 /// Writes an attempt's outcome and its consequences for the execution.
 fn record_outcome(conn: &mut dyn Conn, claim: &Claim, dag: &Dag, outcome: &AttemptOutcome, now: i64) -> Result<AttemptRecorded> {
-    let position = dag
-        .position(&claim.task_id)
-        .ok_or_else(|| Error::corrupt("recording a task", format!("task {:?} is not part of workflow {:?}", claim.task_id, dag.name())))?;
+    let position = recorded_position(dag, claim)?;
     let execution = claim.execution_id.as_str();
     let fence = [Param::Int(claim.row_id), Param::Int(claim.attempt)];
     let mut recorded = AttemptRecorded { accepted: true, ..Default::default() };
