@@ -120,8 +120,14 @@ fn level_bit(level: Level) -> u8 {
 /// Reads the loggers' levels again; `execute()` calls it, so a level set
 /// just before a run applies to that run's records at once.
 pub(crate) fn refresh_levels(py: Python<'_>) {
+    // Without `logging` imported no level is enabled: one look at
+    // sys.modules, not one per topic and level.
+    let imported = matches!(loggers(py), Ok(Some(_)));
     for (i, topic) in TOPICS.into_iter().enumerate() {
-        let mask = LEVELS.into_iter().filter(|&level| asks_logger(py, level, topic)).fold(0, |m, level| m | level_bit(level));
+        let mask = match imported {
+            true => LEVELS.into_iter().filter(|&level| asks_logger(py, level, topic)).fold(0, |m, level| m | level_bit(level)),
+            false => 0,
+        };
         LEVEL_CACHE.enabled[i].store(mask, Ordering::Relaxed);
     }
     LEVEL_CACHE.read_at.store(now_ms(), Ordering::Release);
