@@ -17,6 +17,9 @@ use std::thread::JoinHandle;
 use super::conn::{Conn, Param, Row};
 use super::migrations;
 use super::records::{Channel, EventHandler};
+use checkpointer::Checkpointer;
+
+mod checkpointer;
 use crate::engine::error::{Error, Result};
 use crate::engine::sync::lock;
 use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
@@ -30,6 +33,8 @@ pub(crate) struct SqliteDb {
     /// `PRAGMA synchronous = …` for the configured level, when claims may
     /// commit below it (WAL at FULL or EXTRA); None otherwise.
     durable_level: Option<String>,
+    /// For a file in WAL mode: checkpoints off the committing thread.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// The open connection, and whether it is set to commit claims without an
@@ -102,7 +107,14 @@ impl SqliteDb {
         let wal = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).map_err(|e| unavailable(&target, e))?;
         let durable_level = (wal.eq_ignore_ascii_case("wal") && matches!(url.synchronous.as_str(), "FULL" | "EXTRA"))
             .then(|| format!("PRAGMA synchronous = {}", url.synchronous));
-        let db = SqliteDb { conn: Mutex::new(Some(Open { conn, relaxed: false })), target: target.clone(), durable_level };
+        let checkpointer = match &url.location {
+            SqliteLocation::File(path) if wal.eq_ignore_ascii_case("wal") => Checkpointer::start(path),
+            _ => None,
+        };
+        if checkpointer.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", checkpointer::BACKSTOP_PAGES).map_err(|e| unavailable(&target, e))?;
+        }
+        let db = SqliteDb { conn: Mutex::new(Some(Open { conn, relaxed: false })), target: target.clone(), durable_level, checkpointer };
         db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
@@ -137,6 +149,9 @@ impl SqliteDb {
         let tx = open.conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| Error::database(action, e))?;
         let value = f(&mut SqliteConn(&tx))?;
         tx.commit().map_err(|e| Error::database(action, e))?;
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.committed();
+        }
         Ok(value)
     }
 
@@ -150,6 +165,9 @@ impl SqliteDb {
     /// Closes the connection now (checkpointing the WAL into the file), so
     /// that the file is left as it will stay once the runner has shut down.
     pub(crate) fn close(&self) {
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.stop();
+        }
         drop(lock(&self.conn).take());
     }
 
@@ -368,6 +386,32 @@ mod tests {
                 let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
             }
         }
+    }
+
+    #[test]
+    fn the_wal_is_copied_into_the_file_by_the_checkpoint_thread_not_by_commits() {
+        let (path, url) = temp_url();
+        let db = SqliteDb::open(&url, None, 1, 0).unwrap();
+        let threshold = db.single(|c| c.query_one("PRAGMA wal_autocheckpoint", &[], |r| r.int(0))).unwrap();
+        assert_eq!(threshold, checkpointer::BACKSTOP_PAGES, "a commit checkpoints only past the backstop");
+        db.write("a table", |c| c.batch("CREATE TABLE filler (data BLOB)")).unwrap();
+        let before = std::fs::metadata(&path).unwrap().len();
+        // Each row takes a page of its own: far below the backstop, far above
+        // what the thread lets the WAL hold.
+        let rows = checkpointer::COMMITS_PER_CHECKPOINT * 3;
+        for _ in 0..rows {
+            db.write("a row", |c| c.execute("INSERT INTO filler VALUES (randomblob(3000))", &[])).unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let copied = |len: u64| len >= before + checkpointer::COMMITS_PER_CHECKPOINT * 2 * 3000;
+        while !copied(std::fs::metadata(&path).unwrap().len()) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert!(copied(len), "the file grew from {before} to only {len} bytes while the runner wrote {rows} pages");
+        db.close();
+        assert!(!Path::new(&format!("{}-wal", path.display())).exists(), "closing checkpoints all and removes the WAL");
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]
