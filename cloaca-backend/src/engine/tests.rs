@@ -14,6 +14,7 @@ use super::model::{Context, ExecutionStatus, WorkflowRef};
 use super::runner::Runner;
 use super::settings::RunnerConfig;
 use super::store::{AttemptOutcome, NextClaim, PruneFilter, Store};
+use super::sync::lock;
 use super::time::now_ms;
 use super::url::{test_database_url, DatabaseUrl};
 use super::workflow::{AttemptInfo, Backoff, Dag, Jitter, Registry, RetryPolicy, TaskBody, TaskFailure, TaskSpec, Workflow, WorkflowSpec};
@@ -221,7 +222,7 @@ fn an_attempt_that_lost_its_claim_cannot_record() {
     assert!(!late.accepted, "the first attempt's claim was taken over; its result must be refused");
     let current = f.store.record_attempt(&second, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
     assert!(current.accepted);
-    assert_eq!(current.finished, Some(ExecutionStatus::Completed));
+    assert_eq!(current.finished.as_ref().map(|r| r.status), Some(ExecutionStatus::Completed));
     assert!(f.store.claim("alive", &refs, now_ms(), 60_000, true).unwrap().is_none(), "a completed task is never claimed again");
 }
 
@@ -249,10 +250,115 @@ fn recording_a_completion_claims_the_next_task_with_its_input() {
     let done = input(json!({"second": true}));
     let last =
         f.store.record_attempt_then(&handed.claim, &f.workflow.dag, &AttemptOutcome::Completed(done), now_ms(), Some(&next)).unwrap();
-    assert_eq!(last.finished, Some(ExecutionStatus::Completed));
+    assert_eq!(last.finished.as_ref().map(|r| r.status), Some(ExecutionStatus::Completed));
     assert!(last.next.is_none(), "nothing is left to claim");
     #[cfg(feature = "sqlite")]
     assert!(last.looked, "it looked for any ready task");
+}
+
+#[test]
+fn creating_an_execution_claims_roots_for_idle_workers_and_the_rest_stay_ready() {
+    use super::model::TaskStatus;
+    use super::store::RootClaims;
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &[]), marks("b")), (task("c", &["a", "b"]), marks("c"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    let claims = RootClaims { owner: "me", lease_ms: 60_000, count: 1 };
+    let given = input(json!({"given": 1}));
+    let created = f.store.create_execution_claiming(&id, &f.workflow.dag, &given, None, Some(&claims), now_ms()).unwrap();
+    assert_eq!(created.claimed.len(), 1, "one idle worker: one root claimed");
+    let handed = &created.claimed[0];
+    assert_eq!((handed.claim.task_id.as_str(), handed.claim.attempt, handed.claim.owner.as_str()), ("a", 1, "me"));
+    assert_eq!(handed.input, Some(given.clone()), "a root's input is the execution input");
+    let record = f.store.get_execution(&id).unwrap().unwrap();
+    assert_eq!(record.status, ExecutionStatus::Running, "a claimed root starts its execution");
+    assert!(record.started_at.is_some());
+    let tasks = f.store.task_records(&id).unwrap();
+    let a = tasks.iter().find(|t| t.task_id == "a").unwrap();
+    assert_eq!((a.status, a.attempts, a.runner.as_deref()), (TaskStatus::Running, 1, Some("me")));
+    // The other root is left to any worker; the claimed one is not claimed twice.
+    let other = f.store.claim_with_input("other", &refs, f.registry, now_ms(), 60_000, true).unwrap().expect("b is ready");
+    assert_eq!(other.claim.task_id, "b");
+    assert!(f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap().is_none());
+    // Run again (its commit's answer lost), the creation returns the same claim.
+    let again = f.store.create_execution_claiming(&id, &f.workflow.dag, &given, None, Some(&claims), now_ms()).unwrap();
+    assert_eq!(again.claimed.iter().map(|c| c.claim.row_id).collect::<Vec<_>>(), vec![handed.claim.row_id]);
+    // The handed claim records like any other.
+    let output = input(json!({"given": 1, "a": true}));
+    let recorded = f.store.record_attempt(&handed.claim, &f.workflow.dag, &AttemptOutcome::Completed(output), now_ms()).unwrap();
+    assert!(recorded.accepted);
+}
+
+#[test]
+fn claims_no_worker_started_are_released_at_shutdown_and_run_elsewhere() {
+    use super::model::TaskStatus;
+    use super::store::RootClaims;
+    let f = fixture(vec![(task("only", &[]), marks("only"))]);
+    // Shutdown begins before any worker takes the claims below.
+    let (runner, late) = (f.runner(quick()), f.runner(quick()));
+    let (shared, late_shared) = (runner.shared_for_tests(), late.shared_for_tests());
+    shared.stop();
+    late_shared.stop();
+    let (kept, paused) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
+    // Made as a creation makes them when a worker is idle: one left for
+    // the workers when shutdown began, one handed over after.
+    let claims = RootClaims { owner: &shared.owner, lease_ms: 60_000, count: 1 };
+    let left = f.store.create_execution_claiming(&kept, &f.workflow.dag, &Context::new(), None, Some(&claims), now_ms()).unwrap();
+    let claims = RootClaims { owner: &late_shared.owner, lease_ms: 60_000, count: 1 };
+    let held = f.store.create_execution_claiming(&paused, &f.workflow.dag, &Context::new(), None, Some(&claims), now_ms()).unwrap();
+    f.store.pause_execution(&paused, "me", now_ms()).unwrap();
+    lock(&shared.inflight).handed.extend(left.claimed);
+    runner.shutdown();
+    late_shared.hand_over(held.claimed);
+    assert!(lock(&late_shared.inflight).handed.is_empty(), "released at once, not kept");
+    late.shutdown();
+    let statuses = |id: &str| f.store.task_records(id).unwrap().iter().map(|t| (t.status, t.attempts)).collect::<Vec<_>>();
+    assert_eq!(statuses(&kept), vec![(TaskStatus::Ready, 0)], "released, as if never claimed");
+    assert_eq!(statuses(&paused), vec![(TaskStatus::Paused, 0)], "a paused execution's released claim is held");
+    let other = f.runner(quick());
+    let record = other.wait(&kept, Some(Duration::from_secs(10))).unwrap();
+    other.shutdown();
+    assert_eq!(record.status, ExecutionStatus::Completed);
+    assert_eq!(f.runs("only"), 1, "it ran once, on the runner started later");
+}
+
+#[test]
+fn a_root_started_on_an_idle_runner_is_claimed_by_the_creation_itself() {
+    use super::model::TaskStatus;
+    let gate = Arc::new(std::sync::Barrier::new(2));
+    let body_gate = gate.clone();
+    let f = fixture(vec![(
+        task("only", &[]),
+        Box::new(move |_, ctx| {
+            body_gate.wait();
+            Ok(ctx)
+        }),
+    )]);
+    let runner = f.runner(RunnerConfig { max_concurrent_tasks: 1, ..quick() });
+    let shared = runner.shared_for_tests();
+    while shared.idle_workers.load(Ordering::SeqCst) == 0 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let id = runner.start_execution(f.workflow.dag.name(), &Context::new(), None).unwrap();
+    // No worker could have claimed it yet: its body waits at the gate, and
+    // the row was written running, by this runner, in the same transaction.
+    let only = f.store.task_records(&id).unwrap().remove(0);
+    assert_eq!((only.status, only.attempts, only.runner.as_deref()), (TaskStatus::Running, 1, Some(runner.id())));
+    gate.wait();
+    let record = runner.wait(&id, Some(Duration::from_secs(10))).unwrap();
+    runner.shutdown();
+    assert_eq!(record.status, ExecutionStatus::Completed);
+    assert_eq!(f.runs("only"), 1);
+}
+
+#[test]
+fn a_waiter_gets_the_record_the_finishing_transaction_wrote() {
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &["a"]), marks("b"))]);
+    let runner = f.runner(quick());
+    let record = runner.execute(f.workflow.dag.name(), &input(json!({"seed": 1}))).unwrap();
+    runner.shutdown();
+    assert_eq!(Some(&record), f.store.get_execution(&record.id).unwrap().as_ref(), "the record is the stored one");
+    assert_eq!(record.final_context.unwrap(), input(json!({"seed": 1, "a": true, "b": true})));
 }
 
 #[test]
@@ -268,7 +374,7 @@ fn recording_claims_another_executions_task_only_where_rows_are_not_locked() {
         .store
         .record_attempt_then(&first.claim, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms() + 3, Some(&next))
         .unwrap();
-    assert_eq!(recorded.finished, Some(ExecutionStatus::Completed));
+    assert_eq!(recorded.finished.as_ref().map(|r| r.status), Some(ExecutionStatus::Completed));
     // PostgreSQL claims only a dependent the completion readies: another
     // claim inside the completion's transaction would hold the execution's
     // row for longer. The worker claims after the commit.
@@ -888,7 +994,7 @@ fn a_late_outcome_of_an_earlier_round_is_refused_after_a_retry() {
     let late = f.store.record_attempt(&stale, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
     assert!(!late.accepted, "the cancelled round's attempt must not complete the new round");
     let done = f.store.record_attempt(&fresh, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
-    assert_eq!(done.finished, Some(ExecutionStatus::Completed));
+    assert_eq!(done.finished.as_ref().map(|r| r.status), Some(ExecutionStatus::Completed));
     let kinds: Vec<&str> = f.store.events(&id).unwrap().iter().map(|e| e.kind.name()).collect();
     assert!(kinds.contains(&"attempt_cancelled") && kinds.contains(&"execution_retried"), "{kinds:?}");
     assert_eq!(kinds.iter().filter(|k| **k == "execution_finished").count(), 2, "{kinds:?}");

@@ -15,7 +15,7 @@ use super::cron::{self, Schedules};
 use super::error::{Error, Result};
 use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
 use super::settings::RunnerConfig;
-use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, Store};
+use super::store::{Channel, DatabaseCounts, EventHandler, PruneFilter, RootClaims, Store};
 use super::sync::{lock, wait, wait_timeout};
 use super::time::now_ms;
 use super::triggers::{Definitions, TriggerService, Triggers};
@@ -27,8 +27,8 @@ mod slots;
 mod supervisor;
 mod workers;
 
-use shared::Shared;
 pub(crate) use shared::{Level, Note, Reporter, Topic};
+use shared::{Shared, Waiters};
 pub(crate) use workers::set_worker_scope;
 #[cfg(test)]
 pub(crate) use workers::MAX_INTERRUPTIONS;
@@ -68,7 +68,7 @@ impl Runner {
             if let Some(shared) = weak.upgrade() {
                 match channel {
                     Channel::Work => shared.wake_workers(payload.parse().unwrap_or(1)),
-                    Channel::Done => shared.execution_finished(payload),
+                    Channel::Done => shared.execution_finished(payload, None),
                     Channel::Cancel => shared.cancel_attempts(payload),
                 }
             }
@@ -138,7 +138,13 @@ impl Runner {
             .registry
             .get(name)
             .ok_or_else(|| Error::UnknownWorkflow { name: name.to_string(), registered: self.shared.registry.names() })?;
-        let created = self.shared.store.create_execution(&id, &workflow.dag, input, idempotency_key, now_ms())?;
+        // Roots for this runner's idle workers are claimed as they are
+        // stored: the worker starts without a claim transaction of its own.
+        let room = self.shared.claim_room();
+        let lease_ms = self.shared.config.lease.as_millis() as i64;
+        let claims = (room > 0).then(|| RootClaims { owner: &self.shared.owner, lease_ms, count: room });
+        let created = self.shared.store.create_execution_claiming(&id, &workflow.dag, input, idempotency_key, claims.as_ref(), now_ms())?;
+        self.shared.hand_over(created.claimed);
         let id = created.execution_id;
         if created.existing {
             let message = format!("execution {id} of workflow {name:?} already exists for this idempotency key; not started again");
@@ -228,7 +234,7 @@ impl Runner {
     /// Counts a waiter for `execution_id`, so that its finish is noted for it.
     fn register_waiter(&self, execution_id: &str) {
         let mut waiting = lock(&self.shared.waiting);
-        waiting.entry(execution_id.to_string()).or_insert((0, false)).0 += 1;
+        waiting.entry(execution_id.to_string()).or_default().count += 1;
     }
 
     /// Waits as a waiter [`Runner::register_waiter`] counted, and counts it
@@ -245,12 +251,20 @@ impl Runner {
         let deadline = timeout.map(|t| Instant::now() + t);
         let shared = &self.shared;
         let mut look = look_first;
+        let finishes = |waiting: &HashMap<String, Waiters>| waiting.get(execution_id).map_or(0, |e| e.finishes);
+        // News from before the first look is read from the database (it may
+        // be of an earlier round of a retried execution).
+        let mut seen = if look_first { finishes(&lock(&shared.waiting)) } else { 0 };
         let result = (|| loop {
             if look {
                 {
-                    let mut waiting = lock(&shared.waiting);
-                    if let Some(entry) = waiting.get_mut(execution_id) {
-                        entry.1 = false;
+                    let waiting = lock(&shared.waiting);
+                    let fresh = finishes(&waiting) != seen;
+                    seen = finishes(&waiting);
+                    // Recorded as finished in this process since the last
+                    // look: nothing to read back.
+                    if let Some(record) = waiting.get(execution_id).and_then(|e| e.record.as_ref()).filter(|_| fresh) {
+                        return Ok(record.clone());
                     }
                 }
                 // A wait's own time limit also bounds how long it waits out an outage.
@@ -272,7 +286,7 @@ impl Runner {
             look = true;
             let mut waiting = lock(&shared.waiting);
             loop {
-                if waiting.get(execution_id).is_some_and(|e| e.1) {
+                if finishes(&waiting) != seen {
                     break;
                 }
                 let now = Instant::now();
@@ -308,8 +322,8 @@ impl Runner {
     fn forget_waiter(&self, execution_id: &str) {
         let mut waiting = lock(&self.shared.waiting);
         if let Some(entry) = waiting.get_mut(execution_id) {
-            entry.0 -= 1;
-            if entry.0 == 0 {
+            entry.count -= 1;
+            if entry.count == 0 {
                 waiting.remove(execution_id);
             }
         }
@@ -329,6 +343,7 @@ impl Runner {
                 inflight = wait(&self.shared.inflight_cv, inflight);
             }
         }
+        self.shared.release_handed();
         self.shared.inflight_cv.notify_all();
         let threads = std::mem::take(&mut *lock(&self.threads));
         for handle in [threads.supervisor, threads.listener, threads.cron, threads.retention, threads.triggers].into_iter().flatten() {
@@ -337,6 +352,12 @@ impl Runner {
         // Now, not whenever the last reference goes: a worker thread may
         // still be on its way out, and an ExecutionHandle may outlive this.
         self.shared.store.close();
+    }
+
+    /// What this runner's threads share, for tests that play a part of them.
+    #[cfg(test)]
+    pub(crate) fn shared_for_tests(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// Worker threads running their loop (deferred attempts' included).
@@ -359,7 +380,7 @@ impl Runner {
         let record = self.record(execution_id)?;
         let cancelled = self.shared.store.cancel_execution(execution_id, &self.shared.owner, now_ms())?;
         self.shared.cancel_attempts(execution_id);
-        self.shared.execution_finished(execution_id);
+        self.shared.execution_finished(execution_id, None);
         let message =
             format!("execution {execution_id} of workflow {:?} cancelled ({} unfinished task(s))", record.workflow_name, cancelled.len());
         self.shared.note(Level::Info, Topic::Execution, message, execution_id, &record.workflow_name, None);

@@ -7,15 +7,15 @@
 //! fallback for news that cannot signal (another process on the same SQLite
 //! file); a retry coming due is computed exactly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use crate::engine::error::Error;
-use crate::engine::model::WorkflowRef;
+use crate::engine::model::{ExecutionRecord, WorkflowRef};
 use crate::engine::settings::RunnerConfig;
-use crate::engine::store::{Claim, Store};
+use crate::engine::store::{Claim, Claimed, Store};
 use crate::engine::sync::{lock, wait_timeout_while};
 use crate::engine::workflow::{Cancellation, Registry, Workflow};
 
@@ -71,8 +71,8 @@ pub(crate) struct Shared {
     pub(crate) cron_cv: Condvar,
     /// The background pruner waits on `signal` with this (for stopping).
     pub(crate) retention_cv: Condvar,
-    /// Executions someone waits for: (waiters, finished-news arrived).
-    pub(crate) waiting: Mutex<HashMap<String, (usize, bool)>>,
+    /// Executions someone in this process waits for.
+    pub(crate) waiting: Mutex<HashMap<String, Waiters>>,
     pub(crate) waiting_cv: Condvar,
     /// Attempts being run, by worker slot; the supervisor watches their deadlines.
     pub(crate) inflight: Mutex<Inflight>,
@@ -80,11 +80,26 @@ pub(crate) struct Shared {
     /// Deferred attempts waiting for an idle worker to hand them its slot
     /// (changed under `inflight`; read without it by every worker loop).
     pub(crate) slot_requests: AtomicUsize,
+    /// Workers waiting for news: a new execution may claim as many of its
+    /// roots for them (see [`Shared::hand_over`]).
+    pub(crate) idle_workers: AtomicUsize,
     /// This runner, for the threads it starts from a worker's call.
     pub(crate) me: Weak<Shared>,
     pub(crate) stop_listening: Arc<AtomicBool>,
     reported: Mutex<ReportLimiter>,
     reporter: Reporter,
+}
+
+/// The callers waiting for one execution, and the news of its finish.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub(crate) count: usize,
+    /// How many times news of a finish arrived: each waiter waits for it
+    /// to move past what it saw at its last look.
+    pub(crate) finishes: u64,
+    /// The finished record, when the last news came from this process's
+    /// recording of it: the waiters need not read it back.
+    pub(crate) record: Option<ExecutionRecord>,
 }
 
 #[derive(Default)]
@@ -106,6 +121,10 @@ pub(crate) struct Inflight {
     /// When the waiting supervisor wakes by itself (None while it is not
     /// waiting): a new attempt whose deadline is later needs no wake-up.
     pub(crate) supervisor_wakes_at: Option<Instant>,
+    /// Roots claimed by the transaction that created their execution, for
+    /// the next worker between attempts. Their leases are renewed like
+    /// those of running attempts.
+    pub(crate) handed: VecDeque<Claimed>,
 }
 
 impl Inflight {
@@ -151,6 +170,7 @@ impl Shared {
             inflight: Mutex::new(Inflight::default()),
             inflight_cv: Condvar::new(),
             slot_requests: AtomicUsize::new(0),
+            idle_workers: AtomicUsize::new(0),
             me: me.clone(),
             stop_listening: Arc::new(AtomicBool::new(false)),
             reported: Mutex::new(ReportLimiter::default()),
@@ -198,16 +218,73 @@ impl Shared {
         }
     }
 
+    /// How many roots a new execution may claim in the transaction that
+    /// creates it: one per idle worker no claim is waiting for already.
+    pub(crate) fn claim_room(&self) -> usize {
+        match self.idle_workers.load(Ordering::SeqCst) {
+            0 => 0,
+            idle => idle.saturating_sub(lock(&self.inflight).handed.len()),
+        }
+    }
+
+    /// Leaves claims made for this runner's idle workers to them (the
+    /// caller wakes them). After shutdown has begun they are released
+    /// instead: no worker would take them.
+    pub(crate) fn hand_over(&self, claimed: Vec<Claimed>) {
+        if claimed.is_empty() {
+            return;
+        }
+        let mut inflight = lock(&self.inflight);
+        // Checked under `inflight`, which shutdown takes to collect what is
+        // left once `stopping` is set: a claim is either collected there or
+        // released here.
+        if !self.is_stopping() {
+            inflight.handed.extend(claimed);
+            return;
+        }
+        drop(inflight);
+        self.release_unstarted(claimed);
+    }
+
+    /// The oldest claim left for a worker, if any.
+    pub(crate) fn take_handed(&self) -> Option<Claimed> {
+        lock(&self.inflight).handed.pop_front()
+    }
+
+    /// Whether claims wait for a worker (which then takes one of them
+    /// before claiming anything else).
+    pub(crate) fn claims_wait(&self) -> bool {
+        !lock(&self.inflight).handed.is_empty()
+    }
+
+    /// At shutdown, once the workers are gone: releases the claims left for them.
+    pub(crate) fn release_handed(&self) {
+        let left = std::mem::take(&mut lock(&self.inflight).handed);
+        self.release_unstarted(left.into());
+    }
+
+    /// Makes claims no worker started ready again, for another runner or a later start.
+    fn release_unstarted(&self, claimed: Vec<Claimed>) {
+        let claims: Vec<Claim> = claimed.into_iter().map(|c| c.claim).collect();
+        if let Err(e) = self.store.release_unstarted(&claims) {
+            // Their leases lapse instead, and recovery runs them.
+            self.report("releasing claims no worker started", &e);
+        }
+    }
+
     /// Makes the cron thread look at the schedules now.
     pub(crate) fn wake_scheduler(&self) {
         lock(&self.signal).cron_epoch += 1;
         self.cron_cv.notify_all();
     }
 
-    pub(crate) fn execution_finished(&self, execution_id: &str) {
+    /// Wakes the callers waiting for `execution_id`, which finished (or
+    /// may have: they look), handing them its `record` when it is known.
+    pub(crate) fn execution_finished(&self, execution_id: &str, record: Option<&ExecutionRecord>) {
         let mut waiting = lock(&self.waiting);
         if let Some(entry) = waiting.get_mut(execution_id) {
-            entry.1 = true;
+            entry.finishes += 1;
+            entry.record = record.cloned();
             drop(waiting);
             self.waiting_cv.notify_all();
         }

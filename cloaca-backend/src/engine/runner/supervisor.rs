@@ -63,7 +63,8 @@ pub(crate) fn supervise(shared: Arc<Shared>) {
             // and gets a replacement.
             inflight.live_workers -= expired.len();
             inflight.spawn_requests += expired.iter().filter(|e| e.3).count();
-            running = inflight.attempts.values().filter(|a| !a.timed_out).map(|a| a.claim.row_id).collect();
+            let handed = inflight.handed.iter().map(|c| c.claim.row_id);
+            running = inflight.attempts.values().filter(|a| !a.timed_out).map(|a| a.claim.row_id).chain(handed).collect();
             stoppable = inflight
                 .attempts
                 .values()

@@ -140,6 +140,9 @@ fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
     if shared.hand_over_slot() {
         return Claiming::Stop;
     }
+    if let Some(claimed) = shared.take_handed() {
+        return Claiming::Claimed(claimed);
+    }
     let references = shared.references();
     let lease_ms = shared.config.lease.as_millis() as i64;
     let recover = shared.config.enable_recovery;
@@ -165,7 +168,9 @@ fn wait_idle(shared: &Shared, seen: u64, references: &[WorkflowRef]) {
         Ok(None) => {}
         Err(e) => shared.report("looking for due tasks", &e),
     }
+    shared.idle_workers.fetch_add(1, Ordering::SeqCst);
     shared.wait_for_news(seen, wait);
+    shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn run_attempt(shared: &Arc<Shared>, slot: usize, claimed: Claimed) -> AfterAttempt {
@@ -291,7 +296,9 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
         let signal = lock(&shared.signal);
         (!signal.stopping).then_some(signal.epoch)
     };
-    let go_on = go_on && seen.is_some() && shared.slot_requests.load(Ordering::SeqCst) == 0;
+    // A claim handed over by a new execution comes first: the worker takes
+    // it from claim_or_wait.
+    let go_on = go_on && seen.is_some() && shared.slot_requests.load(Ordering::SeqCst) == 0 && !shared.claims_wait();
     let references = if go_on { shared.references() } else { Vec::new() };
     let next = go_on.then(|| NextClaim {
         owner: &shared.owner,
@@ -320,8 +327,8 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             // Logged before a waiting execute() returns, so that its records
             // come first.
             log_recorded(shared, claim, outcome, &recorded);
-            if recorded.finished.is_some() {
-                shared.execution_finished(&claim.execution_id);
+            if let Some(finished) = &recorded.finished {
+                shared.execution_finished(&claim.execution_id, Some(finished));
             }
             match (recorded.next.take(), seen) {
                 (Some(claimed), _) => Next::Run(claimed),
@@ -359,7 +366,7 @@ fn log_recorded(shared: &Shared, claim: &Claim, outcome: &AttemptOutcome, record
             format!("task {task:?} of execution {execution} failed (attempt {attempt}): {}: {}{then}", failure.error_type, failure.message);
         shared.note(Level::Warning, Topic::Task, message, execution, workflow, Some(task));
     }
-    if let Some(status) = recorded.finished {
+    if let Some(status) = recorded.finished.as_ref().map(|r| r.status) {
         let level = if status == ExecutionStatus::Failed { Level::Error } else { Level::Info };
         let message = format!("execution {execution} of workflow {workflow:?} finished: {status}");
         shared.note(level, Topic::Execution, message, execution, workflow, None);

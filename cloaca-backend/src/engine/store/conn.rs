@@ -36,6 +36,10 @@ pub(crate) trait Conn {
     fn batch(&mut self, sql: &str) -> Result<()>;
     /// Sends a notification on commit; a no-op where nobody can listen.
     fn notify(&mut self, channel: Channel, payload: &str) -> Result<()>;
+    /// The name `channel` is notified under, where someone can listen: for
+    /// a statement that notifies itself (`pg_notify`) instead of a round
+    /// trip of its own.
+    fn channel_name(&self, channel: Channel) -> Option<&str>;
     /// Serialises migrations between processes (SQLite's write lock already does).
     fn lock_for_migration(&mut self) -> Result<()>;
     /// True where a transaction's row locks make others wait (PostgreSQL;

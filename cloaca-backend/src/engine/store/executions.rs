@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::conn::{json_list, Conn, Param, Row};
 use super::decide::{decide_candidates, follow_end, Decided, Ended};
-use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, FailedTask, LoadedContexts, NextClaim};
+use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, FailedTask, LoadedContexts, NextClaim, RootClaims};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
 use crate::engine::workflow::{frontier_context, merge, Dag, Graph, Registry, SkipReason, TaskFailure};
@@ -22,29 +22,44 @@ use crate::engine::workflow::{frontier_context, merge, Dag, Graph, Registry, Ski
 // being run again; a key already stored means another start with the same
 // idempotency key came first (on PostgreSQL a concurrent one is waited for).
 const INSERT_EXECUTION: &str = "INSERT INTO cloaca_executions
-    (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, idempotency_key)
-    VALUES (?1, ?2, ?3, 'pending', ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+    (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, idempotency_key, started_at)
+    VALUES (?1, ?2, ?3, ?8, ?4, ?5, ?6, ?7, ?9) ON CONFLICT DO NOTHING";
 pub(crate) const FIND_BY_KEY: &str = "SELECT id, workflow_name FROM cloaca_executions WHERE idempotency_key = ?1";
 const INSERT_TASK: &str = "INSERT INTO cloaca_task_executions
     (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at)
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+// A root claimed by the creating transaction: as CLAIM_READY leaves a row.
+const INSERT_CLAIMED_TASK: &str = "INSERT INTO cloaca_task_executions
+    (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at,
+     attempt, lease_owner, lease_expires_at, started_at)
+    VALUES (?1, ?2, ?3, ?4, 'running', 0, ?5, ?6, ?6, 1, ?7, ?8, ?6) RETURNING id";
+// The roots an earlier run of this very creation claimed (its commit went
+// through, its answer was lost with the connection).
+pub(crate) const FIND_CLAIMED_ROOTS: &str = "SELECT id, task_id FROM cloaca_task_executions
+    WHERE execution_id = ?1 AND status = 'running' AND lease_owner = ?2 AND attempt = 1 AND deps_remaining = 0";
 const INSERT_SHAPE: &str = "INSERT INTO cloaca_workflow_versions (workflow_name, workflow_version, shape, created_at)
     VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING";
 
 /// What [`create_execution`] found or made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Created {
     /// The execution that now exists: the new one, or the one an earlier
     /// start with the same idempotency key made.
     pub(crate) execution_id: String,
     /// True when that earlier execution was returned.
     pub(crate) existing: bool,
+    /// The roots claimed for the runner that asked ([`RootClaims`]), each
+    /// with its input (the execution input).
+    pub(crate) claimed: Vec<Claimed>,
 }
 
 /// Inserts an execution with one row per task (roots start ready), and the
-/// shape of its workflow version unless `shape_stored`. With an
+/// shape of its workflow version unless `shape_stored`. With `claims`, up
+/// to its count of the plain roots (those without a trigger rule) start
+/// claimed by its owner instead, and the execution starts running. With an
 /// idempotency key already used for this workflow, inserts nothing and
 /// returns that execution; used for another workflow, refuses.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn create_execution(
     conn: &mut dyn Conn,
     execution_id: &str,
@@ -52,33 +67,42 @@ pub(crate) fn create_execution(
     input: &Context,
     idempotency_key: Option<&str>,
     shape_stored: bool,
+    claims: Option<&RootClaims>,
     now: i64,
 ) -> Result<Created> {
-    let input = to_json(input, "storing an execution input")?;
+    let input_text = to_json(input, "storing an execution input")?;
+    let plain_root = |i: usize| dag.dependencies_of(i).is_empty() && dag.task(i).rule.is_none();
+    let plain_roots = (0..dag.len()).filter(|&i| plain_root(i)).count();
+    let to_claim = claims.map_or(0, |c| c.count.min(plain_roots));
     let inserted = conn.execute(
         INSERT_EXECUTION,
         &[
             Param::Text(execution_id),
             Param::Text(dag.name()),
             Param::Text(dag.version()),
-            Param::Text(&input),
+            Param::Text(&input_text),
             Param::Int(dag.len() as i64),
             Param::Int(now),
             Param::NullableText(idempotency_key),
+            Param::Text(if to_claim > 0 { "running" } else { "pending" }),
+            Param::NullableInt((to_claim > 0).then_some(now)),
         ],
     )?;
+    let created = |existing: bool, claimed: Vec<Claimed>| Created { execution_id: execution_id.to_string(), existing, claimed };
     if inserted == 0 {
-        let Some(key) = idempotency_key else {
-            return Ok(Created { execution_id: execution_id.to_string(), existing: false });
+        let found = match idempotency_key {
+            None => None,
+            Some(key) => conn.query_opt(FIND_BY_KEY, &[Param::Text(key)], |row| Ok((row.text(0)?, row.text(1)?)))?,
         };
-        return match conn.query_opt(FIND_BY_KEY, &[Param::Text(key)], |row| Ok((row.text(0)?, row.text(1)?)))? {
+        return match found {
             Some((_, workflow)) if workflow != dag.name() => Err(Error::IdempotencyConflict {
-                key: key.to_string(),
+                key: idempotency_key.unwrap_or_default().to_string(),
                 existing_workflow: workflow,
                 requested_workflow: dag.name().to_string(),
             }),
-            Some((found, _)) => Ok(Created { existing: found != execution_id, execution_id: found }),
-            None => Ok(Created { execution_id: execution_id.to_string(), existing: false }),
+            Some((found, _)) if found != execution_id => Ok(Created { execution_id: found, existing: true, claimed: Vec::new() }),
+            // This very insert, committed by an earlier run whose answer was lost.
+            _ => Ok(created(false, claimed_earlier(conn, execution_id, dag, input, claims, now)?)),
         };
     }
     if !shape_stored {
@@ -88,11 +112,33 @@ pub(crate) fn create_execution(
     // A root with a rule is decided below, once every row exists (its rule
     // may name any task of the workflow).
     let mut ruled_roots = Vec::new();
+    let mut claimed = Vec::with_capacity(to_claim);
     for (i, task) in dag.tasks().iter().enumerate() {
         let deps = dag.dependencies_of(i).len() as i64;
         let ruled_root = deps == 0 && task.rule.is_some();
         if ruled_root {
             ruled_roots.push(i);
+        }
+        let claim_it = plain_root(i) && claimed.len() < to_claim;
+        if let Some(claims) = claims.filter(|_| claim_it) {
+            let row_id = conn
+                .query_opt(
+                    INSERT_CLAIMED_TASK,
+                    &[
+                        Param::Text(execution_id),
+                        Param::Text(&task.id),
+                        Param::Text(dag.name()),
+                        Param::Text(dag.version()),
+                        Param::Int(i64::from(task.retry.max_attempts())),
+                        Param::Int(now),
+                        Param::Text(claims.owner),
+                        Param::Int(now + claims.lease_ms),
+                    ],
+                    |row| row.int(0),
+                )?
+                .ok_or_else(|| Error::corrupt("creating an execution", "inserting a claimed task returned no row id"))?;
+            claimed.push(root_claim(row_id, execution_id, &task.id, dag, input, claims.owner, now));
+            continue;
         }
         let ready = deps == 0 && !ruled_root;
         conn.execute(
@@ -110,7 +156,7 @@ pub(crate) fn create_execution(
             ],
         )?;
     }
-    let mut roots = (0..dag.len()).filter(|&i| dag.dependencies_of(i).is_empty()).count() - ruled_roots.len();
+    let mut roots = plain_roots - claimed.len();
     if !ruled_roots.is_empty() {
         let decided = decide_candidates(conn, execution_id, dag, &ruled_roots, now)?;
         roots += decided.readied.len();
@@ -125,8 +171,45 @@ pub(crate) fn create_execution(
             settle(conn, execution_id, remaining, dag, now)?;
         }
     }
-    conn.notify(Channel::Work, &roots.to_string())?;
-    Ok(Created { execution_id: execution_id.to_string(), existing: false })
+    if roots > 0 {
+        conn.notify(Channel::Work, &roots.to_string())?;
+    }
+    Ok(created(false, claimed))
+}
+
+/// A root claimed as it was inserted: attempt 1 of its first round, its
+/// input the execution input.
+fn root_claim(row_id: i64, execution_id: &str, task_id: &str, dag: &Dag, input: &Context, owner: &str, now: i64) -> Claimed {
+    let claim = Claim {
+        row_id,
+        execution_id: execution_id.to_string(),
+        task_id: task_id.to_string(),
+        workflow: WorkflowRef { name: dag.name().to_string(), version: dag.version().to_string() },
+        attempt: 1,
+        failures: 0,
+        attempt_base: 0,
+        owner: owner.to_string(),
+        claimed_at: now,
+    };
+    Claimed { claim, input: Some(input.clone()) }
+}
+
+/// The roots an earlier, committed run of this creation claimed for the
+/// same owner, so that they are run rather than left to lapse.
+fn claimed_earlier(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    dag: &Dag,
+    input: &Context,
+    claims: Option<&RootClaims>,
+    now: i64,
+) -> Result<Vec<Claimed>> {
+    let Some(claims) = claims else {
+        return Ok(Vec::new());
+    };
+    let rows =
+        conn.query_all(FIND_CLAIMED_ROOTS, &[Param::Text(execution_id), Param::Text(claims.owner)], |row| Ok((row.int(0)?, row.text(1)?)))?;
+    Ok(rows.into_iter().map(|(row_id, task_id)| root_claim(row_id, execution_id, &task_id, dag, input, claims.owner, now)).collect())
 }
 
 /// A workflow version's shape as stored: its task ids in topological order,
@@ -167,6 +250,22 @@ pub(crate) const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
                   AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
                 ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)
     RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base";
+
+// A claim its runner stopped before any worker took it: ready again (held
+// in a paused execution), as if never claimed.
+pub(crate) const RELEASE_UNSTARTED: &str = "UPDATE cloaca_task_executions
+    SET status = CASE WHEN (SELECT status FROM cloaca_executions WHERE cloaca_executions.id = cloaca_task_executions.execution_id)
+                          = 'paused' THEN 'held' ELSE 'ready' END,
+        attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
+    WHERE id = ?1 AND attempt = ?2 AND lease_owner = ?3 AND status = 'running'";
+
+/// Gives back claims no attempt was started for.
+pub(crate) fn release_unstarted(conn: &mut dyn Conn, claims: &[Claim]) -> Result<()> {
+    for claim in claims {
+        conn.execute(RELEASE_UNSTARTED, &[Param::Int(claim.row_id), Param::Int(claim.attempt), Param::Text(&claim.owner)])?;
+    }
+    Ok(())
+}
 
 /// Claims one ready task, or with `recover` one whose lease expired. Each
 /// claim is a single statement, so it needs no explicit transaction.
@@ -469,10 +568,30 @@ pub(crate) const SKIP_UNFINISHED: &str = "UPDATE cloaca_task_executions
 // its status says whether readied tasks are to be held.
 pub(crate) const DECREMENT_REMAINING: &str =
     "UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - ?2 WHERE id = ?1 RETURNING tasks_remaining, status";
-pub(crate) const FAILED_TASKS: &str = "SELECT task_id, attempt, error_type, error_message, error_traceback
-    FROM cloaca_task_executions WHERE execution_id = ?1 AND status = 'failed'";
-pub(crate) const FINISH_EXECUTION: &str = "UPDATE cloaca_executions
-    SET status = ?2, final_context = ?3, error_message = ?4, finished_at = ?5, tasks_remaining = 0 WHERE id = ?1";
+// What settling an execution reads: its input, its completed tasks' outputs
+// and its failed tasks' errors, a row each, told apart by the first column.
+pub(crate) const SETTLE_READ: &str = "SELECT 'input', CAST(NULL AS TEXT), input_context, CAST(NULL AS BIGINT), CAST(NULL AS TEXT),
+        CAST(NULL AS TEXT), CAST(NULL AS TEXT)
+    FROM cloaca_executions WHERE id = ?1
+    UNION ALL
+    SELECT status, task_id, CASE WHEN status = 'completed' THEN output_context END, attempt, error_type, error_message, error_traceback
+    FROM cloaca_task_executions WHERE execution_id = ?1 AND status IN ('completed', 'failed')";
+// Returns the finished record, for whoever waits for it in this process.
+pub(crate) const FINISH_EXECUTION: &str = concat!(
+    "UPDATE cloaca_executions
+    SET status = ?2, final_context = ?3, error_message = ?4, finished_at = ?5, tasks_remaining = 0 WHERE id = ?1 RETURNING ",
+    execution_columns!()
+);
+// PostgreSQL only (SQLite has no data-modifying WITH): FINISH_EXECUTION
+// with its notification (?6: the channel) in the same round trip.
+pub(crate) const FINISH_EXECUTION_AND_NOTIFY: &str = concat!(
+    "WITH finished AS (UPDATE cloaca_executions
+        SET status = ?2, final_context = ?3, error_message = ?4, finished_at = ?5, tasks_remaining = 0 WHERE id = ?1 RETURNING ",
+    execution_columns!(),
+    ") SELECT ",
+    execution_columns!(),
+    " FROM finished WHERE pg_notify(CAST(?6 AS TEXT), CAST(finished.id AS TEXT)) IS NOT NULL"
+);
 const EXECUTION_STATUS: &str = "SELECT status FROM cloaca_executions WHERE id = ?1";
 
 /// Records the end of an attempt and everything that follows from it; run
@@ -845,32 +964,38 @@ fn release_dependents(conn: &mut dyn Conn, execution_id: &str, dependents: &[&st
 }
 
 /// With no task left, finishes the execution with its final context and
-/// error message.
+/// error message, and returns its finished record.
 pub(crate) fn settle(
     conn: &mut dyn Conn,
     execution_id: &str,
     remaining: i64,
     dag: &dyn Graph,
     now: i64,
-) -> Result<Option<ExecutionStatus>> {
+) -> Result<Option<ExecutionRecord>> {
     if remaining > 0 {
         return Ok(None);
     }
-    let input = execution_input(conn, execution_id)?;
-    let outputs = outputs_by_position(dag, completed_output_texts(conn, execution_id)?)?;
-    let failed = conn.query_all(FAILED_TASKS, &[Param::Text(execution_id)], |row| {
-        Ok(FailedTask {
-            task_id: row.text(0)?,
-            attempts: row.int(1)?,
-            error_type: row.opt_text(2)?.unwrap_or_default(),
-            error_message: row.opt_text(3)?.unwrap_or_default(),
-            traceback: row.opt_text(4)?,
-        })
+    // One statement for all three, one round trip on PostgreSQL.
+    let (mut input, mut outputs, mut failed) = (None, Vec::new(), Vec::new());
+    conn.query(SETTLE_READ, &[Param::Text(execution_id)], &mut |row| {
+        match row.text(0)?.as_str() {
+            "input" => input = Some(row.text(2)?),
+            "completed" => outputs.push((row.text(1)?, row.opt_text(2)?.unwrap_or_else(|| "{}".into()))),
+            _ => failed.push(FailedTask {
+                task_id: row.text(1)?,
+                attempts: row.int(3)?,
+                error_type: row.opt_text(4)?.unwrap_or_default(),
+                error_message: row.opt_text(5)?.unwrap_or_default(),
+                traceback: row.opt_text(6)?,
+            }),
+        }
+        Ok(())
     })?;
+    let input = parse_context(&input.ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?, "an execution input")?;
+    let outputs = outputs_by_position(dag, outputs)?;
     let error = describe_failures(dag, &failed);
     let status = if error.is_some() { ExecutionStatus::Failed } else { ExecutionStatus::Completed };
-    finish_execution(conn, execution_id, status, &frontier_context(dag, &input, &outputs), error.as_deref(), now)?;
-    Ok(Some(status))
+    finish_execution(conn, execution_id, status, &frontier_context(dag, &input, &outputs), error.as_deref(), now).map(Some)
 }
 
 pub(crate) fn execution_input(conn: &mut dyn Conn, execution_id: &str) -> Result<Context> {
@@ -887,13 +1012,28 @@ pub(crate) fn finish_execution(
     final_context: &Context,
     error: Option<&str>,
     now: i64,
-) -> Result<()> {
+) -> Result<ExecutionRecord> {
     let final_context = to_json(final_context, "storing a final context")?;
-    conn.execute(
-        FINISH_EXECUTION,
-        &[Param::Text(execution_id), Param::Text(status.as_db()), Param::Text(&final_context), Param::NullableText(error), Param::Int(now)],
-    )?;
-    conn.notify(Channel::Done, execution_id)
+    let mut params = vec![
+        Param::Text(execution_id),
+        Param::Text(status.as_db()),
+        Param::Text(&final_context),
+        Param::NullableText(error),
+        Param::Int(now),
+    ];
+    let channel = conn.channel_name(Channel::Done).map(str::to_string);
+    let sql = match &channel {
+        Some(name) => {
+            params.push(Param::Text(name));
+            FINISH_EXECUTION_AND_NOTIFY
+        }
+        None => FINISH_EXECUTION,
+    };
+    let record = conn.query_opt(sql, &params, execution_record)?.ok_or_else(|| Error::UnknownExecution(execution_id.to_string()))?;
+    if channel.is_none() {
+        conn.notify(Channel::Done, execution_id)?;
+    }
+    Ok(record)
 }
 
 /// Fails an unfinished execution: every unfinished task is skipped. Without

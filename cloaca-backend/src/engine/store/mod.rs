@@ -65,7 +65,7 @@ pub(crate) use retention::{PruneFilter, Pruned};
 pub(crate) use triggers::{Fire, FireOutcome, Registration, TriggerRecord, TriggerRun};
 
 pub(crate) use history::Shape;
-pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, EventHandler, LoadedContexts, NextClaim};
+pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, EventHandler, LoadedContexts, NextClaim, RootClaims};
 
 #[cfg(feature = "postgres")]
 use postgres::PostgresDb as Db;
@@ -165,6 +165,7 @@ impl Store {
     /// Inserts an execution and one row per task (roots ready), in one
     /// transaction; with an idempotency key already used for this workflow,
     /// returns that execution instead.
+    #[cfg(test)]
     pub(crate) fn create_execution(
         &self,
         execution_id: &str,
@@ -173,10 +174,24 @@ impl Store {
         idempotency_key: Option<&str>,
         now: i64,
     ) -> Result<Created> {
+        self.create_execution_claiming(execution_id, dag, input, idempotency_key, None, now)
+    }
+
+    /// [`Store::create_execution`], claiming roots for `claims`' owner in
+    /// the same transaction (see [`RootClaims`]).
+    pub(crate) fn create_execution_claiming(
+        &self,
+        execution_id: &str,
+        dag: &Dag,
+        input: &Context,
+        idempotency_key: Option<&str>,
+        claims: Option<&RootClaims>,
+        now: i64,
+    ) -> Result<Created> {
         let shape_stored = lock(&self.stored_shapes).contains(dag.version());
         let created = self.retrying(|| {
             self.db.write("creating an execution", |c| {
-                executions::create_execution(c, execution_id, dag, input, idempotency_key, shape_stored, now)
+                executions::create_execution(c, execution_id, dag, input, idempotency_key, shape_stored, claims, now)
             })
         })?;
         if !shape_stored {
@@ -285,6 +300,14 @@ impl Store {
         next: Option<&NextClaim>,
     ) -> Result<AttemptRecorded> {
         self.retrying(|| self.db.write("recording a task attempt", |c| executions::record_attempt(c, claim, dag, outcome, now, next)))
+    }
+
+    /// Makes claims that no worker started ready again (see [`RootClaims`]).
+    pub(crate) fn release_unstarted(&self, claims: &[Claim]) -> Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        self.retrying(|| self.db.write("releasing unstarted claims", |c| executions::release_unstarted(c, claims)))
     }
 
     /// Extends the leases `owner` holds on the rows `row_ids` (the attempts

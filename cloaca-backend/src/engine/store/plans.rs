@@ -25,6 +25,7 @@ mod dialect {
     /// By key, or (with statistics) through the few running rows.
     pub(super) const TASK_ROW_KEY_OR_RUNNING: &str = "INTEGER PRIMARY KEY|cloaca_task_executions_expiring";
     pub(super) const TASK_KEY_OR_READY: &str = "sqlite_autoindex_cloaca_task_executions_1|cloaca_task_executions_ready";
+    pub(super) const TASK_KEY_OR_RUNNING: &str = "sqlite_autoindex_cloaca_task_executions_1|cloaca_task_executions_expiring";
     pub(super) const EXECUTION_KEY: &str = "sqlite_autoindex_cloaca_executions_1";
     pub(super) const CRON_RUN_KEY: &str = "sqlite_autoindex_cloaca_cron_executions_1";
     pub(super) const CRON_HISTORY: &str = "sqlite_autoindex_cloaca_cron_executions_1|cloaca_cron_executions_by_time";
@@ -45,6 +46,7 @@ mod dialect {
     pub(super) const TASK_ROW_KEY: &str = "cloaca_task_executions_pkey";
     pub(super) const TASK_ROW_KEY_OR_RUNNING: &str = "cloaca_task_executions_pkey|cloaca_task_executions_expiring";
     pub(super) const TASK_KEY_OR_READY: &str = "cloaca_task_executions_execution_id_task_id_key|cloaca_task_executions_ready";
+    pub(super) const TASK_KEY_OR_RUNNING: &str = "cloaca_task_executions_execution_id_task_id_key|cloaca_task_executions_expiring";
     pub(super) const EXECUTION_KEY: &str = "cloaca_executions_id_key";
     pub(super) const CRON_RUN_KEY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key";
     pub(super) const CRON_HISTORY: &str = "cloaca_cron_executions_schedule_id_scheduled_time_attempt_key|cloaca_cron_executions_by_time";
@@ -170,7 +172,15 @@ fn expectations() -> Vec<Expected> {
         ),
         expect("readying a decided task", decide::READY_PENDING, vec![Text("hist-5"), Text("t2"), Int(1)], &[TASK_KEY]),
         expect("reading named tasks' states", decide::TASK_STATUSES, vec![Text("hist-5"), Text(r#"["t2"]"#)], &[TASK_KEY]),
-        expect("failed tasks", ex::FAILED_TASKS, vec![Text("hist-5")], &[TASK_KEY]),
+        expect("settling an execution", ex::SETTLE_READ, vec![Text("hist-5")], &[EXECUTION_KEY, TASK_KEY]),
+        // With statistics, PostgreSQL may read the few running rows.
+        expect("finding roots claimed at creation", ex::FIND_CLAIMED_ROOTS, vec![Text("hist-5"), Text("r")], &[TASK_KEY_OR_RUNNING]),
+        expect(
+            "releasing an unstarted claim",
+            ex::RELEASE_UNSTARTED,
+            vec![Int(1), Int(1), Text("r")],
+            &[TASK_ROW_KEY_OR_RUNNING, EXECUTION_KEY],
+        ),
         expect("counting down tasks", ex::DECREMENT_REMAINING, vec![Text("hist-5"), Int(1)], &[EXECUTION_KEY]),
         expect(
             "finishing an execution",

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::engine::model::{Context, ExecutionStatus, WorkflowRef};
+use crate::engine::model::{Context, ExecutionRecord, WorkflowRef};
 use crate::engine::workflow::{Registry, TaskFailure};
 
 /// A task attempt a runner has claimed (and holds the lease of).
@@ -57,6 +57,15 @@ pub(crate) struct NextClaim<'a> {
     pub(crate) lease_ms: i64,
 }
 
+/// Asks the transaction that creates an execution to claim up to `count`
+/// of its ready roots for this runner, whose idle workers take them from
+/// it: a new execution's first tasks then cost no claim transaction.
+pub(crate) struct RootClaims<'a> {
+    pub(crate) owner: &'a str,
+    pub(crate) lease_ms: i64,
+    pub(crate) count: usize,
+}
+
 /// What recording an attempt did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct AttemptRecorded {
@@ -65,8 +74,8 @@ pub(crate) struct AttemptRecorded {
     pub(crate) accepted: bool,
     /// Dependents this attempt made ready.
     pub(crate) readied: u64,
-    /// Set when this attempt finished the execution.
-    pub(crate) finished: Option<ExecutionStatus>,
+    /// The execution's record, when this attempt finished it.
+    pub(crate) finished: Option<ExecutionRecord>,
     /// The attempt claimed in the same transaction, when one was asked for
     /// ([`NextClaim`]) and a task was ready.
     pub(crate) next: Option<Claimed>,

@@ -347,7 +347,7 @@ fn start_run(conn: &mut dyn Conn, dag: &Dag, run: &Run<'_>, input: &Context, now
     if recorded == 0 {
         return Ok(false);
     }
-    create_execution(conn, &execution_id, dag, input, None, false, now)?;
+    create_execution(conn, &execution_id, dag, input, None, false, None, now)?;
     Ok(true)
 }
 

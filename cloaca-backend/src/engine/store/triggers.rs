@@ -218,7 +218,7 @@ pub(crate) fn fire(conn: &mut dyn Conn, fire: &Fire, now: i64) -> Result<FireOut
             return Ok(FireOutcome::Dropped { open_execution });
         }
     }
-    create_execution(conn, fire.execution_id, fire.dag, fire.input, None, false, now)?;
+    create_execution(conn, fire.execution_id, fire.dag, fire.input, None, false, None, now)?;
     conn.execute(
         INSERT_RUN,
         &[

@@ -209,6 +209,10 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
         self.query(NOTIFY, &[Param::Text(name), Param::Text(payload)], &mut |_| Ok(()))
     }
 
+    fn channel_name(&self, channel: Channel) -> Option<&str> {
+        Some(self.scope.name(channel))
+    }
+
     fn locks_rows(&self) -> bool {
         true
     }

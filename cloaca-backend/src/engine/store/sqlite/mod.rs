@@ -269,6 +269,10 @@ impl Conn for SqliteConn<'_> {
         Ok(())
     }
 
+    fn channel_name(&self, _channel: Channel) -> Option<&str> {
+        None
+    }
+
     fn locks_rows(&self) -> bool {
         false
     }
