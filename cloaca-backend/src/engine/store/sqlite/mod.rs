@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
 
 use std::sync::atomic::AtomicBool;
@@ -286,15 +286,14 @@ impl Conn for SqliteConn<'_> {
     }
 }
 
-fn bind(params: &[Param]) -> Vec<SqlValue> {
+/// The parameters as SQLite values, texts borrowed rather than copied.
+fn bind<'p>(params: &'p [Param<'p>]) -> Vec<ToSqlOutput<'p>> {
     params
         .iter()
         .map(|p| match *p {
-            Param::Int(i) => SqlValue::Integer(i),
-            Param::Text(t) => SqlValue::Text(t.to_string()),
-            Param::NullableText(Some(t)) => SqlValue::Text(t.to_string()),
-            Param::NullableInt(Some(i)) => SqlValue::Integer(i),
-            Param::NullableText(None) | Param::NullableInt(None) => SqlValue::Null,
+            Param::Int(i) | Param::NullableInt(Some(i)) => ToSqlOutput::Owned(SqlValue::Integer(i)),
+            Param::Text(t) | Param::NullableText(Some(t)) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            Param::NullableText(None) | Param::NullableInt(None) => ToSqlOutput::Owned(SqlValue::Null),
         })
         .collect()
 }
