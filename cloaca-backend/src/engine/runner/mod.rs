@@ -258,13 +258,18 @@ impl Runner {
         let result = (|| loop {
             if look {
                 {
-                    let waiting = lock(&shared.waiting);
+                    let mut waiting = lock(&shared.waiting);
                     let fresh = finishes(&waiting) != seen;
                     seen = finishes(&waiting);
-                    // Recorded as finished in this process since the last
-                    // look: nothing to read back.
-                    if let Some(record) = waiting.get(execution_id).and_then(|e| e.record.as_ref()).filter(|_| fresh) {
-                        return Ok(record.clone());
+                    if let Some(entry) = waiting.get_mut(execution_id) {
+                        // Recorded as finished in this process since the
+                        // last look: nothing to read back.
+                        if let Some(record) = entry.record.as_ref().filter(|_| fresh) {
+                            return Ok(record.clone());
+                        }
+                        // What the database says now supersedes a record
+                        // kept from before (a round a retry has reopened).
+                        entry.record = None;
                     }
                 }
                 // A wait's own time limit also bounds how long it waits out an outage.
@@ -507,5 +512,39 @@ impl Drop for Runner {
         if let Some(triggers) = &self.triggers {
             triggers.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::url::{test_database_url, DatabaseUrl};
+
+    #[test]
+    fn a_waiter_takes_the_record_finished_here_though_a_notification_of_it_came_after() {
+        let url = DatabaseUrl::parse(&test_database_url()).unwrap();
+        let store = Arc::new(Store::open(&url, None, 2, Duration::from_secs(1), now_ms()).unwrap());
+        let registry: &'static Registry = Box::leak(Box::default());
+        let runner = Runner::start(store, registry, RunnerConfig::default(), Arc::new(|_| {})).unwrap();
+        let record = ExecutionRecord {
+            id: "finished-here".into(),
+            workflow_name: "wf".into(),
+            workflow_version: "v".into(),
+            status: ExecutionStatus::Completed,
+            input: Context::new(),
+            final_context: Some(Context::new()),
+            error_message: None,
+            created_at: 1,
+            started_at: Some(2),
+            finished_at: Some(3),
+        };
+        runner.register_waiter(&record.id);
+        runner.shared.execution_finished(&record.id, Some(&record));
+        // The finishing transaction's own NOTIFY, heard by the listener.
+        runner.shared.execution_finished(&record.id, None);
+        // The execution is in no database: a waiter that read it back would fail.
+        let waited = runner.wait_registered(&record.id, Some(Duration::from_secs(1)), &mut || true, false);
+        runner.shutdown();
+        assert_eq!(waited.unwrap(), record);
     }
 }

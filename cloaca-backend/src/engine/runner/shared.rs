@@ -97,7 +97,7 @@ pub(crate) struct Waiters {
     /// How many times news of a finish arrived: each waiter waits for it
     /// to move past what it saw at its last look.
     pub(crate) finishes: u64,
-    /// The finished record, when the last news came from this process's
+    /// The finished record, when news of it came from this process's
     /// recording of it: the waiters need not read it back.
     pub(crate) record: Option<ExecutionRecord>,
 }
@@ -284,7 +284,12 @@ impl Shared {
         let mut waiting = lock(&self.waiting);
         if let Some(entry) = waiting.get_mut(execution_id) {
             entry.finishes += 1;
-            entry.record = record.cloned();
+            // News without a record (on PostgreSQL, the notification of
+            // this very finish among others) keeps the one recorded here: a
+            // waiter that reads the database drops it (Runner::wait_registered).
+            if let Some(record) = record {
+                entry.record = Some(record.clone());
+            }
             drop(waiting);
             self.waiting_cv.notify_all();
         }
