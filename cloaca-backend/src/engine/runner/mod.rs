@@ -540,7 +540,8 @@ mod tests {
         };
         runner.register_waiter(&record.id);
         runner.shared.execution_finished(&record.id, Some(&record));
-        // The finishing transaction's own NOTIFY, heard by the listener.
+        // News of it without a record, as another runner's listener in this
+        // process would bring.
         runner.shared.execution_finished(&record.id, None);
         // The execution is in no database: a waiter that read it back would fail.
         let waited = runner.wait_registered(&record.id, Some(Duration::from_secs(1)), &mut || true, false);

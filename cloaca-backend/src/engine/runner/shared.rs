@@ -284,9 +284,9 @@ impl Shared {
         let mut waiting = lock(&self.waiting);
         if let Some(entry) = waiting.get_mut(execution_id) {
             entry.finishes += 1;
-            // News without a record (on PostgreSQL, the notification of
-            // this very finish among others) keeps the one recorded here: a
-            // waiter that reads the database drops it (Runner::wait_registered).
+            // News without a record (a cancellation's, or a finish heard
+            // from another runner) keeps the one recorded here: a waiter
+            // that reads the database drops it (Runner::wait_registered).
             if let Some(record) = record {
                 entry.record = Some(record.clone());
             }
