@@ -80,7 +80,7 @@ pub(crate) struct Shared {
     /// Deferred attempts waiting for an idle worker to hand them its slot
     /// (changed under `inflight`; read without it by every worker loop).
     pub(crate) slot_requests: AtomicUsize,
-    /// Workers waiting for news: a new execution may claim as many of its
+    /// Workers between attempts: a new execution may claim as many of its
     /// roots for them (see [`Shared::hand_over`]).
     pub(crate) idle_workers: AtomicUsize,
     /// This runner, for the threads it starts from a worker's call.

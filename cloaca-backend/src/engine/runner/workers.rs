@@ -103,20 +103,45 @@ fn work_loop(shared: &Arc<Shared>, slot: usize) -> bool {
             // this worker goes on.
             Next::Run(claimed) => claimed,
             Next::Wait(seen) => {
+                let _between = BetweenAttempts::count(shared);
                 wait_idle(shared, seen, &shared.references());
                 continue;
             }
-            Next::Claim => match claim_or_wait(shared) {
-                Claiming::Claimed(claimed) => claimed,
-                Claiming::Idle => continue,
-                Claiming::Stop => return false,
-            },
+            Next::Claim => {
+                let _between = BetweenAttempts::count(shared);
+                match claim_or_wait(shared) {
+                    Claiming::Claimed(claimed) => claimed,
+                    Claiming::Idle => continue,
+                    Claiming::Stop => return false,
+                }
+            }
         };
         match run_attempt(shared, slot, claimed) {
             AfterAttempt::Continue(claimed) => next = claimed,
             AfterAttempt::Abandoned => return true,
             AfterAttempt::Retire => return false,
         }
+    }
+}
+
+/// Counts a worker in `Shared::idle_workers` while it is between attempts
+/// (claiming, or waiting for news): a new execution may claim a root for
+/// it, which it takes before claiming anything else. Counted from the
+/// start, not only once it waits: on PostgreSQL a worker spends a few round
+/// trips looking for work after each attempt, and the next execution's
+/// creation often comes meanwhile.
+struct BetweenAttempts<'a>(&'a Shared);
+
+impl<'a> BetweenAttempts<'a> {
+    fn count(shared: &'a Shared) -> Self {
+        shared.idle_workers.fetch_add(1, Ordering::SeqCst);
+        BetweenAttempts(shared)
+    }
+}
+
+impl Drop for BetweenAttempts<'_> {
+    fn drop(&mut self) {
+        self.0.idle_workers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -168,9 +193,7 @@ fn wait_idle(shared: &Shared, seen: u64, references: &[WorkflowRef]) {
         Ok(None) => {}
         Err(e) => shared.report("looking for due tasks", &e),
     }
-    shared.idle_workers.fetch_add(1, Ordering::SeqCst);
     shared.wait_for_news(seen, wait);
-    shared.idle_workers.fetch_sub(1, Ordering::SeqCst);
 }
 
 fn run_attempt(shared: &Arc<Shared>, slot: usize, claimed: Claimed) -> AfterAttempt {
