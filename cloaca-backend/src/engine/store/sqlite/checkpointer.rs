@@ -55,7 +55,7 @@ impl Checkpointer {
 
     /// Counts a commit; every [`COMMITS_PER_CHECKPOINT`]th asks for a checkpoint.
     pub(super) fn committed(&self) {
-        if (self.commits.fetch_add(1, Ordering::Relaxed) + 1) % COMMITS_PER_CHECKPOINT == 0 {
+        if (self.commits.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(COMMITS_PER_CHECKPOINT) {
             lock(&self.shared.0).asked += 1;
             self.shared.1.notify_one();
         }
