@@ -71,6 +71,13 @@ def other_backends(backend):
     return [b for b in BACKENDS if b != backend]
 
 
+#: For the tests that create login roles or compare the cluster's set of roles:
+#: roles belong to the whole PostgreSQL server, not to one test's database, so
+#: these tests share one pytest-xdist worker (the harness runs --dist loadgroup)
+#: and never see another worker's roles come and go.
+CLUSTER_ROLES = pytest.mark.xdist_group("cluster-roles")
+
+
 def pytest_collection_modifyitems(items):
     """Mark every test that stops or restarts the PostgreSQL server as serial.
 

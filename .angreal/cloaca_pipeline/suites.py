@@ -187,7 +187,8 @@ def pytest_phases(extra: list) -> list[tuple[str, list[str]]]:
     if any(arg.startswith("-m") for arg in extra):
         return [("pytest", [])]
     return [
-        ("pytest", ["-n", str(PYTEST_WORKERS), "-m", f"not {SERIAL_MARK}"]),
+        # loadgroup: the tests of one xdist_group share a worker (see CLUSTER_ROLES in conftest.py).
+        ("pytest", ["-n", str(PYTEST_WORKERS), "--dist", "loadgroup", "-m", f"not {SERIAL_MARK}"]),
         ("pytest serial", ["-m", SERIAL_MARK]),
     ]
 
