@@ -71,11 +71,11 @@ def other_backends(backend):
     return [b for b in BACKENDS if b != backend]
 
 
-#: For the tests that create login roles or compare the cluster's set of roles:
+#: For the tests that create login roles or compare the server's set of roles:
 #: roles belong to the whole PostgreSQL server, not to one test's database, so
-#: these tests share one pytest-xdist worker (the harness runs --dist loadgroup)
+#: these tests run alone, after the workers' share (as the outage tests do),
 #: and never see another worker's roles come and go.
-CLUSTER_ROLES = pytest.mark.xdist_group("cluster-roles")
+CLUSTER_ROLES = pytest.mark.serial
 
 
 def pytest_collection_modifyitems(items):

@@ -30,8 +30,12 @@ PYTEST_USAGE_ERROR = 4
 #: so more workers than a two-core machine's cores still pay: 4 took the sqlite
 #: suite from 237 s to 76 s. Each worker has its own harness database (conftest.py).
 PYTEST_WORKERS = 4
-#: The tests that must run alone, after the workers' share (they stop or restart
-#: the PostgreSQL server every worker uses); python-tests/conftest.py marks them.
+#: pytest-xdist workers of the pipeline suite. Its tests mostly compute (check's
+#: stubtest and mypy, builds), so one per core.
+PIPELINE_WORKERS = 2
+#: The tests that must run alone, after the workers' share: they act on what
+#: every worker uses (the PostgreSQL server, its roles; the real checkout, in the
+#: pipeline suite). python-tests/conftest.py and pipeline/conftest.py mark them.
 SERIAL_MARK = "serial"
 
 
@@ -173,12 +177,16 @@ def test_environment(**extra: str) -> dict:
     env = dict(os.environ)
     env.pop("CLOACA_BACKEND", None)
     env.pop("VIRTUAL_ENV", None)
+    # An outer pytest-xdist worker's (the pipeline suite runs `angreal cloaca
+    # test`): a pytest run without workers must not take itself for one.
+    for name in [n for n in env if n.startswith("PYTEST_XDIST_")]:
+        del env[name]
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
 
 
-def pytest_phases(extra: list) -> list[tuple[str, list[str]]]:
+def pytest_phases(extra: list, workers: int) -> list[tuple[str, list[str]]]:
     """The pytest runs of a backend suite: (timing name, options) for each.
 
     The workers' share first, then the serial tests alone. With a -m of the
@@ -187,8 +195,7 @@ def pytest_phases(extra: list) -> list[tuple[str, list[str]]]:
     if any(arg.startswith("-m") for arg in extra):
         return [("pytest", [])]
     return [
-        # loadgroup: the tests of one xdist_group share a worker (see CLUSTER_ROLES in conftest.py).
-        ("pytest", ["-n", str(PYTEST_WORKERS), "--dist", "loadgroup", "-m", f"not {SERIAL_MARK}"]),
+        ("pytest", ["-n", str(workers), "-m", f"not {SERIAL_MARK}"]),
         ("pytest serial", ["-m", SERIAL_MARK]),
     ]
 
@@ -217,7 +224,7 @@ def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> Sui
         result.notes += venvs.ensure_backend_venv(backend, built.wheel)
         result.timings["venv"] = time.monotonic() - step
         env = test_environment(CLOACA_TEST_BACKEND=backend, CLOACA_TEST_DATABASE_URL=url)
-        for phase, options in pytest_phases(extra):
+        for phase, options in pytest_phases(extra, PYTEST_WORKERS):
             run_pytest(
                 result,
                 project.venv_python(backend),
@@ -230,9 +237,14 @@ def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> Sui
 
 
 def run_pipeline_suite(extra: list) -> SuiteResult:
-    """python-tests/pipeline/: the angreal tasks themselves, in the development interpreter."""
+    """python-tests/pipeline/: the angreal tasks themselves, in the development interpreter.
+
+    On PIPELINE_WORKERS pytest-xdist workers, then the tests that work in the
+    real checkout alone (IN_CHECKOUT in python-tests/pipeline/conftest.py).
+    """
     result = SuiteResult("pipeline")
-    run_pytest(result, project.PYTHON, [project.PIPELINE_TESTS_DIR], extra, test_environment())
+    for phase, options in pytest_phases(extra, PIPELINE_WORKERS):
+        run_pytest(result, project.PYTHON, [project.PIPELINE_TESTS_DIR], [*options, *extra], test_environment(), phase)
     return result
 
 
