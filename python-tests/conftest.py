@@ -71,13 +71,50 @@ def other_backends(backend):
     return [b for b in BACKENDS if b != backend]
 
 
+#: For the tests that create login roles or compare the server's set of roles:
+#: roles belong to the whole PostgreSQL server, not to one test's database, so
+#: these tests run alone, after the workers' share (as the outage tests do),
+#: and never see another worker's roles come and go.
+CLUSTER_ROLES = pytest.mark.serial
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that stops or restarts the PostgreSQL server as serial.
+
+    The harness runs the suite on several pytest-xdist workers, then the serial
+    tests alone (see suites.py): a server outage would cut every other
+    worker's connections in the middle of its own test.
+    """
+    for item in items:
+        if "server_control" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.serial)
+
+
 @pytest.fixture(scope="session")
-def database_url(backend) -> str:
-    """A URL of a real database for this backend, provided by the harness."""
+def database_url(backend):
+    """A URL of a real database for this backend, provided by the harness.
+
+    On a pytest-xdist worker, a database of the worker's own beside the
+    harness's (a file next to it, or a new database on the same server): the
+    module-scoped runners of two workers must not claim each other's tasks.
+    """
     url = _required_env("CLOACA_TEST_DATABASE_URL")
     expected = {"sqlite": ("sqlite://",), "postgres": ("postgres://", "postgresql://")}[backend]
     assert url.startswith(expected), f"{url!r} is not a {backend} URL"
-    return url
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None:
+        yield url
+    elif backend == "sqlite":
+        path = Path(sqlite_path_of(url))
+        yield f"sqlite:///{path.with_name(f'{path.stem}-{worker}{path.suffix}')}"
+    else:
+        name = f"cloaca_w_{worker}_{uuid.uuid4().hex[:8]}"
+        psql(url, f'CREATE DATABASE "{name}"')
+        parts = urlsplit(url)
+        try:
+            yield urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+        finally:
+            psql(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -208,7 +208,13 @@ def test_a_duplicate_name_is_refused_naming_workflow_instance_and_schedule(insta
     runner.delete_cron_schedule(other_id)
 
 
-@pytest.mark.parametrize("params", [[("a", 1)], "a=1", 5, {"when": object()}, {1: "int key"}], ids=repr)
+# The ids are spelled out: repr(object()) holds an address, which differs between
+# the pytest-xdist workers, and they must collect the same test ids.
+@pytest.mark.parametrize(
+    "params",
+    [[("a", 1)], "a=1", 5, {"when": object()}, {1: "int key"}],
+    ids=["[('a', 1)]", "'a=1'", "5", "{'when': <object>}", "{1: 'int key'}"],
+)
 def test_params_that_are_not_a_context_or_a_dict_of_json_values_are_a_type_error(instances_db, params):
     runner, workflow, _ = instances_db
     with pytest.raises(TypeError) as error:

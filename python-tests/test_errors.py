@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 import cloaca
+from conftest import CLUSTER_ROLES
 
 WAIT = 60  # seconds: bound of waits that should end almost at once
 
@@ -654,6 +655,7 @@ def tenants_backend(backend):
         pytest.skip("multi-tenancy is a postgres feature: the sqlite backend has no tenant classes")
 
 
+@CLUSTER_ROLES
 @pytest.mark.usefixtures("tenants_backend")
 class TestTenant:
     @pytest.mark.parametrize("name", BAD_SCHEMA_NAMES)

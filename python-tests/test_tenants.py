@@ -28,7 +28,9 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import pytest
 
 import cloaca
-from conftest import psql, psql_path, query_database, sqlite_path_of
+from conftest import CLUSTER_ROLES, psql, psql_path, query_database, sqlite_path_of
+
+pytestmark = CLUSTER_ROLES
 
 TENANT_CLASSES = ("DatabaseAdmin", "TenantConfig", "TenantCredentials")
 REQUIRED_TABLES = {"cloaca_schema_migrations", "cloaca_executions", "cloaca_task_executions"}

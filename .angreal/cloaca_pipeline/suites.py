@@ -25,6 +25,18 @@ from cloaca_pipeline.errors import PipelineError, print_paragraph
 PYTEST_NO_TESTS = 5
 #: pytest's exit status for a usage error (bad option or -k expression).
 PYTEST_USAGE_ERROR = 4
+#: pytest-xdist workers a backend suite runs on. Its tests mostly wait (lease
+#: expiries, polling, scenario processes: pytest used a quarter of one core),
+#: so more workers than a two-core machine's cores still pay: 4 took the sqlite
+#: suite from 237 s to 76 s. Each worker has its own harness database (conftest.py).
+PYTEST_WORKERS = 4
+#: pytest-xdist workers of the pipeline suite. Its tests mostly compute (check's
+#: stubtest and mypy, builds), so one per core.
+PIPELINE_WORKERS = 2
+#: The tests that must run alone, after the workers' share: they act on what
+#: every worker uses (the PostgreSQL server, its roles; the real checkout, in the
+#: pipeline suite). python-tests/conftest.py and pipeline/conftest.py mark them.
+SERIAL_MARK = "serial"
 
 
 @dataclass
@@ -59,8 +71,12 @@ def pytest_arguments(k: str | None, pytest_args: str | None) -> list[str]:
     return args
 
 
-def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, env: dict) -> None:
-    """Run pytest with `python`; fill in `result` from its exit status and JUnit report."""
+def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, env: dict, phase: str = "pytest") -> None:
+    """Run pytest with `python`; fill in `result` from its exit status and JUnit report.
+
+    A suite may run pytest more than once (phases): the counts add up, and the
+    suite has passed when no phase failed and at least one ran a test.
+    """
     with tempfile.TemporaryDirectory(prefix="cloaca-pytest-") as tmp:
         report = Path(tmp) / "report.xml"
         command = [
@@ -75,23 +91,24 @@ def run_pytest(result: SuiteResult, python: Path, targets: list, extra: list, en
         ]
         started = time.monotonic()
         completed = subprocess.run(command, cwd=project.ROOT, env=env, check=False)
-        result.timings["pytest"] = time.monotonic() - started
+        result.timings[phase] = time.monotonic() - started
         for key, count in junit_counts(report).items():
             result.counts[key] += count
-    if result.status == "failed":
-        pass  # an earlier step (the Rust tests) failed; keep that verdict
-    elif completed.returncode == 0:
-        result.status = "passed"
-    elif completed.returncode == PYTEST_NO_TESTS:
-        result.status = "no tests"
-    elif completed.returncode == PYTEST_USAGE_ERROR:
+    if completed.returncode == PYTEST_USAGE_ERROR:
         raise PipelineError(
             f"pytest rejected its arguments (exit {PYTEST_USAGE_ERROR}; its message is above): "
             f"{' '.join(extra) or '(none given)'}. Fix -k / --pytest-args and run again."
         )
+    if result.status == "failed":
+        pass  # an earlier step (the Rust tests, a phase) failed; keep that verdict
+    elif completed.returncode == 0:
+        result.status = "passed"
+    elif completed.returncode == PYTEST_NO_TESTS:
+        if result.status != "passed":  # an earlier phase's tests still count
+            result.status = "no tests"
     else:
         result.status = "failed"
-        result.notes.append(f"pytest exit status {completed.returncode}")
+        result.notes.append(f"{phase}: pytest exit status {completed.returncode}")
 
 
 def run_rust_tests(result: SuiteResult, backend: str, database_url: str) -> None:
@@ -160,9 +177,27 @@ def test_environment(**extra: str) -> dict:
     env = dict(os.environ)
     env.pop("CLOACA_BACKEND", None)
     env.pop("VIRTUAL_ENV", None)
+    # An outer pytest-xdist worker's (the pipeline suite runs `angreal cloaca
+    # test`): a pytest run without workers must not take itself for one.
+    for name in [n for n in env if n.startswith("PYTEST_XDIST_")]:
+        del env[name]
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     env.update(extra)
     return env
+
+
+def pytest_phases(extra: list, workers: int) -> list[tuple[str, list[str]]]:
+    """The pytest runs of a backend suite: (timing name, options) for each.
+
+    The workers' share first, then the serial tests alone. With a -m of the
+    user's, which would replace ours, one run without workers selects it.
+    """
+    if any(arg.startswith("-m") for arg in extra):
+        return [("pytest", [])]
+    return [
+        ("pytest", ["-n", str(workers), "-m", f"not {SERIAL_MARK}"]),
+        ("pytest serial", ["-m", SERIAL_MARK]),
+    ]
 
 
 def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> SuiteResult:
@@ -189,20 +224,27 @@ def run_backend_suite(backend: str, extra: list, rust_tests: bool = True) -> Sui
         result.notes += venvs.ensure_backend_venv(backend, built.wheel)
         result.timings["venv"] = time.monotonic() - step
         env = test_environment(CLOACA_TEST_BACKEND=backend, CLOACA_TEST_DATABASE_URL=url)
-        run_pytest(
-            result,
-            project.venv_python(backend),
-            [project.PYTHON_TESTS_DIR],
-            ["--ignore", str(project.PIPELINE_TESTS_DIR), *extra],
-            env,
-        )
+        for phase, options in pytest_phases(extra, PYTEST_WORKERS):
+            run_pytest(
+                result,
+                project.venv_python(backend),
+                [project.PYTHON_TESTS_DIR],
+                ["--ignore", str(project.PIPELINE_TESTS_DIR), *options, *extra],
+                env,
+                phase=phase,
+            )
     return result
 
 
 def run_pipeline_suite(extra: list) -> SuiteResult:
-    """python-tests/pipeline/: the angreal tasks themselves, in the development interpreter."""
+    """python-tests/pipeline/: the angreal tasks themselves, in the development interpreter.
+
+    On PIPELINE_WORKERS pytest-xdist workers, then the tests that work in the
+    real checkout alone (IN_CHECKOUT in python-tests/pipeline/conftest.py).
+    """
     result = SuiteResult("pipeline")
-    run_pytest(result, project.PYTHON, [project.PIPELINE_TESTS_DIR], extra, test_environment())
+    for phase, options in pytest_phases(extra, PIPELINE_WORKERS):
+        run_pytest(result, project.PYTHON, [project.PIPELINE_TESTS_DIR], [*options, *extra], test_environment(), phase)
     return result
 
 

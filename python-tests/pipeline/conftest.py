@@ -25,6 +25,13 @@ BACKENDS = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["c
 ANGREAL = Path(sys.executable).parent / "angreal"
 
 
+#: The pipeline suite runs on pytest-xdist workers; the tests that build, install
+#: or render in the real checkout (its Cargo.toml is rendered for one backend at
+#: a time, its virtualenvs are shared) take this mark: they run alone afterwards,
+#: one after the other (`angreal cloaca test` runs the serial tests on their own).
+IN_CHECKOUT = pytest.mark.serial
+
+
 def git(cwd: Path, *args: str) -> str:
     """Run git in `cwd` and return its stdout."""
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
@@ -57,36 +64,59 @@ def run_angreal(cwd: Path, *args: str, env: dict | None = None, timeout: float =
     )
 
 
-@pytest.fixture
-def tree(tmp_path) -> Path:
-    """A copy of the project's source files as a fresh git repository with one commit."""
-    copy = tmp_path / "tree"
+@pytest.fixture(scope="session")
+def tree_template(tmp_path_factory) -> Path:
+    """The project's source files as a git repository with one commit, made once per session.
+
+    Only `tree` reads it: git init, add and commit cost a few times what a
+    copy of the finished repository does, and most tests here start from one.
+    """
+    template = tmp_path_factory.mktemp("template") / "tree"
     for relative in source_files():
-        target = copy / relative
+        target = template / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / relative, target)
-    git(copy, "init", "-q")
-    git(copy, "add", "-A")
-    git(copy, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    git(template, "init", "-q")
+    git(template, "add", "-A")
+    git(template, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy")
+    return template
+
+
+@pytest.fixture
+def tree(tree_template, tmp_path) -> Path:
+    """A copy of the project's source files as a fresh git repository with one commit.
+
+    A test's own copy of tree_template (its .git included), so what one test
+    breaks no other test sees.
+    """
+    copy = tmp_path / "tree"
+    shutil.copytree(tree_template, copy, symlinks=True)
     return copy
+
+
+def copy_installed_builds(tree: Path) -> None:
+    """Link the checkout's virtualenvs into `tree` and copy the debug builds they were installed from.
+
+    The virtualenvs are linked (the tests only read them); the build records
+    and wheels are copied so the pipeline can tell whether the installed
+    extension is fresh.
+    """
+    (tree / ".venvs").symlink_to(ROOT / ".venvs", target_is_directory=True)
+    shutil.copytree(ROOT / ".cloaca-cache", tree / ".cloaca-cache")
+    wheels = Path("cloaca-backend", "target", "wheels")
+    shutil.copytree(ROOT / wheels, tree / wheels)
 
 
 @pytest.fixture
 def built_tree(tree) -> Path:
-    """`tree`, plus the real checkout's installed backends, for check's runtime part.
-
-    The virtualenvs are linked (check only reads them); the build records and
-    wheels are copied so check can tell whether the installed extension is fresh.
-    """
+    """`tree`, plus the real checkout's installed backends, for check's runtime part (see copy_installed_builds)."""
     missing = [b for b in BACKENDS if not (ROOT / ".venvs" / b / "bin" / "python").exists()]
     if missing:
         pytest.fail(
             f"backends not installed in {ROOT / '.venvs'}: {missing}; the pipeline suite "
             "runs after the backend suites in `angreal cloaca test`, which install them."
         )
-    (tree / ".venvs").symlink_to(ROOT / ".venvs", target_is_directory=True)
-    shutil.copytree(ROOT / ".cloaca-cache", tree / ".cloaca-cache")
-    shutil.copytree(ROOT / "cloaca-backend" / "target" / "wheels", tree / "cloaca-backend" / "target" / "wheels")
+    copy_installed_builds(tree)
     return tree
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import ANGREAL, ROOT, base_env, run_angreal
+from conftest import ANGREAL, IN_CHECKOUT, ROOT, base_env, run_angreal
 
 
 def assert_clear_error(done, status, *phrases):
@@ -91,11 +91,13 @@ def test_unbalanced_pytest_args(tree):
     assert_clear_error(done, 2, "cannot be split into arguments")
 
 
+@IN_CHECKOUT
 def test_pytest_rejecting_its_arguments_is_bad_input():
     done = run_angreal(ROOT, "cloaca", "test", "--backend", "sqlite", "--pytest-args=--no-such-option")
     assert_clear_error(done, 2, "pytest rejected its arguments", "--no-such-option")
 
 
+@IN_CHECKOUT
 def test_k_expression_is_passed_to_pytest_and_selecting_nothing_fails():
     """Runs in the real checkout: its sqlite build and venv are current, so this is quick."""
     selected = run_angreal(ROOT, "cloaca", "test", "--backend", "sqlite", "-k", "test_hello_world")
@@ -105,6 +107,7 @@ def test_k_expression_is_passed_to_pytest_and_selecting_nothing_fails():
     assert_clear_error(nothing, 1, "no test ran")
 
 
+@IN_CHECKOUT
 def test_demo_runs_the_quickstart_workflow_to_completion():
     """The quickstart's ETL workflow: every task reports, the flaky one is retried, it completes."""
     done = run_angreal(ROOT, "cloaca", "demo")

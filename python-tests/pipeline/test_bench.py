@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run_angreal
+from conftest import IN_CHECKOUT, ROOT, run_angreal
 
 sys.path.insert(0, str(ROOT / ".angreal"))
 from cloaca_pipeline import bench  # the pipeline package lives in .angreal/
@@ -90,6 +90,7 @@ def test_fsync_latency_is_measured_on_the_given_disk_and_read_against_the_full_c
     assert any("write+fsync" in line for line in bench.notes(measured))
 
 
+@IN_CHECKOUT
 def test_bench_workloads_report_shape(tmp_path):
     python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
     if not python.exists():
@@ -125,6 +126,7 @@ def test_history_must_be_a_whole_number_of_rows(tree, history):
     assert_nothing_built(tree)
 
 
+@IN_CHECKOUT
 def test_bench_workloads_history_shape(tmp_path):
     """The history workload loads its rows with SQL, measures both databases, and prunes what it loaded."""
     python = ROOT / ".venvs" / "sqlite" / "bin" / "python"
@@ -149,6 +151,7 @@ def test_bench_workloads_history_shape(tmp_path):
     assert len(table.splitlines()) == 2 + len(bench.HISTORY_ROWS) + 2, table
 
 
+@IN_CHECKOUT
 def test_bench_workloads_memory_shape(tmp_path):
     """The memory workload stores its chains, measures the file and a queued child's RSS, per run."""
     python = ROOT / ".venvs" / "sqlite" / "bin" / "python"

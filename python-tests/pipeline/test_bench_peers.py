@@ -15,7 +15,7 @@ import sys
 import pytest
 from test_bench import FIGURE, assert_bad_input, assert_nothing_built
 
-from conftest import ROOT, run_angreal
+from conftest import IN_CHECKOUT, ROOT, run_angreal
 
 sys.path.insert(0, str(ROOT / ".angreal"))
 from cloaca_pipeline import bench, databases, peers
@@ -144,6 +144,7 @@ def peer_table_cells(results: dict, label: str) -> list[str]:
     return [[c.strip() for c in line.strip("|").split("|")][column] for line in lines]
 
 
+@IN_CHECKOUT
 @pytest.mark.parametrize("label", ["Huey sqlite", "DBOS sqlite"])
 def test_peer_run_on_sqlite(tmp_path, label):
     column = next(c for c in peers.columns_for(("sqlite",)) if c.label == label)
@@ -155,6 +156,7 @@ def test_peer_run_on_sqlite(tmp_path, label):
     assert all(FIGURE.match(cell) for cell in peer_table_cells(results, label))
 
 
+@IN_CHECKOUT
 def test_peer_run_dbos_on_postgres():
     with contextlib.ExitStack() as cleanup:
         try:

@@ -15,7 +15,7 @@ import tomllib
 
 import pytest
 
-from conftest import BACKENDS, ROOT, base_env, run_angreal
+from conftest import BACKENDS, IN_CHECKOUT, ROOT, base_env, run_angreal
 
 sys.path.insert(0, str(ROOT / ".angreal"))
 from cloaca_pipeline import databases, suites  # the pipeline package lives in .angreal/
@@ -25,6 +25,9 @@ DIST = ROOT / "dist"
 QUICKSTART = ROOT / "examples" / "quickstart.py"
 #: Release builds of both backends on a cold cargo cache, on a shared 2-core machine.
 DIST_TIMEOUT_S = 3600
+
+#: `dist` renders and builds in the checkout.
+pytestmark = IN_CHECKOUT
 
 
 def run(command, **kwargs):

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, edit, run_angreal
+from conftest import IN_CHECKOUT, ROOT, copy_installed_builds, edit, run_angreal
 
 VIOLATION_KINDS = (
     "wrong-status",
@@ -89,6 +89,7 @@ def workflow_rows(output: str) -> dict[str, list[str]]:
     return rows
 
 
+@IN_CHECKOUT
 def test_soak_run_sqlite_is_clean():
     done = run_angreal(ROOT, "cloaca", "soak", "--backend", "sqlite", "--minutes", "0.3", timeout=400)
     output = done.stdout + done.stderr
@@ -114,9 +115,7 @@ def sqlite_tree(tree):
             f"the sqlite backend is not installed in {ROOT / '.venvs'}; the pipeline suite runs "
             "after the backend suites in `angreal cloaca test`, which install it."
         )
-    (tree / ".venvs").symlink_to(ROOT / ".venvs", target_is_directory=True)
-    shutil.copytree(ROOT / ".cloaca-cache", tree / ".cloaca-cache")
-    shutil.copytree(ROOT / "cloaca-backend" / "target" / "wheels", tree / "cloaca-backend" / "target" / "wheels")
+    copy_installed_builds(tree)
     return tree
 
 
