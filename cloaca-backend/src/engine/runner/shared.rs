@@ -251,6 +251,22 @@ impl Shared {
         lock(&self.inflight).handed.pop_front()
     }
 
+    /// Of `claimed` (just claimed from the database) and the claims left
+    /// for the workers, the one of the older row, the other left in their
+    /// place: a worker that claimed while a new execution was being stored
+    /// may have taken a later root of it than the one claimed for it.
+    pub(crate) fn older_first(&self, claimed: Claimed) -> Claimed {
+        let mut inflight = lock(&self.inflight);
+        match inflight.handed.front() {
+            Some(front) if front.claim.row_id < claimed.claim.row_id => {
+                let older = inflight.handed.pop_front().expect("the front was just seen");
+                inflight.handed.push_front(claimed);
+                older
+            }
+            _ => claimed,
+        }
+    }
+
     /// Whether claims wait for a worker (which then takes one of them
     /// before claiming anything else).
     pub(crate) fn claims_wait(&self) -> bool {

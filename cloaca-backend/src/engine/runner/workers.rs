@@ -172,7 +172,7 @@ fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
     let lease_ms = shared.config.lease.as_millis() as i64;
     let recover = shared.config.enable_recovery;
     match shared.store.claim_with_input(&shared.owner, &references, shared.registry, now_ms(), lease_ms, recover) {
-        Ok(Some(claimed)) => return Claiming::Claimed(claimed),
+        Ok(Some(claimed)) => return Claiming::Claimed(shared.older_first(claimed)),
         Ok(None) => {}
         Err(e) => shared.report("claiming a task", &e),
     }
@@ -354,7 +354,7 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
                 shared.execution_finished(&claim.execution_id, Some(finished));
             }
             match (recorded.next.take(), seen) {
-                (Some(claimed), _) => Next::Run(claimed),
+                (Some(claimed), _) => Next::Run(shared.older_first(claimed)),
                 // The transaction looked for a ready task and found none.
                 (None, Some(seen)) if recorded.looked => Next::Wait(seen),
                 _ => Next::Claim,
