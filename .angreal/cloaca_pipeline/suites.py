@@ -121,15 +121,20 @@ def run_rust_tests(result: SuiteResult, backend: str, database_url: str) -> None
     env = toolchain.build_environment()
     env["CARGO_TARGET_DIR"] = str(project.UNIT_TEST_TARGET_DIR)
     env["CLOACA_TEST_DATABASE_URL"] = database_url
-    completed = subprocess.run(
-        ["cargo", "test", "--lib", "--features", backend, "--manifest-path", str(project.BACKEND_DIR / "Cargo.toml")],
-        cwd=project.BACKEND_DIR,
-        env=env,
-        check=False,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # The engine tests make a SQLite file per test in the temporary
+    # directory and leave it there: give them one that goes afterwards.
+    manifest = str(project.BACKEND_DIR / "Cargo.toml")
+    with tempfile.TemporaryDirectory(prefix="cloaca-rust-tests-") as scratch:
+        env["TMPDIR"] = scratch
+        completed = subprocess.run(
+            ["cargo", "test", "--lib", "--features", backend, "--manifest-path", manifest],
+            cwd=project.BACKEND_DIR,
+            env=env,
+            check=False,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
     print(completed.stdout, end="", flush=True)
     result.timings["rust"] = time.monotonic() - started
     counts = cargo_test_counts(completed.stdout)

@@ -92,9 +92,14 @@ def test_unbalanced_pytest_args(tree):
 
 
 @IN_CHECKOUT
-def test_pytest_rejecting_its_arguments_is_bad_input():
-    done = run_angreal(ROOT, "cloaca", "test", "--backend", "sqlite", "--pytest-args=--no-such-option")
+def test_pytest_rejecting_its_arguments_is_bad_input(tmp_path):
+    # The Rust unit tests run before pytest does: what they leave in the
+    # temporary directory is checked here too.
+    args = ("cloaca", "test", "--backend", "sqlite", "--pytest-args=--no-such-option")
+    done = run_angreal(ROOT, *args, env=base_env(TMPDIR=str(tmp_path)))
     assert_clear_error(done, 2, "pytest rejected its arguments", "--no-such-option")
+    assert "test result: ok." in done.stdout, done.stdout[-2000:]
+    assert list(tmp_path.iterdir()) == [], "the test run left files in the temporary directory"
 
 
 @IN_CHECKOUT
