@@ -294,11 +294,17 @@ fn claims_no_worker_started_are_released_at_shutdown_and_run_elsewhere() {
     use super::model::TaskStatus;
     use super::store::RootClaims;
     let f = fixture(vec![(task("only", &[]), marks("only"))]);
-    // Shutdown begins before any worker takes the claims below.
+    // Shutdown begins, and every worker is gone, before the claims below
+    // are made: a worker already claiming when it began could take one.
     let (runner, late) = (f.runner(quick()), f.runner(quick()));
     let (shared, late_shared) = (runner.shared_for_tests(), late.shared_for_tests());
     shared.stop();
     late_shared.stop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while (runner.live_workers() > 0 || late.live_workers() > 0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!((runner.live_workers(), late.live_workers()), (0, 0), "the workers ended at the stop");
     let (kept, paused) = (uuid::Uuid::new_v4().to_string(), uuid::Uuid::new_v4().to_string());
     // Made as a creation makes them when a worker is idle: one left for
     // the workers when shutdown began, one handed over after.
