@@ -302,6 +302,11 @@ mod polling {
         wait_for("the other runner to poll", Duration::from_secs(10), || s.poll.polls.load(Ordering::SeqCst) >= seen + 5);
         assert!(stopped_at.elapsed() < Duration::from_secs(10), "taken over at once, not after the 30 s lease");
         assert_eq!(other.2.store.get_trigger(&s.name).unwrap().unwrap().lease_owner.as_deref(), Some(other.2.owner.as_str()));
+        // A poll is counted as it returns, and its fire recorded after: the
+        // last counted poll's fire may not be recorded yet, and a stop
+        // discards it.
+        let recorded = || other.2.store.trigger_history(&s.name, 10_000, 0).unwrap().len();
+        wait_for("ten recorded fires", Duration::from_secs(10), || recorded() >= 10);
         other.0.stop();
         other.1.join().unwrap();
         assert!(!s.poll.overlapped.load(Ordering::SeqCst), "two polls of one trigger ran at once");
