@@ -548,4 +548,44 @@ mod tests {
         runner.shutdown();
         assert_eq!(waited.unwrap(), record);
     }
+
+    #[test]
+    fn every_waiter_of_an_execution_takes_the_news_of_its_finish() {
+        let url = DatabaseUrl::parse(&test_database_url()).unwrap();
+        let store = Arc::new(Store::open(&url, None, 2, Duration::from_secs(1), now_ms()).unwrap());
+        let registry: &'static Registry = Box::leak(Box::default());
+        let runner = Runner::start(store, registry, RunnerConfig::default(), Arc::new(|_| {})).unwrap();
+        let record = ExecutionRecord {
+            id: "waited-twice".into(),
+            workflow_name: "wf".into(),
+            workflow_version: "v".into(),
+            status: ExecutionStatus::Completed,
+            input: Context::new(),
+            final_context: Some(Context::new()),
+            error_message: None,
+            created_at: 1,
+            started_at: Some(2),
+            finished_at: Some(3),
+        };
+        runner.register_waiter(&record.id);
+        runner.register_waiter(&record.id);
+        runner.shared.execution_finished(&record.id, Some(&record));
+        // The first waiter's look must not use the news up: the second, had
+        // it to wait, would be asked whether to go on (after INTERRUPT_CHECK).
+        let mut asked = 0;
+        for _ in 0..2 {
+            let waited = runner.wait_registered(
+                &record.id,
+                Some(Duration::from_secs(5)),
+                &mut || {
+                    asked += 1;
+                    true
+                },
+                false,
+            );
+            assert_eq!(waited.unwrap(), record);
+        }
+        runner.shutdown();
+        assert_eq!(asked, 0, "a waiter waited for news that had come");
+    }
 }
