@@ -1104,6 +1104,9 @@ mod deferral {
         fn run(&self, attempt: &AttemptInfo<'_>, input: Context, _timeout: Duration) -> Result<Context, TaskFailure> {
             let note = |line: String| self.log.lock().unwrap().push(line);
             let slot = attempt.slot;
+            // Noted before the release too: once it is done, a task may
+            // run on the slot before this thread gets to note anything.
+            note("releasing".into());
             slot.release().map_err(|e| failure(&e.to_string()))?;
             note(format!("released, held={}", slot.is_held()));
             while !self.until.load(Ordering::SeqCst) {
@@ -1185,7 +1188,11 @@ mod deferral {
         let runner = s.runner(RunnerConfig { max_concurrent_tasks: 1, ..quick() });
         let record = runner.execute(s.workflow.dag.name(), &Context::new()).unwrap();
         assert_eq!(record.status, ExecutionStatus::Completed, "{:?}", record.error_message);
-        assert_eq!(s.lines(), ["released, held=false", "other ran", "resumed, held=true"]);
+        let lines = s.lines();
+        assert_eq!((lines[0].as_str(), lines[3].as_str()), ("releasing", "resumed, held=true"), "{lines:?}");
+        let mut between = lines[1..3].to_vec();
+        between.sort();
+        assert_eq!(between, ["other ran", "released, held=false"], "{lines:?}");
         // The replacement started at the deferral handed its slot back and ended.
         wait_for("the surplus worker to retire", || runner.live_workers() == 1);
         runner.shutdown();
@@ -1198,12 +1205,13 @@ mod deferral {
         let config = RunnerConfig { max_concurrent_tasks: 1, lease: Duration::from_secs(1), ..quick() };
         let runner = s.runner(config.clone());
         let id = runner.start_execution(s.workflow.dag.name(), &Context::new(), None).unwrap();
-        wait_for("the deferral", || !s.lines().is_empty());
+        wait_for("the deferral", || s.lines().len() == 2);
         assert_eq!(runner.live_workers(), 2, "the deferred thread and its replacement");
         let started = Instant::now();
         runner.shutdown();
         assert!(started.elapsed() < Duration::from_secs(10), "shutdown waited for the deferral");
-        assert_eq!(s.lines(), ["released, held=false", format!("pause: {:?}", SlotError::RunnerShuttingDown).as_str()]);
+        let paused = format!("pause: {:?}", SlotError::RunnerShuttingDown);
+        assert_eq!(s.lines(), ["releasing", "released, held=false", paused.as_str()]);
         let store = open_store_at(&s.url);
         assert_eq!(store.task_records(&id).unwrap()[0].status, TaskStatus::Running, "the outcome is not recorded");
         // Another runner takes the attempt over once the lease lapses.
@@ -1225,8 +1233,8 @@ mod deferral {
         assert_eq!(record.status, ExecutionStatus::Failed);
         let message = record.error_message.unwrap();
         assert!(message.contains("TimeoutError") && message.contains("timed out"), "{message}");
-        wait_for("the deferred body to stop", || s.lines().len() == 2);
-        assert_eq!(s.lines()[1], format!("pause: {:?}", SlotError::AttemptGivenUp));
+        wait_for("the deferred body to stop", || s.lines().len() == 3);
+        assert_eq!(s.lines()[2], format!("pause: {:?}", SlotError::AttemptGivenUp));
         // The deferral's replacement is the one worker left: no second replacement.
         assert_eq!(runner.live_workers(), 1);
         runner.shutdown();
