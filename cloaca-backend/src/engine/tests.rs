@@ -952,36 +952,141 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     assert!(channel_name(Channel::Done, Some(&"a".repeat(63))).len() <= 63);
 }
 
+/// Records `claim`'s completion on another thread, asking for the next
+/// claim as a worker does.
+#[cfg(feature = "postgres")]
+fn record_on_a_thread(f: &Fixture, claim: &super::store::Claim) -> std::thread::JoinHandle<super::store::AttemptRecorded> {
+    let (store, workflow, claim, registry) = (f.store.clone(), f.workflow.clone(), claim.clone(), f.registry);
+    std::thread::spawn(move || {
+        let refs = [workflow.reference()];
+        let next = NextClaim { owner: "me", workflows: &refs, registry, lease_ms: 60_000 };
+        store.record_attempt_then(&claim, &workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap()
+    })
+}
+
+/// Waits until a session waits for a lock the session `holder` (a
+/// backend pid) holds.
+#[cfg(feature = "postgres")]
+fn wait_for_a_lock_wait(watcher: &mut postgres::Client, holder: i32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watcher.query_opt("SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))", &[&holder]).unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no session waited for the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A second session of the test database, with its backend pid.
+#[cfg(feature = "postgres")]
+fn another_session(f: &Fixture) -> (postgres::Client, i32) {
+    let mut client = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let pid = client.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    (client, pid)
+}
+
 #[cfg(feature = "postgres")]
 #[test]
 fn a_pause_that_commits_during_the_merged_completion_takes_back_the_handed_over_claim() {
-    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    // A join: the completion that readies it is recorded in a transaction
+    // (another completion could lock the join's row too).
+    let f = fixture(vec![
+        (task("first", &[]), marks("first")),
+        (task("other", &[]), marks("other")),
+        (task("join", &["first", "other"]), marks("join")),
+    ]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
     f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let first = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    let other_root = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    f.store.record_attempt(&other_root.claim, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
     // Another session pauses the execution and holds its row until the
     // completion's statement has taken its snapshot (which sees it running).
-    let mut other = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    let (mut other, holder) = another_session(&f);
     let mut pause = other.transaction().unwrap();
     pause.execute("UPDATE cloaca_executions SET status = 'paused' WHERE id = $1", &[&id]).unwrap();
-    let recording = {
-        let (store, dag, claim, registry) = (f.store.clone(), f.workflow.clone(), first.claim.clone(), f.registry);
-        std::thread::spawn(move || {
-            let refs = [dag.reference()];
-            let next = NextClaim { owner: "me", workflows: &refs, registry, lease_ms: 60_000 };
-            store.record_attempt_then(&claim, &dag.dag, &AttemptOutcome::Completed(Context::new()), now_ms(), Some(&next)).unwrap()
-        })
-    };
-    std::thread::sleep(Duration::from_millis(300));
+    let recording = record_on_a_thread(&f, &first.claim);
+    let (mut watcher, _) = another_session(&f);
+    wait_for_a_lock_wait(&mut watcher, holder);
     pause.commit().unwrap();
     let recorded = recording.join().unwrap();
     assert!(recorded.accepted);
     assert!(recorded.next.is_none(), "the claim of the dependent is taken back");
     let row = other
-        .query_one("SELECT status, attempt, lease_owner FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'second'", &[&id])
+        .query_one("SELECT status, attempt, lease_owner FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'join'", &[&id])
         .unwrap();
     assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1), row.get::<_, Option<String>>(2)), ("held".into(), 0, None));
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_chain_step_holds_the_execution_row_from_its_start_and_a_pause_before_it_holds_the_dependent() {
+    let f = fixture(vec![
+        (task("first", &[]), marks("first")),
+        (task("second", &["first"]), marks("second")),
+        (task("third", &["second"]), marks("third")),
+    ]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let first = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    // Holding the dependent's row: a completion recorded by itself waits
+    // for it with the execution's row already locked (a transaction would
+    // lock that row last), so no pause can slip in before it commits.
+    let (mut other, holder) = another_session(&f);
+    let mut hold = other.transaction().unwrap();
+    hold.execute("SELECT 1 FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'second' FOR UPDATE", &[&id]).unwrap();
+    let recording = record_on_a_thread(&f, &first.claim);
+    let (mut watcher, _) = another_session(&f);
+    wait_for_a_lock_wait(&mut watcher, holder);
+    let probe = watcher.execute("SELECT 1 FROM cloaca_executions WHERE id = $1 FOR UPDATE NOWAIT", &[&id]);
+    assert!(probe.is_err(), "the completion holds the execution's row while it waits");
+    hold.commit().unwrap();
+    let recorded = recording.join().unwrap();
+    assert!(recorded.accepted);
+    let second = recorded.next.expect("the dependent is handed over");
+    assert_eq!((second.claim.task_id.as_str(), second.claim.attempt), ("second", 1));
+    // A pause that holds the execution's row first is waited for, and seen:
+    // the dependent is held, not handed over.
+    let mut pause = other.transaction().unwrap();
+    pause.execute("UPDATE cloaca_executions SET status = 'paused' WHERE id = $1", &[&id]).unwrap();
+    let recording = record_on_a_thread(&f, &second.claim);
+    wait_for_a_lock_wait(&mut watcher, holder);
+    pause.commit().unwrap();
+    let recorded = recording.join().unwrap();
+    assert!(recorded.accepted && recorded.next.is_none());
+    let row = other
+        .query_one("SELECT status, attempt FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'third'", &[&id])
+        .unwrap();
+    assert_eq!((row.get::<_, String>(0), row.get::<_, i64>(1)), ("held".into(), 0));
+    assert_eq!(f.store.resume_execution(&id, "me", now_ms()).unwrap(), 1);
+    let third = f.store.claim("me", &refs, now_ms(), 60_000, true).unwrap().expect("ready once resumed");
+    let done = f.store.record_attempt(&third, &f.workflow.dag, &AttemptOutcome::Completed(Context::new()), now_ms()).unwrap();
+    assert_eq!(done.finished.map(|r| r.status), Some(ExecutionStatus::Completed), "the last completion settles it");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_fan_out_completion_recorded_by_itself_notifies_the_tasks_it_leaves_to_others() {
+    use super::store::postgres::listen::channel_name;
+    use super::store::Channel;
+    use postgres::fallible_iterator::FallibleIterator;
+    let f = fixture(vec![
+        (task("root", &[]), marks("root")),
+        (task("a", &["root"]), marks("a")),
+        (task("b", &["root"]), marks("b")),
+        (task("c", &["root"]), marks("c")),
+    ]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let root = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    let mut listener = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
+    listener.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Work, None))).unwrap();
+    let recorded = record_on_a_thread(&f, &root.claim).join().unwrap();
+    assert_eq!((recorded.accepted, recorded.readied, recorded.next.is_none()), (true, 3, true));
+    let mut notifications = listener.notifications();
+    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
+    assert_eq!(announced.payload(), "3", "the three readied tasks are announced");
 }
 
 // ---- steering: cancel, pause, resume, retry, idempotent starts ----------------

@@ -50,6 +50,11 @@ pub(crate) trait Conn {
     /// so that merging statements pays; SQLite runs them in process (and
     /// has no data-modifying WITH).
     fn is_remote(&self) -> bool;
+    /// The server's own commit durability (a `synchronous_commit` level),
+    /// for a statement that commits by itself and sets it for itself: the
+    /// pooled PostgreSQL connections otherwise commit without waiting for
+    /// the flush. None on SQLite, whose statements are not merged so.
+    fn commit_level(&self) -> Option<&str>;
 }
 
 impl dyn Conn + '_ {

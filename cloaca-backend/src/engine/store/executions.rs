@@ -694,35 +694,45 @@ macro_rules! claimed_now {
           AND (SELECT status FROM cloaca_executions WHERE id = ?5) <> 'paused')"
     };
 }
-// PostgreSQL only (SQLite has no data-modifying WITH): COMPLETE_ATTEMPT,
-// RELEASE_DEPENDENTS and DECREMENT_REMAINING in one statement, one round
-// trip where they were three, in the same order of row locks (the task,
-// its dependents, the execution). With ?7 = 1 and one dependent, the
-// statement that readies the dependent also claims it for the worker
-// (?8 owner, ?9 lease expiry), as CLAIM_READY would.
-const COMPLETE_RELEASE_COUNT: &str = concat!(
-    "WITH done AS (
+// "The row becomes ready now, and this statement claims it", where the
+// execution's row is locked first and was seen running (COMPLETE_ALONE): no
+// pause can commit before this statement does.
+macro_rules! claimed_alone {
+    () => {
+        "(deps_remaining = 1 AND status = 'pending' AND CAST(?7 AS BIGINT) = 1)"
+    };
+}
+// The body shared by COMPLETE_RELEASE_COUNT and COMPLETE_ALONE: the attempt
+// completed (fenced by its number, and by `$guard`), its dependents
+// released (the one that becomes ready claimed where `$claimed!()` holds),
+// the task counted off its execution, and `took`: the claimed dependent.
+macro_rules! complete_release_count {
+    ($guard:literal, $claimed:ident) => {
+        concat!(
+            "done AS (
         UPDATE cloaca_task_executions
         SET status = 'completed', output_context = ?3, lease_expires_at = NULL, finished_at = ?4
-        WHERE id = ?1 AND attempt = ?2 AND status = 'running'
+        WHERE id = ?1 AND attempt = ?2 AND status = 'running'",
+            $guard,
+            "
         RETURNING id),
     released AS (
         UPDATE cloaca_task_executions
         SET status = CASE WHEN ",
-    claimed_now!(),
-    " THEN 'running' WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
+            $claimed!(),
+            " THEN 'running' WHEN deps_remaining = 1 AND status = 'pending' THEN 'ready' ELSE status END,
             attempt = CASE WHEN ",
-    claimed_now!(),
-    " THEN attempt + 1 ELSE attempt END,
+            $claimed!(),
+            " THEN attempt + 1 ELSE attempt END,
             lease_owner = CASE WHEN ",
-    claimed_now!(),
-    " THEN ?8 ELSE lease_owner END,
+            $claimed!(),
+            " THEN ?8 ELSE lease_owner END,
             lease_expires_at = CASE WHEN ",
-    claimed_now!(),
-    " THEN ?9 ELSE lease_expires_at END,
+            $claimed!(),
+            " THEN ?9 ELSE lease_expires_at END,
             started_at = CASE WHEN ",
-    claimed_now!(),
-    " THEN ?4 ELSE started_at END,
+            $claimed!(),
+            " THEN ?4 ELSE started_at END,
             next_attempt_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE next_attempt_at END,
             ready_at = CASE WHEN deps_remaining = 1 AND status = 'pending' THEN ?4 ELSE ready_at END,
             deps_remaining = deps_remaining - 1
@@ -732,11 +742,48 @@ const COMPLETE_RELEASE_COUNT: &str = concat!(
         UPDATE cloaca_executions SET tasks_remaining = tasks_remaining - 1
         WHERE id = ?5 AND EXISTS (SELECT 1 FROM done)
         RETURNING tasks_remaining, status),
-    took AS (SELECT * FROM released WHERE status = 'running')
+    took AS (SELECT * FROM released WHERE status = 'running')"
+        )
+    };
+}
+// PostgreSQL only (SQLite has no data-modifying WITH): COMPLETE_ATTEMPT,
+// RELEASE_DEPENDENTS and DECREMENT_REMAINING in one statement, one round
+// trip where they were three, in the same order of row locks (the task,
+// its dependents, the execution). With ?7 = 1 and one dependent, the
+// statement that readies the dependent also claims it for the worker
+// (?8 owner, ?9 lease expiry), as CLAIM_READY would.
+const COMPLETE_RELEASE_COUNT: &str = concat!(
+    "WITH ",
+    complete_release_count!("", claimed_now),
+    "
     SELECT (SELECT count(*) FROM done), (SELECT count(*) FROM released WHERE status IN ('ready', 'running')),
         (SELECT tasks_remaining FROM counted), (SELECT status FROM counted),
         took.id, took.task_id, took.workflow_name, took.workflow_version, took.attempt, took.failures, took.attempt_base
     FROM (SELECT 1 AS one) AS one LEFT JOIN took ON true"
+);
+// PostgreSQL only: COMPLETE_RELEASE_COUNT as a statement that commits by
+// itself, one round trip where a transaction is three. It locks the
+// execution's row first (as steering does) and completes the task only
+// when the execution is running and has another unfinished task, so that
+// nothing is left to settle or to hold: `safe` says whether it did. It
+// commits at the server's own durability (?10; the pool's connections
+// commit without waiting for the flush), and notifies ?11 of the readied
+// tasks the worker does not take.
+const COMPLETE_ALONE: &str = concat!(
+    "WITH guard AS (
+        SELECT tasks_remaining > 1 AND status = 'running' AS safe,
+            set_config('synchronous_commit', CAST(?10 AS TEXT), true) AS durability
+        FROM cloaca_executions WHERE id = ?5 FOR UPDATE),
+    ",
+    complete_release_count!(" AND (SELECT safe FROM guard)", claimed_alone),
+    ",
+    tally AS (SELECT (SELECT count(*) FROM released WHERE status IN ('ready', 'running')) AS readied,
+        (SELECT count(*) FROM took) AS took)
+    SELECT CASE WHEN (SELECT safe FROM guard) THEN CAST(1 AS BIGINT) ELSE 0 END, (SELECT durability FROM guard), (SELECT count(*) FROM done),
+        tally.readied, CASE WHEN tally.readied > tally.took
+            THEN pg_notify(CAST(?11 AS TEXT), CAST(tally.readied - tally.took AS TEXT)) END,
+        took.id, took.task_id, took.workflow_name, took.workflow_version, took.attempt, took.failures, took.attempt_base
+    FROM tally LEFT JOIN took ON true"
 );
 // A dependent claimed by COMPLETE_RELEASE_COUNT in an execution that turned
 // out to be paused: held instead, as if never claimed (its previous attempt
@@ -810,6 +857,91 @@ fn record_completion_merged(
     // Its input is the output just recorded when that was its only dependency.
     let claimed = took.map(|claim| Claimed { input: handed_input(dag, position, &claim, output), claim });
     Ok((recorded, claimed))
+}
+
+/// Whether a completion of `claim`'s task may be recorded by itself
+/// ([`record_completion_alone`]): the workflow has no trigger rules, and
+/// each dependent waits for this task alone. That statement locks the
+/// execution's row before the task's and its dependents'; a transaction
+/// that records another task locks them the other way round, and must
+/// never want a row this one holds.
+pub(crate) fn may_complete_alone(dag: &Dag, claim: &Claim) -> bool {
+    let Some(position) = dag.position(&claim.task_id) else {
+        return false;
+    };
+    !dag.has_rules() && dag.dependents_of(position).iter().all(|&d| dag.dependencies_of(d) == [position])
+}
+
+/// [`record_attempt`] for a completion, in one statement that commits by
+/// itself (COMPLETE_ALONE: one round trip where a transaction takes
+/// three), on a backend that offers it ([`Conn::commit_level`]). None when
+/// the statement did not apply and wrote nothing: the execution was not
+/// running (paused, cancelled, timed out, unknown), or this task was its
+/// last unfinished one, whose completion settles it in a transaction.
+pub(crate) fn record_completion_alone(
+    conn: &mut dyn Conn,
+    claim: &Claim,
+    dag: &Dag,
+    output: &Context,
+    now: i64,
+    next: Option<&NextClaim>,
+) -> Result<Option<AttemptRecorded>> {
+    let Some(level) = conn.commit_level().map(str::to_string) else {
+        return Ok(None);
+    };
+    let Some(channel) = conn.channel_name(Channel::Work).map(str::to_string) else {
+        return Ok(None);
+    };
+    let position = recorded_position(dag, claim)?;
+    let execution = claim.execution_id.as_str();
+    let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+    let inline = next.filter(|_| dependents.len() == 1);
+    let text = to_json(output, "storing a task output")?;
+    let list = json_list(&dependents);
+    let params = [
+        Param::Int(claim.row_id),
+        Param::Int(claim.attempt),
+        Param::Text(&text),
+        Param::Int(now),
+        Param::Text(execution),
+        Param::Text(&list),
+        Param::Int(i64::from(inline.is_some())),
+        Param::Text(inline.map_or("", |n| n.owner)),
+        Param::Int(now + inline.map_or(0, |n| n.lease_ms)),
+        Param::Text(&level),
+        Param::Text(&channel),
+    ];
+    let (safe, done, readied, took) = conn.query_one(COMPLETE_ALONE, &params, |row| {
+        let took = match row.opt_int(5)? {
+            Some(row_id) => Some(Claim {
+                row_id,
+                execution_id: execution.to_string(),
+                task_id: row.text(6)?,
+                workflow: WorkflowRef { name: row.text(7)?, version: row.text(8)? },
+                attempt: row.int(9)?,
+                failures: row.int(10)?,
+                attempt_base: row.int(11)?,
+                owner: inline.map_or(String::new(), |n| n.owner.to_string()),
+                claimed_at: now,
+            }),
+            None => None,
+        };
+        // Read, so that the level the commit used is the one asked for.
+        let set = row.opt_text(1)?;
+        let safe = row.int(0)? == 1;
+        if safe && set.as_deref() != Some(level.as_str()) {
+            return Err(Error::corrupt("recording a task", format!("the commit ran at {set:?}, not at {level:?}")));
+        }
+        Ok((safe, row.int(2)?, row.int(3)?, took))
+    })?;
+    if !safe {
+        return Ok(None);
+    }
+    if done != 1 {
+        return Ok(Some(AttemptRecorded::default()));
+    }
+    let next = took.map(|claim| Claimed { input: handed_input(dag, position, &claim, output), claim });
+    Ok(Some(AttemptRecorded { accepted: true, readied: readied as u64, next, ..Default::default() }))
 }
 
 /// Writes an attempt's outcome and its consequences for the execution.

@@ -38,6 +38,9 @@ pub(crate) struct PostgresDb {
 }
 
 impl PostgresDb {
+    /// Each statement is a round trip to the server (see `Conn::is_remote`).
+    pub(crate) const REMOTE: bool = true;
+
     /// Connects (failing fast when the server is unreachable) and migrates.
     /// With `schema`, every table lives in that schema (created if missing)
     /// and nothing outside it is visible.
@@ -83,9 +86,9 @@ impl PostgresDb {
         loop {
             attempt += 1;
             let mut checkout = self.pool.checkout()?;
-            let PgConn { client, statements, begin_durable } = checkout.get();
+            let PgConn { client, statements, begin_durable, durability } = checkout.get();
             client.batch_execute(begin_durable).map_err(|e| Error::database(action, e))?;
-            let result = f(&mut PgConnection { client, statements, scope: &self.scope });
+            let result = f(&mut PgConnection { client, statements, scope: &self.scope, durability });
             let error = match result {
                 Ok(value) => match client.batch_execute("COMMIT") {
                     Ok(()) => return Ok(value),
@@ -114,8 +117,8 @@ impl PostgresDb {
     /// no wait for the WAL flush (see `Pool::connect_pooled`).
     pub(crate) fn single<T>(&self, f: impl FnOnce(&mut dyn Conn) -> Result<T>) -> Result<T> {
         let mut checkout = self.pool.checkout()?;
-        let PgConn { client, statements, .. } = checkout.get();
-        let result = f(&mut PgConnection { client, statements, scope: &self.scope });
+        let PgConn { client, statements, durability, .. } = checkout.get();
+        let result = f(&mut PgConnection { client, statements, scope: &self.scope, durability });
         if result.as_ref().is_err_and(Error::is_transient) {
             checkout.conn = None;
         }
@@ -159,6 +162,7 @@ struct PgConnection<'a, C: GenericClient> {
     client: &'a mut C,
     statements: &'a mut HashMap<&'static str, Statement>,
     scope: &'a SchemaScope,
+    durability: &'a str,
 }
 
 impl<C: GenericClient> PgConnection<'_, C> {
@@ -218,7 +222,11 @@ impl<C: GenericClient> Conn for PgConnection<'_, C> {
     }
 
     fn is_remote(&self) -> bool {
-        true
+        PostgresDb::REMOTE
+    }
+
+    fn commit_level(&self) -> Option<&str> {
+        Some(self.durability)
     }
 
     fn lock_for_migration(&mut self) -> Result<()> {

@@ -38,6 +38,8 @@ pub(super) struct PgConn {
     /// `BEGIN` plus the server's own commit durability, for the transactions
     /// that must be durable (see [`Pool::connect_pooled`]).
     pub(super) begin_durable: String,
+    /// The server's own `synchronous_commit` level.
+    pub(super) durability: String,
 }
 
 /// A connection checked out of the pool; goes back on drop unless broken.
@@ -104,7 +106,8 @@ impl Pool {
             client.batch_execute(search_path).map_err(fail)?;
         }
         lock(&self.own_backends).insert(pid);
-        Ok(PgConn { client, statements: HashMap::new(), begin_durable: format!("BEGIN; SET LOCAL synchronous_commit TO {durability}") })
+        let begin_durable = format!("BEGIN; SET LOCAL synchronous_commit TO {durability}");
+        Ok(PgConn { client, statements: HashMap::new(), begin_durable, durability })
     }
 
     /// Closes the idle connections and refuses new checkouts.

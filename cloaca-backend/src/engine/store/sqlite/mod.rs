@@ -65,6 +65,9 @@ impl Open {
 struct SqliteConn<'a>(&'a Connection);
 
 impl SqliteDb {
+    /// Statements run in process (see `Conn::is_remote`).
+    pub(crate) const REMOTE: bool = false;
+
     /// Opens (creating when allowed) and migrates the database of `url`.
     /// Nothing is written to a file that turns out not to be a usable
     /// cloaca database. SQLite has no schemas and one connection: `schema`
@@ -278,7 +281,11 @@ impl Conn for SqliteConn<'_> {
     }
 
     fn is_remote(&self) -> bool {
-        false
+        SqliteDb::REMOTE
+    }
+
+    fn commit_level(&self) -> Option<&str> {
+        None
     }
 
     fn lock_for_migration(&mut self) -> Result<()> {
