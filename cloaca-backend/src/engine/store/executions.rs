@@ -861,7 +861,7 @@ fn record_completion_merged(
 
 /// Whether a completion of `claim`'s task may be recorded by itself
 /// ([`record_completion_alone`]): the workflow has no trigger rules, and
-/// each dependent waits for this task alone. That statement locks the
+/// the task has dependents, each of which waits for this task alone. That statement locks the
 /// execution's row before the task's and its dependents'; a transaction
 /// that records another task locks them the other way round, and must
 /// never want a row this one holds.
@@ -869,7 +869,10 @@ pub(crate) fn may_complete_alone(dag: &Dag, claim: &Claim) -> bool {
     let Some(position) = dag.position(&claim.task_id) else {
         return false;
     };
-    !dag.has_rules() && dag.dependents_of(position).iter().all(|&d| dag.dependencies_of(d) == [position])
+    let dependents = dag.dependents_of(position);
+    // A task nothing depends on is often the last one: its statement would
+    // find the execution to settle, and the transaction run after it.
+    !dag.has_rules() && !dependents.is_empty() && dependents.iter().all(|&d| dag.dependencies_of(d) == [position])
 }
 
 /// [`record_attempt`] for a completion, in one statement that commits by
