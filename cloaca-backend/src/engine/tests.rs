@@ -290,6 +290,27 @@ fn creating_an_execution_claims_roots_for_idle_workers_and_the_rest_stay_ready()
 }
 
 #[test]
+fn task_rows_are_stored_in_the_workflows_order_and_claimed_in_it() {
+    use super::store::RootClaims;
+    let names = ["f", "b", "e", "a", "d", "c"];
+    let f = fixture(names.iter().map(|n| (task(n, &[]), marks(n))).chain([(task("join", &names), marks("join"))]).collect());
+    let order: Vec<&str> = f.workflow.dag.tasks().iter().map(|t| t.id.as_str()).collect();
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    let claims = RootClaims { owner: "me", lease_ms: 60_000, count: 2 };
+    let created = f.store.create_execution_claiming(&id, &f.workflow.dag, &Context::new(), None, Some(&claims), now_ms()).unwrap();
+    let handed: Vec<(&str, i64)> = created.claimed.iter().map(|c| (c.claim.task_id.as_str(), c.claim.row_id)).collect();
+    assert_eq!(handed.iter().map(|h| h.0).collect::<Vec<_>>(), order[..2], "the first roots are claimed");
+    assert!(handed[0].1 < handed[1].1, "{handed:?}");
+    let mut claimed = Vec::new();
+    while let Some(claim) = f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap() {
+        assert!(claim.row_id > handed[1].1, "rows follow the workflow's order");
+        claimed.push(claim.task_id);
+    }
+    assert_eq!(claimed, order[2..6], "the other roots, in order; the join waits");
+}
+
+#[test]
 fn claims_no_worker_started_are_released_at_shutdown_and_run_elsewhere() {
     use super::model::TaskStatus;
     use super::store::RootClaims;

@@ -33,6 +33,25 @@ const INSERT_CLAIMED_TASK: &str = "INSERT INTO cloaca_task_executions
     (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at,
      attempt, lease_owner, lease_expires_at, started_at)
     VALUES (?1, ?2, ?3, ?4, 'running', 0, ?5, ?6, ?6, 1, ?7, ?8, ?6) RETURNING id";
+// PostgreSQL only: INSERT_TASK and INSERT_CLAIMED_TASK for every task of a
+// new execution in one statement (?7: a JSON array of NewTask), in the
+// array's order, so that row ids follow the workflow's order as they do
+// row by row. Returns the claimed rows.
+const INSERT_TASKS: &str = "WITH inserted AS (
+    INSERT INTO cloaca_task_executions
+        (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at,
+         attempt, lease_owner, lease_expires_at, started_at)
+    SELECT ?1, r.task_id, ?2, ?3, r.status, r.deps, r.max_attempts, ?4,
+        CASE WHEN r.status <> 'pending' THEN CAST(?4 AS BIGINT) END,
+        CASE WHEN r.status = 'running' THEN 1 ELSE 0 END,
+        CASE WHEN r.status = 'running' THEN CAST(?5 AS TEXT) END,
+        CASE WHEN r.status = 'running' THEN CAST(?6 AS BIGINT) END,
+        CASE WHEN r.status = 'running' THEN CAST(?4 AS BIGINT) END
+    FROM ROWS FROM (json_to_recordset(CAST(?7 AS TEXT)::json) AS (task_id TEXT, status TEXT, deps BIGINT, max_attempts BIGINT))
+        WITH ORDINALITY AS r(task_id, status, deps, max_attempts, n)
+    ORDER BY r.n
+    RETURNING id, task_id, status)
+    SELECT id, task_id FROM inserted WHERE status = 'running' ORDER BY id";
 // The roots an earlier run of this very creation claimed (its commit went
 // through, its answer was lost with the connection).
 pub(crate) const FIND_CLAIMED_ROOTS: &str = "SELECT id, task_id FROM cloaca_task_executions
@@ -112,50 +131,29 @@ pub(crate) fn create_execution(
     // A root with a rule is decided below, once every row exists (its rule
     // may name any task of the workflow).
     let mut ruled_roots = Vec::new();
-    let mut claimed = Vec::with_capacity(to_claim);
+    let mut rows = Vec::with_capacity(dag.len());
+    let mut claiming = 0;
     for (i, task) in dag.tasks().iter().enumerate() {
         let deps = dag.dependencies_of(i).len() as i64;
         let ruled_root = deps == 0 && task.rule.is_some();
         if ruled_root {
             ruled_roots.push(i);
         }
-        let claim_it = plain_root(i) && claimed.len() < to_claim;
-        if let Some(claims) = claims.filter(|_| claim_it) {
-            let row_id = conn
-                .query_opt(
-                    INSERT_CLAIMED_TASK,
-                    &[
-                        Param::Text(execution_id),
-                        Param::Text(&task.id),
-                        Param::Text(dag.name()),
-                        Param::Text(dag.version()),
-                        Param::Int(i64::from(task.retry.max_attempts())),
-                        Param::Int(now),
-                        Param::Text(claims.owner),
-                        Param::Int(now + claims.lease_ms),
-                    ],
-                    |row| row.int(0),
-                )?
-                .ok_or_else(|| Error::corrupt("creating an execution", "inserting a claimed task returned no row id"))?;
-            claimed.push(root_claim(row_id, execution_id, &task.id, dag, input, claims.owner, now));
-            continue;
-        }
-        let ready = deps == 0 && !ruled_root;
-        conn.execute(
-            INSERT_TASK,
-            &[
-                Param::Text(execution_id),
-                Param::Text(&task.id),
-                Param::Text(dag.name()),
-                Param::Text(dag.version()),
-                Param::Text(if ready { "ready" } else { "pending" }),
-                Param::Int(deps),
-                Param::Int(i64::from(task.retry.max_attempts())),
-                Param::Int(now),
-                Param::NullableInt(ready.then_some(now)),
-            ],
-        )?;
+        let status = if plain_root(i) && claiming < to_claim {
+            claiming += 1;
+            "running"
+        } else if deps == 0 && !ruled_root {
+            "ready"
+        } else {
+            "pending"
+        };
+        rows.push(NewTask { task_id: &task.id, status, deps, max_attempts: i64::from(task.retry.max_attempts()) });
     }
+    let owner = claims.map(|c| (c.owner, now + c.lease_ms));
+    let claimed: Vec<Claimed> = insert_tasks(conn, execution_id, dag, &rows, owner, now)?
+        .into_iter()
+        .map(|(row_id, task_id)| root_claim(row_id, execution_id, &task_id, dag, input, owner.map_or("", |(o, _)| o), now))
+        .collect();
     let mut roots = plain_roots - claimed.len();
     if !ruled_roots.is_empty() {
         let decided = decide_candidates(conn, execution_id, dag, &ruled_roots, now)?;
@@ -175,6 +173,82 @@ pub(crate) fn create_execution(
         conn.notify(Channel::Work, &roots.to_string())?;
     }
     Ok(created(false, claimed))
+}
+
+/// A task row of a new execution: `running` for a root claimed as it is
+/// inserted, `ready` for another root, else `pending`.
+struct NewTask<'a> {
+    task_id: &'a str,
+    status: &'static str,
+    deps: i64,
+    max_attempts: i64,
+}
+
+/// Inserts the task rows of a new execution in the workflow's order, the
+/// `running` ones claimed for `owner` (with their lease expiry); returns
+/// their row ids and task ids. Where a statement is a round trip, one
+/// statement inserts them all.
+fn insert_tasks(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    dag: &Dag,
+    rows: &[NewTask],
+    owner: Option<(&str, i64)>,
+    now: i64,
+) -> Result<Vec<(i64, String)>> {
+    let (owner, expires) = owner.unwrap_or(("", now));
+    if conn.is_remote() {
+        let list = rows
+            .iter()
+            .map(|r| serde_json::json!({"task_id": r.task_id, "status": r.status, "deps": r.deps, "max_attempts": r.max_attempts}));
+        let list = serde_json::Value::Array(list.collect()).to_string();
+        let params = [
+            Param::Text(execution_id),
+            Param::Text(dag.name()),
+            Param::Text(dag.version()),
+            Param::Int(now),
+            Param::Text(owner),
+            Param::Int(expires),
+            Param::Text(&list),
+        ];
+        return conn.query_all(INSERT_TASKS, &params, |row| Ok((row.int(0)?, row.text(1)?)));
+    }
+    let mut claimed = Vec::new();
+    for row in rows {
+        if row.status == "running" {
+            let params = [
+                Param::Text(execution_id),
+                Param::Text(row.task_id),
+                Param::Text(dag.name()),
+                Param::Text(dag.version()),
+                Param::Int(row.max_attempts),
+                Param::Int(now),
+                Param::Text(owner),
+                Param::Int(expires),
+            ];
+            let row_id = conn
+                .query_opt(INSERT_CLAIMED_TASK, &params, |r| r.int(0))?
+                .ok_or_else(|| Error::corrupt("creating an execution", "inserting a claimed task returned no row id"))?;
+            claimed.push((row_id, row.task_id.to_string()));
+            continue;
+        }
+        let ready = row.status == "ready";
+        conn.execute(
+            INSERT_TASK,
+            &[
+                Param::Text(execution_id),
+                Param::Text(row.task_id),
+                Param::Text(dag.name()),
+                Param::Text(dag.version()),
+                Param::Text(row.status),
+                Param::Int(row.deps),
+                Param::Int(row.max_attempts),
+                Param::Int(now),
+                Param::NullableInt(ready.then_some(now)),
+            ],
+        )?;
+    }
+    Ok(claimed)
 }
 
 /// A root claimed as it was inserted: attempt 1 of its first round, its
