@@ -1087,6 +1087,46 @@ fn a_chain_step_holds_the_execution_row_from_its_start_and_a_pause_before_it_hol
 
 #[cfg(feature = "postgres")]
 #[test]
+fn the_last_step_of_a_chain_finishes_its_execution_in_its_statement_and_announces_it() {
+    use super::store::postgres::listen::channel_name;
+    use super::store::Channel;
+    use postgres::fallible_iterator::FallibleIterator;
+    let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    f.store.create_execution(&id, &f.workflow.dag, &input(json!({"seed": 1})), None, now_ms()).unwrap();
+    let first = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
+    let step = record_on_a_thread(&f, &first.claim).join().unwrap();
+    let second = step.next.expect("the dependent is handed over");
+    // Holding the execution's row: the last completion waits for it
+    // before it writes anything, and finishes the execution once it has it.
+    let (mut other, holder) = another_session(&f);
+    other.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Done, None))).unwrap();
+    let mut hold = other.transaction().unwrap();
+    hold.execute("SELECT 1 FROM cloaca_executions WHERE id = $1 FOR UPDATE", &[&id]).unwrap();
+    let output = input(json!({"seed": 1, "second": [1, 2]}));
+    let recording = {
+        let (store, workflow, claim, output) = (f.store.clone(), f.workflow.clone(), second.claim.clone(), output.clone());
+        std::thread::spawn(move || store.record_attempt(&claim, &workflow.dag, &AttemptOutcome::Completed(output), now_ms()).unwrap())
+    };
+    let (mut watcher, _) = another_session(&f);
+    wait_for_a_lock_wait(&mut watcher, holder);
+    let mut probe = watcher.transaction().unwrap();
+    let task_row = "SELECT 1 FROM cloaca_task_executions WHERE execution_id = $1 AND task_id = 'second' FOR UPDATE NOWAIT";
+    assert!(probe.execute(task_row, &[&id]).is_ok(), "the task's row is not locked before the execution's");
+    probe.rollback().unwrap();
+    hold.commit().unwrap();
+    let recorded = recording.join().unwrap();
+    let finished = recorded.finished.expect("the last completion finishes the execution");
+    assert_eq!((finished.status, finished.final_context.as_ref()), (ExecutionStatus::Completed, Some(&output)));
+    assert_eq!(f.store.get_execution(&id).unwrap().unwrap(), finished, "what the waiters get is what is stored");
+    let mut notifications = other.notifications();
+    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
+    assert_eq!(announced.payload(), id);
+}
+
+#[cfg(feature = "postgres")]
+#[test]
 fn a_fan_out_completion_recorded_by_itself_notifies_the_tasks_it_leaves_to_others() {
     use super::store::postgres::listen::channel_name;
     use super::store::Channel;

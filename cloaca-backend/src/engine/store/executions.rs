@@ -859,6 +859,36 @@ const COMPLETE_ALONE: &str = concat!(
         took.id, took.task_id, took.workflow_name, took.workflow_version, took.attempt, took.failures, took.attempt_base
     FROM tally LEFT JOIN took ON true"
 );
+// PostgreSQL only: the completion of a workflow's one leaf that is its
+// execution's last unfinished task, and the execution's finish, as one
+// statement that commits by itself (where a transaction is five round
+// trips). Without trigger rules every other task is an ancestor of the
+// leaf and completed before it ran, so the execution completes, and its
+// final context is the leaf's output merged (?6). Locks, guards, commits
+// and answers as COMPLETE_ALONE (?7 the commit level), then returns the
+// finished record and notifies ?8 of it.
+const FINISH_ALONE: &str = concat!(
+    "WITH guard AS (
+        SELECT tasks_remaining = 1 AND status = 'running' AS safe,
+            set_config('synchronous_commit', CAST(?7 AS TEXT), true) AS durability
+        FROM cloaca_executions WHERE id = ?5 FOR UPDATE),
+    done AS (
+        UPDATE cloaca_task_executions
+        SET status = 'completed', output_context = ?3, lease_expires_at = NULL, finished_at = ?4
+        WHERE id = ?1 AND attempt = ?2 AND status = 'running' AND (SELECT safe FROM guard)
+        RETURNING id),
+    finished AS (
+        UPDATE cloaca_executions
+        SET status = 'completed', final_context = ?6, error_message = NULL, finished_at = ?4, tasks_remaining = 0
+        WHERE id = ?5 AND EXISTS (SELECT 1 FROM done)
+        RETURNING ",
+    execution_columns!(),
+    ")
+    SELECT finished.*, CASE WHEN (SELECT safe FROM guard) THEN CAST(1 AS BIGINT) ELSE 0 END, (SELECT durability FROM guard),
+        (SELECT count(*) FROM done),
+        CASE WHEN finished.id IS NOT NULL THEN pg_notify(CAST(?8 AS TEXT), CAST(finished.id AS TEXT)) END
+    FROM (SELECT 1 AS one) AS one LEFT JOIN finished ON true"
+);
 // A dependent claimed by COMPLETE_RELEASE_COUNT in an execution that turned
 // out to be paused: held instead, as if never claimed (its previous attempt
 // left no runner or start on it: it was pending).
@@ -933,30 +963,46 @@ fn record_completion_merged(
     Ok((recorded, claimed))
 }
 
-/// Whether a completion of `claim`'s task may be recorded by itself
-/// ([`record_completion_alone`]): the workflow has no trigger rules, and
-/// the task has dependents, each of which waits for this task alone. That statement locks the
-/// execution's row before the task's and its dependents'; a transaction
-/// that records another task locks them the other way round, and must
-/// never want a row this one holds.
-pub(crate) fn may_complete_alone(dag: &Dag, claim: &Claim) -> bool {
-    let Some(position) = dag.position(&claim.task_id) else {
-        return false;
-    };
+/// How a completion may be recorded by one statement that commits by
+/// itself ([`record_completion_alone`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Alone {
+    /// COMPLETE_ALONE: the task has dependents, each of which waits for it
+    /// alone. That statement locks the execution's row before the task's
+    /// and its dependents'; a transaction that records another task locks
+    /// them the other way round, and must never want a row this one holds.
+    Step,
+    /// FINISH_ALONE: the task is the workflow's one leaf.
+    Finish,
+}
+
+/// Whether and how a completion of `claim`'s task may be recorded by
+/// itself; never in a workflow with trigger rules.
+pub(crate) fn alone_kind(dag: &Dag, claim: &Claim) -> Option<Alone> {
+    let position = dag.position(&claim.task_id)?;
+    if dag.has_rules() {
+        return None;
+    }
     let dependents = dag.dependents_of(position);
-    // A task nothing depends on is often the last one: its statement would
-    // find the execution to settle, and the transaction run after it.
-    !dag.has_rules() && !dependents.is_empty() && dependents.iter().all(|&d| dag.dependencies_of(d) == [position])
+    if dependents.is_empty() {
+        let sole_leaf = (0..dag.len()).all(|i| i == position || !dag.dependents_of(i).is_empty());
+        return sole_leaf.then_some(Alone::Finish);
+    }
+    // Another leaf is often the last task: its statement would find the
+    // execution to settle, and the transaction run after it.
+    dependents.iter().all(|&d| dag.dependencies_of(d) == [position]).then_some(Alone::Step)
 }
 
 /// [`record_attempt`] for a completion, in one statement that commits by
-/// itself (COMPLETE_ALONE: one round trip where a transaction takes
-/// three), on a backend that offers it ([`Conn::commit_level`]). None when
-/// the statement did not apply and wrote nothing: the execution was not
-/// running (paused, cancelled, timed out, unknown), or this task was its
-/// last unfinished one, whose completion settles it in a transaction.
+/// itself (one round trip where a transaction takes three to five), on a
+/// backend that offers it ([`Conn::commit_level`]). None when the
+/// statement did not apply and wrote nothing, and the completion is for a
+/// transaction to record: the execution was not running (paused,
+/// cancelled, timed out, unknown), or (for [`Alone::Step`]) this task was
+/// its last unfinished one, or (for [`Alone::Finish`]) it was not.
 pub(crate) fn record_completion_alone(
     conn: &mut dyn Conn,
+    kind: Alone,
     claim: &Claim,
     dag: &Dag,
     output: &Context,
@@ -966,6 +1012,32 @@ pub(crate) fn record_completion_alone(
     let Some(level) = conn.commit_level().map(str::to_string) else {
         return Ok(None);
     };
+    match kind {
+        Alone::Step => complete_step_alone(conn, &level, claim, dag, output, now, next),
+        Alone::Finish => finish_alone(conn, &level, claim, dag, output, now),
+    }
+}
+
+/// The commit level a statement run alone reports having set, checked
+/// against the one it was asked for, with whether it applied (`safe`).
+fn checked_safe(row: &dyn Row, safe: usize, level: &str) -> Result<bool> {
+    let set = row.opt_text(safe + 1)?;
+    let safe = row.int(safe)? == 1;
+    if safe && set.as_deref() != Some(level) {
+        return Err(Error::corrupt("recording a task", format!("the commit ran at {set:?}, not at {level:?}")));
+    }
+    Ok(safe)
+}
+
+fn complete_step_alone(
+    conn: &mut dyn Conn,
+    level: &str,
+    claim: &Claim,
+    dag: &Dag,
+    output: &Context,
+    now: i64,
+    next: Option<&NextClaim>,
+) -> Result<Option<AttemptRecorded>> {
     let Some(channel) = conn.channel_name(Channel::Work).map(str::to_string) else {
         return Ok(None);
     };
@@ -985,7 +1057,7 @@ pub(crate) fn record_completion_alone(
         Param::Int(i64::from(inline.is_some())),
         Param::Text(inline.map_or("", |n| n.owner)),
         Param::Int(now + inline.map_or(0, |n| n.lease_ms)),
-        Param::Text(&level),
+        Param::Text(level),
         Param::Text(&channel),
     ];
     let (safe, done, readied, took) = conn.query_one(COMPLETE_ALONE, &params, |row| {
@@ -1003,13 +1075,7 @@ pub(crate) fn record_completion_alone(
             }),
             None => None,
         };
-        // Read, so that the level the commit used is the one asked for.
-        let set = row.opt_text(1)?;
-        let safe = row.int(0)? == 1;
-        if safe && set.as_deref() != Some(level.as_str()) {
-            return Err(Error::corrupt("recording a task", format!("the commit ran at {set:?}, not at {level:?}")));
-        }
-        Ok((safe, row.int(2)?, row.int(3)?, took))
+        Ok((checked_safe(row, 0, level)?, row.int(2)?, row.int(3)?, took))
     })?;
     if !safe {
         return Ok(None);
@@ -1019,6 +1085,41 @@ pub(crate) fn record_completion_alone(
     }
     let next = took.map(|claim| Claimed { input: handed_input(dag, position, &claim, output), claim });
     Ok(Some(AttemptRecorded { accepted: true, readied: readied as u64, next, ..Default::default() }))
+}
+
+/// The columns of an execution record, first in FINISH_ALONE's answer.
+const RECORD_COLUMNS: usize = 10;
+
+fn finish_alone(conn: &mut dyn Conn, level: &str, claim: &Claim, dag: &Dag, output: &Context, now: i64) -> Result<Option<AttemptRecorded>> {
+    let Some(channel) = conn.channel_name(Channel::Done).map(str::to_string) else {
+        return Ok(None);
+    };
+    let position = recorded_position(dag, claim)?;
+    let text = to_json(output, "storing a task output")?;
+    let outputs = HashMap::from([(position, output.clone())]);
+    let final_text = to_json(&frontier_context(dag, &Context::new(), &outputs), "storing a final context")?;
+    let params = [
+        Param::Int(claim.row_id),
+        Param::Int(claim.attempt),
+        Param::Text(&text),
+        Param::Int(now),
+        Param::Text(&claim.execution_id),
+        Param::Text(&final_text),
+        Param::Text(level),
+        Param::Text(&channel),
+    ];
+    let (safe, done, finished) = conn.query_one(FINISH_ALONE, &params, |row| {
+        let done = row.int(RECORD_COLUMNS + 2)?;
+        let finished = if done == 1 { Some(execution_record(row)?) } else { None };
+        Ok((checked_safe(row, RECORD_COLUMNS, level)?, done, finished))
+    })?;
+    if !safe {
+        return Ok(None);
+    }
+    if done != 1 {
+        return Ok(Some(AttemptRecorded::default()));
+    }
+    Ok(Some(AttemptRecorded { accepted: true, finished, ..Default::default() }))
 }
 
 /// Writes an attempt's outcome and its consequences for the execution.

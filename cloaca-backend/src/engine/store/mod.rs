@@ -302,9 +302,9 @@ impl Store {
         // Where the server is a round trip away, a completion that leaves
         // its execution running is one statement that commits by itself.
         if let AttemptOutcome::Completed(output) = outcome {
-            if Db::REMOTE && executions::may_complete_alone(dag, claim) {
-                let alone = self.retrying(|| self.db.single(|c| executions::record_completion_alone(c, claim, dag, output, now, next)))?;
-                if let Some(recorded) = alone {
+            if let Some(kind) = executions::alone_kind(dag, claim).filter(|_| Db::REMOTE) {
+                let alone = |c: &mut dyn conn::Conn| executions::record_completion_alone(c, kind, claim, dag, output, now, next);
+                if let Some(recorded) = self.retrying(|| self.db.single(alone))? {
                     return Ok(recorded);
                 }
             }
