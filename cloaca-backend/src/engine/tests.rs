@@ -295,19 +295,47 @@ fn task_rows_are_stored_in_the_workflows_order_and_claimed_in_it() {
     let names = ["f", "b", "e", "a", "d", "c"];
     let f = fixture(names.iter().map(|n| (task(n, &[]), marks(n))).chain([(task("join", &names), marks("join"))]).collect());
     let order: Vec<&str> = f.workflow.dag.tasks().iter().map(|t| t.id.as_str()).collect();
-    let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
     let claims = RootClaims { owner: "me", lease_ms: 60_000, count: 2 };
-    let created = f.store.create_execution_claiming(&id, &f.workflow.dag, &Context::new(), None, Some(&claims), now_ms()).unwrap();
-    let handed: Vec<(&str, i64)> = created.claimed.iter().map(|c| (c.claim.task_id.as_str(), c.claim.row_id)).collect();
-    assert_eq!(handed.iter().map(|h| h.0).collect::<Vec<_>>(), order[..2], "the first roots are claimed");
-    assert!(handed[0].1 < handed[1].1, "{handed:?}");
-    let mut claimed = Vec::new();
-    while let Some(claim) = f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap() {
-        assert!(claim.row_id > handed[1].1, "rows follow the workflow's order");
-        claimed.push(claim.task_id);
+    // The first execution of a version stores its shape too; the second
+    // is created without (on PostgreSQL, by one statement).
+    for _ in 0..2 {
+        let id = uuid::Uuid::new_v4().to_string();
+        let created = f.store.create_execution_claiming(&id, &f.workflow.dag, &Context::new(), None, Some(&claims), now_ms()).unwrap();
+        let handed: Vec<(&str, i64)> = created.claimed.iter().map(|c| (c.claim.task_id.as_str(), c.claim.row_id)).collect();
+        assert_eq!(handed.iter().map(|h| h.0).collect::<Vec<_>>(), order[..2], "the first roots are claimed");
+        assert!(handed[0].1 < handed[1].1, "{handed:?}");
+        assert_eq!(f.store.get_execution(&id).unwrap().unwrap().status, ExecutionStatus::Running);
+        let mut claimed = Vec::new();
+        while let Some(claim) = f.store.claim("other", &refs, now_ms(), 60_000, true).unwrap() {
+            assert!(claim.row_id > handed[1].1, "rows follow the workflow's order");
+            claimed.push(claim.task_id);
+        }
+        assert_eq!(claimed, order[2..6], "the other roots, in order; the join waits");
     }
-    assert_eq!(claimed, order[2..6], "the other roots, in order; the join waits");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a_creation_announces_the_roots_it_leaves_ready_and_a_used_key_returns_the_first() {
+    use super::store::postgres::listen::channel_name;
+    use super::store::Channel;
+    use postgres::fallible_iterator::FallibleIterator;
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &[]), marks("b")), (task("c", &["a", "b"]), marks("c"))]);
+    f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
+    let (mut listener, _) = another_session(&f);
+    listener.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Work, None))).unwrap();
+    let key = uuid::Uuid::new_v4().to_string();
+    let id = uuid::Uuid::new_v4().to_string();
+    let created = f.store.create_execution(&id, &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
+    assert_eq!((created.execution_id.as_str(), created.existing), (id.as_str(), false));
+    let mut notifications = listener.notifications();
+    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
+    assert_eq!(announced.payload(), "2", "both roots are ready for any runner");
+    let again = f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
+    assert_eq!((again.execution_id.as_str(), again.existing), (id.as_str(), true), "the key's execution, not a new one");
+    let records = f.store.list_executions(Some(f.workflow.dag.name()), None, 10).unwrap();
+    assert_eq!(records.len(), 2, "nothing was stored for the used key");
 }
 
 #[test]

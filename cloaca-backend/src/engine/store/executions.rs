@@ -36,8 +36,12 @@ const INSERT_CLAIMED_TASK: &str = "INSERT INTO cloaca_task_executions
 // PostgreSQL only: INSERT_TASK and INSERT_CLAIMED_TASK for every task of a
 // new execution in one statement (?7: a JSON array of NewTask), in the
 // array's order, so that row ids follow the workflow's order as they do
-// row by row. Returns the claimed rows.
-const INSERT_TASKS: &str = "WITH inserted AS (
+// row by row; only where `$guard` holds. ?1-?3 the execution, its workflow
+// and version, ?4 now, ?5 and ?6 the claiming owner and lease expiry.
+macro_rules! insert_task_rows {
+    ($guard:literal) => {
+        concat!(
+            "inserted AS (
     INSERT INTO cloaca_task_executions
         (execution_id, task_id, workflow_name, workflow_version, status, deps_remaining, max_attempts, next_attempt_at, ready_at,
          attempt, lease_owner, lease_expires_at, started_at)
@@ -48,10 +52,43 @@ const INSERT_TASKS: &str = "WITH inserted AS (
         CASE WHEN r.status = 'running' THEN CAST(?6 AS BIGINT) END,
         CASE WHEN r.status = 'running' THEN CAST(?4 AS BIGINT) END
     FROM ROWS FROM (json_to_recordset(CAST(?7 AS TEXT)::json) AS (task_id TEXT, status TEXT, deps BIGINT, max_attempts BIGINT))
-        WITH ORDINALITY AS r(task_id, status, deps, max_attempts, n)
+        WITH ORDINALITY AS r(task_id, status, deps, max_attempts, n)",
+            $guard,
+            "
     ORDER BY r.n
-    RETURNING id, task_id, status)
-    SELECT id, task_id FROM inserted WHERE status = 'running' ORDER BY id";
+    RETURNING id, task_id, status)"
+        )
+    };
+}
+// The task rows of a new execution; returns the claimed ones.
+const INSERT_TASKS: &str = concat!(
+    "WITH ",
+    insert_task_rows!(""),
+    "
+    SELECT id, task_id FROM inserted WHERE status = 'running' ORDER BY id"
+);
+// PostgreSQL only: INSERT_EXECUTION and INSERT_TASKS as one statement that
+// commits by itself, at the server's durability (?13), and notifies ?14 of
+// the ready roots nobody claimed: one round trip where a transaction takes
+// four. The execution: ?8 its input, ?9 its task count, ?10 the
+// idempotency key, ?11 its status, ?12 its start. It inserts nothing when
+// the execution's id or key exists (the first row says how many
+// executions it inserted); the claimed rows follow.
+const CREATE_ALONE: &str = concat!(
+    "WITH execution AS (
+        INSERT INTO cloaca_executions
+        (id, workflow_name, workflow_version, status, input_context, tasks_remaining, created_at, idempotency_key, started_at)
+        VALUES (?1, ?2, ?3, ?11, ?8, ?9, ?4, ?10, ?12) ON CONFLICT DO NOTHING
+        RETURNING id, set_config('synchronous_commit', CAST(?13 AS TEXT), true) AS durability),
+    ",
+    insert_task_rows!(" WHERE EXISTS (SELECT 1 FROM execution)"),
+    ",
+    announced AS (SELECT pg_notify(CAST(?14 AS TEXT), CAST(count(*) AS TEXT)) FROM inserted WHERE status = 'ready' HAVING count(*) > 0)
+    SELECT (SELECT count(*) FROM execution), (SELECT durability FROM execution), (SELECT count(*) FROM announced),
+        CAST(NULL AS BIGINT), CAST(NULL AS TEXT)
+    UNION ALL
+    SELECT NULL, NULL, NULL, id, task_id FROM (SELECT id, task_id FROM inserted WHERE status = 'running' ORDER BY id) AS claimed"
+);
 // The roots an earlier run of this very creation claimed (its commit went
 // through, its answer was lost with the connection).
 pub(crate) const FIND_CLAIMED_ROOTS: &str = "SELECT id, task_id FROM cloaca_task_executions
@@ -130,25 +167,7 @@ pub(crate) fn create_execution(
     }
     // A root with a rule is decided below, once every row exists (its rule
     // may name any task of the workflow).
-    let mut ruled_roots = Vec::new();
-    let mut rows = Vec::with_capacity(dag.len());
-    let mut claiming = 0;
-    for (i, task) in dag.tasks().iter().enumerate() {
-        let deps = dag.dependencies_of(i).len() as i64;
-        let ruled_root = deps == 0 && task.rule.is_some();
-        if ruled_root {
-            ruled_roots.push(i);
-        }
-        let status = if plain_root(i) && claiming < to_claim {
-            claiming += 1;
-            "running"
-        } else if deps == 0 && !ruled_root {
-            "ready"
-        } else {
-            "pending"
-        };
-        rows.push(NewTask { task_id: &task.id, status, deps, max_attempts: i64::from(task.retry.max_attempts()) });
-    }
+    let (rows, ruled_roots) = new_task_rows(dag, to_claim);
     let owner = claims.map(|c| (c.owner, now + c.lease_ms));
     let claimed: Vec<Claimed> = insert_tasks(conn, execution_id, dag, &rows, owner, now)?
         .into_iter()
@@ -173,6 +192,100 @@ pub(crate) fn create_execution(
         conn.notify(Channel::Work, &roots.to_string())?;
     }
     Ok(created(false, claimed))
+}
+
+/// The task rows of a new execution, the first `to_claim` plain roots
+/// claimed; and the positions of the roots with a rule.
+fn new_task_rows(dag: &Dag, to_claim: usize) -> (Vec<NewTask<'_>>, Vec<usize>) {
+    let mut ruled_roots = Vec::new();
+    let mut rows = Vec::with_capacity(dag.len());
+    let mut claiming = 0;
+    for (i, task) in dag.tasks().iter().enumerate() {
+        let deps = dag.dependencies_of(i).len() as i64;
+        let ruled_root = deps == 0 && task.rule.is_some();
+        if ruled_root {
+            ruled_roots.push(i);
+        }
+        let status = if deps == 0 && !ruled_root && claiming < to_claim {
+            claiming += 1;
+            "running"
+        } else if deps == 0 && !ruled_root {
+            "ready"
+        } else {
+            "pending"
+        };
+        rows.push(NewTask { task_id: &task.id, status, deps, max_attempts: i64::from(task.retry.max_attempts()) });
+    }
+    (rows, ruled_roots)
+}
+
+/// The JSON array of `rows` that INSERT_TASKS and CREATE_ALONE read.
+fn task_rows_json(rows: &[NewTask]) -> String {
+    let list =
+        rows.iter().map(|r| serde_json::json!({"task_id": r.task_id, "status": r.status, "deps": r.deps, "max_attempts": r.max_attempts}));
+    serde_json::Value::Array(list.collect()).to_string()
+}
+
+/// [`create_execution`] as one statement that commits by itself
+/// (CREATE_ALONE), on a backend that offers it ([`Conn::commit_level`]),
+/// for a workflow version whose shape is stored and whose roots have no
+/// rules. None when it did not apply and wrote nothing (the id or the
+/// idempotency key exists): the transaction is for that.
+pub(crate) fn create_execution_alone(
+    conn: &mut dyn Conn,
+    execution_id: &str,
+    dag: &Dag,
+    input: &Context,
+    idempotency_key: Option<&str>,
+    claims: Option<&RootClaims>,
+    now: i64,
+) -> Result<Option<Created>> {
+    let (Some(level), Some(channel)) = (conn.commit_level().map(str::to_string), conn.channel_name(Channel::Work).map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    let roots = dag.roots().len();
+    let to_claim = claims.map_or(0, |c| c.count.min(roots));
+    let (rows, ruled_roots) = new_task_rows(dag, to_claim);
+    if !ruled_roots.is_empty() {
+        return Ok(None);
+    }
+    let input_text = to_json(input, "storing an execution input")?;
+    let list = task_rows_json(&rows);
+    let owner = claims.map_or("", |c| c.owner);
+    let params = [
+        Param::Text(execution_id),
+        Param::Text(dag.name()),
+        Param::Text(dag.version()),
+        Param::Int(now),
+        Param::Text(owner),
+        Param::Int(now + claims.map_or(0, |c| c.lease_ms)),
+        Param::Text(&list),
+        Param::Text(&input_text),
+        Param::Int(dag.len() as i64),
+        Param::NullableText(idempotency_key),
+        Param::Text(if to_claim > 0 { "running" } else { "pending" }),
+        Param::NullableInt((to_claim > 0).then_some(now)),
+        Param::Text(&level),
+        Param::Text(&channel),
+    ];
+    let mut inserted = None;
+    let mut claimed = Vec::new();
+    conn.query(CREATE_ALONE, &params, &mut |row| {
+        match row.opt_int(0)? {
+            Some(count) => inserted = Some((count == 1, row.opt_text(1)?)),
+            None => claimed.push(root_claim(row.int(3)?, execution_id, &row.text(4)?, dag, input, owner, now)),
+        }
+        Ok(())
+    })?;
+    claimed.sort_by_key(|c| c.claim.row_id);
+    match inserted {
+        Some((true, set)) if set.as_deref() == Some(level.as_str()) => {
+            Ok(Some(Created { execution_id: execution_id.to_string(), existing: false, claimed }))
+        }
+        Some((true, set)) => Err(Error::corrupt("creating an execution", format!("the commit ran at {set:?}, not at {level:?}"))),
+        _ => Ok(None),
+    }
 }
 
 /// A task row of a new execution: `running` for a root claimed as it is
