@@ -332,10 +332,35 @@ fn a_creation_announces_the_roots_it_leaves_ready_and_a_used_key_returns_the_fir
     let mut notifications = listener.notifications();
     let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
     assert_eq!(announced.payload(), "2", "both roots are ready for any runner");
-    let again = f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
+    let again =
+        f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
     assert_eq!((again.execution_id.as_str(), again.existing), (id.as_str(), true), "the key's execution, not a new one");
     let records = f.store.list_executions(Some(f.workflow.dag.name()), None, 10).unwrap();
     assert_eq!(records.len(), 2, "nothing was stored for the used key");
+}
+
+#[test]
+fn looking_for_work_claims_ready_then_expired_tasks_or_says_when_the_next_comes_due() {
+    use super::store::Work;
+    let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &[]), marks("b"))]);
+    let id = uuid::Uuid::new_v4().to_string();
+    let refs = [f.workflow.reference()];
+    let start = now_ms();
+    f.store.create_execution(&id, &f.workflow.dag, &input(json!({"given": 1})), None, start).unwrap();
+    let look = |recover: bool, now: i64| f.store.claim_or_next_due("me", &refs, f.registry, now, 1_000, recover).unwrap();
+    // Both roots are ready: the first is claimed, with its input.
+    let Work::Claimed(a) = look(false, start) else { panic!("a is ready") };
+    assert_eq!((a.claim.task_id.as_str(), a.input.clone()), ("a", Some(input(json!({"given": 1})))));
+    let Work::Claimed(b) = look(false, start) else { panic!("b is ready") };
+    assert_eq!(b.claim.task_id, "b");
+    // Nothing is ready: without recovery nothing comes due; with it, the
+    // earlier lease's expiry does.
+    assert_eq!(look(false, start), Work::Idle { next_due: None });
+    assert_eq!(look(true, start), Work::Idle { next_due: Some(start + 1_000) });
+    // Once the leases lapse, recovery takes one over.
+    let Work::Claimed(again) = look(true, start + 2_000) else { panic!("a lapsed lease is claimable") };
+    assert_eq!((again.claim.task_id.as_str(), again.claim.attempt), ("a", 2));
+    assert_eq!(f.store.claim_or_next_due("me", &[], f.registry, start, 1_000, true).unwrap(), Work::Idle { next_due: None });
 }
 
 #[test]

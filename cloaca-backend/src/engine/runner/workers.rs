@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::shared::{Attempt, Level, Shared, Topic};
 use crate::engine::model::{Context, ExecutionStatus, WorkflowRef};
-use crate::engine::store::{input_of, AttemptOutcome, AttemptRecorded, Claim, Claimed, NextClaim};
+use crate::engine::store::{input_of, AttemptOutcome, AttemptRecorded, Claim, Claimed, NextClaim, Work};
 use crate::engine::sync::lock;
 use crate::engine::time::{now_ms, rfc3339};
 use crate::engine::workflow::{AttemptInfo, AttemptSlot, Cancellation, TaskFailure, Workflow};
@@ -171,27 +171,37 @@ fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
     let references = shared.references();
     let lease_ms = shared.config.lease.as_millis() as i64;
     let recover = shared.config.enable_recovery;
-    match shared.store.claim_with_input(&shared.owner, &references, shared.registry, now_ms(), lease_ms, recover) {
-        Ok(Some(claimed)) => return Claiming::Claimed(shared.older_first(claimed)),
-        Ok(None) => {}
-        Err(e) => shared.report("claiming a task", &e),
-    }
-    wait_idle(shared, seen, &references);
+    let next_due = match shared.store.claim_or_next_due(&shared.owner, &references, shared.registry, now_ms(), lease_ms, recover) {
+        Ok(Work::Claimed(claimed)) => return Claiming::Claimed(shared.older_first(claimed)),
+        Ok(Work::Idle { next_due }) => next_due,
+        Err(e) => {
+            shared.report("claiming a task", &e);
+            None
+        }
+    };
+    wait_for_news_until(shared, seen, next_due);
     Claiming::Idle
 }
 
 /// Waits for news newer than `seen`, at most until the next task of these
 /// workflows comes due or the poll interval passes.
 fn wait_idle(shared: &Shared, seen: u64, references: &[WorkflowRef]) {
-    let recover = shared.config.enable_recovery;
-    let mut wait = shared.config.poll_interval;
-    match shared.store.next_due(references, recover) {
-        Ok(Some(due)) => {
-            let until_due = Duration::from_millis((due - now_ms()).max(0) as u64 + 1);
-            wait = wait.min(until_due);
+    let next_due = match shared.store.next_due(references, shared.config.enable_recovery) {
+        Ok(due) => due,
+        Err(e) => {
+            shared.report("looking for due tasks", &e);
+            None
         }
-        Ok(None) => {}
-        Err(e) => shared.report("looking for due tasks", &e),
+    };
+    wait_for_news_until(shared, seen, next_due);
+}
+
+/// Waits for news newer than `seen`, at most until `due` (a time in ms) or
+/// the poll interval passes.
+fn wait_for_news_until(shared: &Shared, seen: u64, due: Option<i64>) {
+    let mut wait = shared.config.poll_interval;
+    if let Some(due) = due {
+        wait = wait.min(Duration::from_millis((due - now_ms()).max(0) as u64 + 1));
     }
     shared.wait_for_news(seen, wait);
 }

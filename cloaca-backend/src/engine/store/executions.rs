@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::conn::{json_list, Conn, Param, Row};
 use super::decide::{decide_candidates, follow_end, Decided, Ended};
-use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, FailedTask, LoadedContexts, NextClaim, RootClaims};
+use super::records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, FailedTask, LoadedContexts, NextClaim, RootClaims, Work};
 use crate::engine::error::{Error, Result};
 use crate::engine::model::{Context, ExecutionRecord, ExecutionStatus, WorkflowRef};
 use crate::engine::workflow::{frontier_context, merge, Dag, Graph, Registry, SkipReason, TaskFailure};
@@ -415,17 +415,31 @@ pub(crate) fn shape_json(dag: &Dag) -> String {
     serde_json::Value::from(tasks).to_string()
 }
 
-pub(crate) const CLAIM_READY: &str = "UPDATE cloaca_task_executions
+// The oldest ready task of the workflows ?4 whose time (?3) has come,
+// claimed for ?1 until ?2, where `$also` holds too.
+macro_rules! claim_ready {
+    ($also:literal) => {
+        concat!(
+            "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'ready' AND next_attempt_at <= ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
-                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
-    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base";
+                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)",
+            $also,
+            "
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base"
+        )
+    };
+}
+pub(crate) const CLAIM_READY: &str = claim_ready!("");
 // The lost attempt goes into the row's history (its runner, its start and
 // when its lease lapsed) in the same statement that takes it over. A paused
 // execution's lost attempts wait for resume_execution like its ready tasks.
-pub(crate) const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
+macro_rules! claim_expired {
+    ($also:literal) => {
+        concat!(
+            "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL,
         history = COALESCE(history, '') || '{\"o\":\"lease_expired\",\"a\":' || CAST(attempt - attempt_base AS TEXT)
             || ',\"r\":\"' || COALESCE(lease_owner, '') || '\",\"s\":' || CAST(COALESCE(started_at, 0) AS TEXT)
@@ -435,8 +449,14 @@ pub(crate) const CLAIM_EXPIRED: &str = "UPDATE cloaca_task_executions
                 WHERE status = 'running' AND lease_expires_at < ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
                   AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
-                ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)
-    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base";
+                ORDER BY lease_expires_at, id LIMIT 1 /*LOCK*/)",
+            $also,
+            "
+    RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base"
+        )
+    };
+}
+pub(crate) const CLAIM_EXPIRED: &str = claim_expired!("");
 
 // A claim its runner stopped before any worker took it: ready again (held
 // in a paused execution), as if never claimed.
@@ -468,24 +488,62 @@ pub(crate) fn claim(
     let params = [Param::Text(owner), Param::Int(now + lease_ms), Param::Int(now), Param::Text(&list)];
     let statements: &[&'static str] = if recover { &[CLAIM_READY, CLAIM_EXPIRED] } else { &[CLAIM_READY] };
     for sql in statements {
-        let claimed = conn.query_opt(sql, &params, |row| {
-            Ok(Claim {
-                row_id: row.int(0)?,
-                execution_id: row.text(1)?,
-                task_id: row.text(2)?,
-                workflow: WorkflowRef { name: row.text(3)?, version: row.text(4)? },
-                attempt: row.int(5)?,
-                failures: row.int(6)?,
-                attempt_base: row.int(7)?,
-                owner: owner.to_string(),
-                claimed_at: now,
-            })
-        })?;
+        let claimed = conn.query_opt(sql, &params, |row| claimed_row(row, owner, now))?;
         if claimed.is_some() {
             return Ok(claimed);
         }
     }
     Ok(None)
+}
+
+/// A claim as CLAIM_READY and CLAIM_EXPIRED return it.
+fn claimed_row(row: &dyn Row, owner: &str, now: i64) -> Result<Claim> {
+    Ok(Claim {
+        row_id: row.int(0)?,
+        execution_id: row.text(1)?,
+        task_id: row.text(2)?,
+        workflow: WorkflowRef { name: row.text(3)?, version: row.text(4)? },
+        attempt: row.int(5)?,
+        failures: row.int(6)?,
+        attempt_base: row.int(7)?,
+        owner: owner.to_string(),
+        claimed_at: now,
+    })
+}
+
+/// [`claim_with_input`], or when nothing is claimable, when the next task
+/// of these workflows comes due ([`next_due`]): one round trip on
+/// PostgreSQL (CLAIM_OR_DUE).
+pub(crate) fn claim_or_next_due(
+    conn: &mut dyn Conn,
+    owner: &str,
+    workflows: &[WorkflowRef],
+    registry: &Registry,
+    now: i64,
+    lease_ms: i64,
+    recover: bool,
+) -> Result<Work> {
+    if !conn.is_remote() {
+        return match claim_with_input(conn, owner, workflows, registry, now, lease_ms, recover)? {
+            Some(claimed) => Ok(Work::Claimed(claimed)),
+            None => Ok(Work::Idle { next_due: next_due(conn, workflows, recover)? }),
+        };
+    }
+    let list = workflow_list(workflows);
+    let params = [Param::Text(owner), Param::Int(now + lease_ms), Param::Int(now), Param::Text(&list), Param::Int(i64::from(recover))];
+    let found = conn.query_one(CLAIM_OR_DUE, &params, |row| match row.opt_int(0)? {
+        Some(_) => Ok(Ok(claimed_row(row, owner, now)?)),
+        None => Ok(Err(row.opt_int(8)?)),
+    })?;
+    let claim = match found {
+        Ok(claim) => claim,
+        Err(next_due) => return Ok(Work::Idle { next_due }),
+    };
+    let input = match registry.get_exact(&claim.workflow) {
+        Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
+        None => None,
+    };
+    Ok(Work::Claimed(Claimed { claim, input }))
 }
 
 /// [`claim`], with the claimed task's input loaded in the same transaction
@@ -597,15 +655,47 @@ pub(crate) const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_e
 // One arm per status, each matching its partial index (migration 4): with
 // `status = 'ready' OR status = 'running'` no partial index applies and the
 // planner reads the whole table, history included.
-pub(crate) const NEXT_DUE: &str = "SELECT MIN(due) FROM (
+// The earliest time a task of the workflows `$list` comes due: a ready
+// task's, or (where `$recover` is 1) a running task's lease expiry.
+macro_rules! next_due {
+    ($list:literal, $recover:literal) => {
+        concat!(
+            "SELECT MIN(due) FROM (
         SELECT MIN(next_attempt_at) AS due FROM cloaca_task_executions
-        WHERE status = 'ready' AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+        WHERE status = 'ready' AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(",
+            $list,
+            "))
         UNION ALL
         SELECT MIN(lease_expires_at) AS due FROM cloaca_task_executions
-        WHERE status = 'running' AND CAST(?2 AS BIGINT) = 1
-          AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?1))
+        WHERE status = 'running' AND CAST(",
+            $recover,
+            " AS BIGINT) = 1
+          AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(",
+            $list,
+            "))
           AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
-    ) AS due_times";
+    ) AS due_times"
+        )
+    };
+}
+pub(crate) const NEXT_DUE: &str = next_due!("?1", "?2");
+// PostgreSQL only: CLAIM_READY, then (with ?5 = 1, and nothing ready)
+// CLAIM_EXPIRED, then (nothing claimed) NEXT_DUE, in one round trip where
+// a worker that finds nothing spent three. The claimed row, or a row of
+// NULLs and the next due time.
+const CLAIM_OR_DUE: &str = concat!(
+    "WITH ready AS (",
+    claim_ready!(""),
+    "),
+    expired AS (",
+    claim_expired!(" AND CAST(?5 AS BIGINT) = 1 AND NOT EXISTS (SELECT 1 FROM ready)"),
+    ")
+    SELECT *, CAST(NULL AS BIGINT) FROM ready
+    UNION ALL SELECT *, NULL FROM expired
+    UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (",
+    next_due!("?4", "?5"),
+    ") WHERE NOT EXISTS (SELECT 1 FROM ready) AND NOT EXISTS (SELECT 1 FROM expired)"
+);
 
 pub(crate) const CANCELLED_ROWS: &str = "SELECT id FROM cloaca_task_executions
     WHERE id IN (SELECT CAST(value AS BIGINT) FROM json_each(?1)) AND status = 'cancelled'";

@@ -65,7 +65,9 @@ pub(crate) use retention::{PruneFilter, Pruned};
 pub(crate) use triggers::{Fire, FireOutcome, Registration, TriggerRecord, TriggerRun};
 
 pub(crate) use history::Shape;
-pub(crate) use records::{AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, EventHandler, LoadedContexts, NextClaim, RootClaims};
+pub(crate) use records::{
+    AttemptOutcome, AttemptRecorded, Channel, Claim, Claimed, EventHandler, LoadedContexts, NextClaim, RootClaims, Work,
+};
 
 #[cfg(feature = "postgres")]
 use postgres::PostgresDb as Db;
@@ -267,6 +269,7 @@ impl Store {
     /// [`Store::claim`] with the claimed task's input (loaded in the same
     /// transaction, which commits without waiting for an fsync where the
     /// backend allows: losing a claim only makes the attempt run again).
+    #[cfg(test)]
     pub(crate) fn claim_with_input(
         &self,
         owner: &str,
@@ -282,6 +285,26 @@ impl Store {
         self.retrying(|| {
             self.db
                 .write_relaxed("claiming a task", |c| executions::claim_with_input(c, owner, workflows, registry, now, lease_ms, recover))
+        })
+    }
+
+    /// [`Store::claim_with_input`], or when nothing is claimable, when the
+    /// next task of these workflows comes due ([`Store::next_due`]).
+    pub(crate) fn claim_or_next_due(
+        &self,
+        owner: &str,
+        workflows: &[WorkflowRef],
+        registry: &Registry,
+        now: i64,
+        lease_ms: i64,
+        recover: bool,
+    ) -> Result<Work> {
+        if workflows.is_empty() {
+            return Ok(Work::Idle { next_due: None });
+        }
+        self.retrying(|| {
+            self.db
+                .write_relaxed("claiming a task", |c| executions::claim_or_next_due(c, owner, workflows, registry, now, lease_ms, recover))
         })
     }
 

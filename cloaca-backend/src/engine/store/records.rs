@@ -66,6 +66,16 @@ pub(crate) struct RootClaims<'a> {
     pub(crate) count: usize,
 }
 
+/// What a worker looking for work found.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Work {
+    Claimed(Claimed),
+    /// Nothing claimable now; the next task of the workflows comes due then.
+    Idle {
+        next_due: Option<i64>,
+    },
+}
+
 /// What recording an attempt did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct AttemptRecorded {
