@@ -311,10 +311,7 @@ fn insert_tasks(
 ) -> Result<Vec<(i64, String)>> {
     let (owner, expires) = owner.unwrap_or(("", now));
     if conn.is_remote() {
-        let list = rows
-            .iter()
-            .map(|r| serde_json::json!({"task_id": r.task_id, "status": r.status, "deps": r.deps, "max_attempts": r.max_attempts}));
-        let list = serde_json::Value::Array(list.collect()).to_string();
+        let list = task_rows_json(rows);
         let params = [
             Param::Text(execution_id),
             Param::Text(dag.name()),
@@ -416,26 +413,23 @@ pub(crate) fn shape_json(dag: &Dag) -> String {
 }
 
 // The oldest ready task of the workflows ?4 whose time (?3) has come,
-// claimed for ?1 until ?2, where `$also` holds too.
+// claimed for ?1 until ?2.
 macro_rules! claim_ready {
-    ($also:literal) => {
-        concat!(
-            "UPDATE cloaca_task_executions
+    () => {
+        "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'ready' AND next_attempt_at <= ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
-                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)",
-            $also,
-            "
+                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
     RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base"
-        )
     };
 }
-pub(crate) const CLAIM_READY: &str = claim_ready!("");
+pub(crate) const CLAIM_READY: &str = claim_ready!();
 // The lost attempt goes into the row's history (its runner, its start and
 // when its lease lapsed) in the same statement that takes it over. A paused
 // execution's lost attempts wait for resume_execution like its ready tasks.
+// Only where `$also` holds too.
 macro_rules! claim_expired {
     ($also:literal) => {
         concat!(
@@ -685,7 +679,7 @@ pub(crate) const NEXT_DUE: &str = next_due!("?1", "?2");
 // NULLs and the next due time.
 const CLAIM_OR_DUE: &str = concat!(
     "WITH ready AS (",
-    claim_ready!(""),
+    claim_ready!(),
     "),
     expired AS (",
     claim_expired!(" AND CAST(?5 AS BIGINT) = 1 AND NOT EXISTS (SELECT 1 FROM ready)"),

@@ -331,8 +331,9 @@ impl Store {
         now: i64,
         next: Option<&NextClaim>,
     ) -> Result<AttemptRecorded> {
-        // Where the server is a round trip away, a completion that leaves
-        // its execution running is one statement that commits by itself.
+        // Where the server is a round trip away, a completion that needs
+        // nothing read back (a chain step, a one-leaf workflow's end) is one
+        // statement that commits by itself.
         if let AttemptOutcome::Completed(output) = outcome {
             if let Some(kind) = executions::alone_kind(dag, claim).filter(|_| Db::REMOTE) {
                 let alone = |c: &mut dyn conn::Conn| executions::record_completion_alone(c, kind, claim, dag, output, now, next);
