@@ -318,20 +318,15 @@ fn task_rows_are_stored_in_the_workflows_order_and_claimed_in_it() {
 #[cfg(feature = "postgres")]
 #[test]
 fn a_creation_announces_the_roots_it_leaves_ready_and_a_used_key_returns_the_first() {
-    use super::store::postgres::listen::channel_name;
-    use super::store::Channel;
-    use postgres::fallible_iterator::FallibleIterator;
     let f = fixture(vec![(task("a", &[]), marks("a")), (task("b", &[]), marks("b")), (task("c", &["a", "b"]), marks("c"))]);
     f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let (mut listener, _) = another_session(&f);
-    listener.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Work, None))).unwrap();
+    listen(&mut listener, super::store::Channel::Work);
     let key = uuid::Uuid::new_v4().to_string();
     let id = uuid::Uuid::new_v4().to_string();
     let created = f.store.create_execution(&id, &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
     assert_eq!((created.execution_id.as_str(), created.existing), (id.as_str(), false));
-    let mut notifications = listener.notifications();
-    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
-    assert_eq!(announced.payload(), "2", "both roots are ready for any runner");
+    assert_eq!(next_payload(&mut listener), "2", "both roots are ready for any runner");
     let again =
         f.store.create_execution(&uuid::Uuid::new_v4().to_string(), &f.workflow.dag, &Context::new(), Some(&key), now_ms()).unwrap();
     assert_eq!((again.execution_id.as_str(), again.existing), (id.as_str(), true), "the key's execution, not a new one");
@@ -1026,6 +1021,22 @@ fn stores_in_different_schemas_share_a_database_without_seeing_each_other() {
     assert!(channel_name(Channel::Done, Some(&"a".repeat(63))).len() <= 63);
 }
 
+/// Makes `client` listen on the default schema's `channel`.
+#[cfg(feature = "postgres")]
+fn listen(client: &mut postgres::Client, channel: super::store::Channel) {
+    let name = super::store::postgres::listen::channel_name(channel, None);
+    client.batch_execute(&format!("LISTEN \"{name}\"")).unwrap();
+}
+
+/// The payload of the next notification `client` receives, within 5 s.
+#[cfg(feature = "postgres")]
+fn next_payload(client: &mut postgres::Client) -> String {
+    use postgres::fallible_iterator::FallibleIterator;
+    let mut notifications = client.notifications();
+    let next = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap();
+    next.expect("a notification within 5 s").payload().to_string()
+}
+
 /// Records `claim`'s completion on another thread, asking for the next
 /// claim as a worker does.
 #[cfg(feature = "postgres")]
@@ -1141,9 +1152,6 @@ fn a_chain_step_holds_the_execution_row_from_its_start_and_a_pause_before_it_hol
 #[cfg(feature = "postgres")]
 #[test]
 fn the_last_step_of_a_chain_finishes_its_execution_in_its_statement_and_announces_it() {
-    use super::store::postgres::listen::channel_name;
-    use super::store::Channel;
-    use postgres::fallible_iterator::FallibleIterator;
     let f = fixture(vec![(task("first", &[]), marks("first")), (task("second", &["first"]), marks("second"))]);
     let id = uuid::Uuid::new_v4().to_string();
     let refs = [f.workflow.reference()];
@@ -1154,7 +1162,7 @@ fn the_last_step_of_a_chain_finishes_its_execution_in_its_statement_and_announce
     // Holding the execution's row: the last completion waits for it
     // before it writes anything, and finishes the execution once it has it.
     let (mut other, holder) = another_session(&f);
-    other.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Done, None))).unwrap();
+    listen(&mut other, super::store::Channel::Done);
     let mut hold = other.transaction().unwrap();
     hold.execute("SELECT 1 FROM cloaca_executions WHERE id = $1 FOR UPDATE", &[&id]).unwrap();
     let output = input(json!({"seed": 1, "second": [1, 2]}));
@@ -1173,17 +1181,12 @@ fn the_last_step_of_a_chain_finishes_its_execution_in_its_statement_and_announce
     let finished = recorded.finished.expect("the last completion finishes the execution");
     assert_eq!((finished.status, finished.final_context.as_ref()), (ExecutionStatus::Completed, Some(&output)));
     assert_eq!(f.store.get_execution(&id).unwrap().unwrap(), finished, "what the waiters get is what is stored");
-    let mut notifications = other.notifications();
-    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
-    assert_eq!(announced.payload(), id);
+    assert_eq!(next_payload(&mut other), id);
 }
 
 #[cfg(feature = "postgres")]
 #[test]
 fn a_fan_out_completion_recorded_by_itself_notifies_the_tasks_it_leaves_to_others() {
-    use super::store::postgres::listen::channel_name;
-    use super::store::Channel;
-    use postgres::fallible_iterator::FallibleIterator;
     let f = fixture(vec![
         (task("root", &[]), marks("root")),
         (task("a", &["root"]), marks("a")),
@@ -1195,12 +1198,10 @@ fn a_fan_out_completion_recorded_by_itself_notifies_the_tasks_it_leaves_to_other
     f.store.create_execution(&id, &f.workflow.dag, &Context::new(), None, now_ms()).unwrap();
     let root = f.store.claim_with_input("me", &refs, f.registry, now_ms(), 60_000, true).unwrap().unwrap();
     let mut listener = postgres::Client::connect(&f.url, postgres::NoTls).unwrap();
-    listener.batch_execute(&format!("LISTEN \"{}\"", channel_name(Channel::Work, None))).unwrap();
+    listen(&mut listener, super::store::Channel::Work);
     let recorded = record_on_a_thread(&f, &root.claim).join().unwrap();
     assert_eq!((recorded.accepted, recorded.readied, recorded.next.is_none()), (true, 3, true));
-    let mut notifications = listener.notifications();
-    let announced = notifications.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("a notification");
-    assert_eq!(announced.payload(), "3", "the three readied tasks are announced");
+    assert_eq!(next_payload(&mut listener), "3", "the three readied tasks are announced");
 }
 
 // ---- steering: cancel, pause, resume, retry, idempotent starts ----------------

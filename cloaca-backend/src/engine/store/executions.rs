@@ -533,11 +533,7 @@ pub(crate) fn claim_or_next_due(
         Ok(claim) => claim,
         Err(next_due) => return Ok(Work::Idle { next_due }),
     };
-    let input = match registry.get_exact(&claim.workflow) {
-        Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
-        None => None,
-    };
-    Ok(Work::Claimed(Claimed { claim, input }))
+    Ok(Work::Claimed(with_input(conn, claim, registry, now)?))
 }
 
 /// [`claim`], with the claimed task's input loaded in the same transaction
@@ -554,11 +550,16 @@ pub(crate) fn claim_with_input(
     let Some(claim) = claim(conn, owner, workflows, now, lease_ms, recover)? else {
         return Ok(None);
     };
+    with_input(conn, claim, registry, now).map(Some)
+}
+
+/// `claim` with its input, when its workflow is in `registry`.
+fn with_input(conn: &mut dyn Conn, claim: Claim, registry: &Registry, now: i64) -> Result<Claimed> {
     let input = match registry.get_exact(&claim.workflow) {
         Some(workflow) => task_input(conn, &claim, &workflow.dag, now)?,
         None => None,
     };
-    Ok(Some(Claimed { claim, input }))
+    Ok(Claimed { claim, input })
 }
 
 /// The input of a claimed task: its dependencies' outputs merged in
@@ -1093,6 +1094,56 @@ const UNCLAIM_HELD: &str = "UPDATE cloaca_task_executions
     SET status = 'held', attempt = attempt - 1, lease_owner = NULL, lease_expires_at = NULL, started_at = NULL
     WHERE id = ?1 AND attempt = ?2 AND status = 'running'";
 
+/// What COMPLETE_RELEASE_COUNT and COMPLETE_ALONE are given for the
+/// completion of the task at a position: its output as text, its
+/// dependents as a list, and the claim asked for (a single dependent's).
+struct Step<'n> {
+    text: String,
+    list: String,
+    inline: Option<&'n NextClaim<'n>>,
+}
+
+impl<'n> Step<'n> {
+    fn new(dag: &Dag, position: usize, output: &Context, next: Option<&'n NextClaim<'n>>) -> Result<Self> {
+        let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
+        let text = to_json(output, "storing a task output")?;
+        Ok(Step { text, list: json_list(&dependents), inline: next.filter(|_| dependents.len() == 1) })
+    }
+
+    /// ?1-?9 of both statements.
+    fn params<'a>(&'a self, claim: &'a Claim, now: i64) -> [Param<'a>; 9] {
+        [
+            Param::Int(claim.row_id),
+            Param::Int(claim.attempt),
+            Param::Text(&self.text),
+            Param::Int(now),
+            Param::Text(&claim.execution_id),
+            Param::Text(&self.list),
+            Param::Int(i64::from(self.inline.is_some())),
+            Param::Text(self.inline.map_or("", |n| n.owner)),
+            Param::Int(now + self.inline.map_or(0, |n| n.lease_ms)),
+        ]
+    }
+
+    /// The dependent the statement claimed, from the columns from `at` on.
+    fn took(&self, row: &dyn Row, at: usize, execution: &str, now: i64) -> Result<Option<Claim>> {
+        let Some(row_id) = row.opt_int(at)? else {
+            return Ok(None);
+        };
+        Ok(Some(Claim {
+            row_id,
+            execution_id: execution.to_string(),
+            task_id: row.text(at + 1)?,
+            workflow: WorkflowRef { name: row.text(at + 2)?, version: row.text(at + 3)? },
+            attempt: row.int(at + 4)?,
+            failures: row.int(at + 5)?,
+            attempt_base: row.int(at + 6)?,
+            owner: self.inline.map_or(String::new(), |n| n.owner.to_string()),
+            claimed_at: now,
+        }))
+    }
+}
+
 /// [`record_outcome`] for a completion on a backend where each statement is
 /// a round trip (see [`Conn::is_remote`]) and the workflow has no trigger
 /// rules: one statement where there were three, and the claim of the one
@@ -1107,36 +1158,10 @@ fn record_completion_merged(
 ) -> Result<(AttemptRecorded, Option<Claimed>)> {
     let position = recorded_position(dag, claim)?;
     let execution = claim.execution_id.as_str();
-    let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-    let inline = next.filter(|_| dependents.len() == 1);
-    let text = to_json(output, "storing a task output")?;
-    let list = json_list(&dependents);
-    let params = [
-        Param::Int(claim.row_id),
-        Param::Int(claim.attempt),
-        Param::Text(&text),
-        Param::Int(now),
-        Param::Text(execution),
-        Param::Text(&list),
-        Param::Int(i64::from(inline.is_some())),
-        Param::Text(inline.map_or("", |n| n.owner)),
-        Param::Int(now + inline.map_or(0, |n| n.lease_ms)),
-    ];
+    let step = Step::new(dag, position, output, next)?;
+    let params = step.params(claim, now);
     let (done, readied, remaining, status, took) = conn.query_one(COMPLETE_RELEASE_COUNT, &params, |row| {
-        let took = match row.opt_int(4)? {
-            Some(row_id) => Some(Claim {
-                row_id,
-                execution_id: execution.to_string(),
-                task_id: row.text(5)?,
-                workflow: WorkflowRef { name: row.text(6)?, version: row.text(7)? },
-                attempt: row.int(8)?,
-                failures: row.int(9)?,
-                attempt_base: row.int(10)?,
-                owner: inline.map_or(String::new(), |n| n.owner.to_string()),
-                claimed_at: now,
-            }),
-            None => None,
-        };
+        let took = step.took(row, 4, execution, now)?;
         Ok((row.int(0)?, row.int(1)?, row.opt_int(2)?, row.opt_text(3)?, took))
     })?;
     if done != 1 {
@@ -1151,7 +1176,7 @@ fn record_completion_merged(
         if let Some(claimed) = took.take() {
             conn.execute(UNCLAIM_HELD, &[Param::Int(claimed.row_id), Param::Int(claimed.attempt)])?;
         }
-        conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&list)])?;
+        conn.execute(HOLD_READIED, &[Param::Text(execution), Param::Text(&step.list)])?;
         recorded.readied = 0;
     }
     recorded.finished = settle(conn, execution, remaining, dag, now)?;
@@ -1240,38 +1265,10 @@ fn complete_step_alone(
     };
     let position = recorded_position(dag, claim)?;
     let execution = claim.execution_id.as_str();
-    let dependents: Vec<&str> = dag.dependents_of(position).iter().map(|&d| dag.task(d).id.as_str()).collect();
-    let inline = next.filter(|_| dependents.len() == 1);
-    let text = to_json(output, "storing a task output")?;
-    let list = json_list(&dependents);
-    let params = [
-        Param::Int(claim.row_id),
-        Param::Int(claim.attempt),
-        Param::Text(&text),
-        Param::Int(now),
-        Param::Text(execution),
-        Param::Text(&list),
-        Param::Int(i64::from(inline.is_some())),
-        Param::Text(inline.map_or("", |n| n.owner)),
-        Param::Int(now + inline.map_or(0, |n| n.lease_ms)),
-        Param::Text(level),
-        Param::Text(&channel),
-    ];
+    let step = Step::new(dag, position, output, next)?;
+    let params = [&step.params(claim, now)[..], &[Param::Text(level), Param::Text(&channel)]].concat();
     let (safe, done, readied, took) = conn.query_one(COMPLETE_ALONE, &params, |row| {
-        let took = match row.opt_int(5)? {
-            Some(row_id) => Some(Claim {
-                row_id,
-                execution_id: execution.to_string(),
-                task_id: row.text(6)?,
-                workflow: WorkflowRef { name: row.text(7)?, version: row.text(8)? },
-                attempt: row.int(9)?,
-                failures: row.int(10)?,
-                attempt_base: row.int(11)?,
-                owner: inline.map_or(String::new(), |n| n.owner.to_string()),
-                claimed_at: now,
-            }),
-            None => None,
-        };
+        let took = step.took(row, 5, execution, now)?;
         Ok((checked_safe(row, 0, level)?, row.int(2)?, row.int(3)?, took))
     })?;
     if !safe {

@@ -279,13 +279,10 @@ impl Store {
         lease_ms: i64,
         recover: bool,
     ) -> Result<Option<Claimed>> {
-        if workflows.is_empty() {
-            return Ok(None);
+        match self.claim_or_next_due(owner, workflows, registry, now, lease_ms, recover)? {
+            Work::Claimed(claimed) => Ok(Some(claimed)),
+            Work::Idle { .. } => Ok(None),
         }
-        self.retrying(|| {
-            self.db
-                .write_relaxed("claiming a task", |c| executions::claim_with_input(c, owner, workflows, registry, now, lease_ms, recover))
-        })
     }
 
     /// [`Store::claim_with_input`], or when nothing is claimable, when the
