@@ -47,9 +47,8 @@ pub(crate) enum Next {
     /// Runs the attempt the recording transaction claimed for it.
     Run(Claimed),
     /// That transaction found nothing ready: waits for news newer than
-    /// this epoch (read before it looked), until the next task comes due
-    /// (when the transaction read that too: see `AttemptRecorded::next_due`).
-    Wait(u64, Option<Option<i64>>),
+    /// this epoch (read before it looked).
+    Wait(u64),
     /// Claims as usual.
     Claim,
 }
@@ -103,12 +102,9 @@ fn work_loop(shared: &Arc<Shared>, slot: usize) -> bool {
             // Claimed while recording the last attempt, which checked that
             // this worker goes on.
             Next::Run(claimed) => claimed,
-            Next::Wait(seen, due) => {
+            Next::Wait(seen) => {
                 let _between = BetweenAttempts::count(shared);
-                match due {
-                    Some(due) => wait_for_news_until(shared, seen, due),
-                    None => wait_idle(shared, seen, &shared.references()),
-                }
+                wait_idle(shared, seen, &shared.references());
                 continue;
             }
             Next::Claim => {
@@ -342,7 +338,6 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
         workflows: &references,
         registry: shared.registry,
         lease_ms: shared.config.lease.as_millis() as i64,
-        recover: shared.config.enable_recovery,
     });
     let record_once = || shared.store.record_attempt_then(claim, &workflow.dag, outcome, now_ms(), next.as_ref());
     let mut result = record_once();
@@ -371,7 +366,7 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
             match (recorded.next.take(), seen) {
                 (Some(claimed), _) => Next::Run(shared.older_first(claimed)),
                 // The transaction looked for a ready task and found none.
-                (None, Some(seen)) if recorded.looked => Next::Wait(seen, recorded.next_due),
+                (None, Some(seen)) if recorded.looked => Next::Wait(seen),
                 _ => Next::Claim,
             }
         }

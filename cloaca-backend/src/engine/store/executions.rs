@@ -413,23 +413,19 @@ pub(crate) fn shape_json(dag: &Dag) -> String {
 }
 
 // The oldest ready task of the workflows ?4 whose time (?3) has come,
-// claimed for ?1 until ?2, where `$also` holds too.
+// claimed for ?1 until ?2.
 macro_rules! claim_ready {
-    ($also:literal) => {
-        concat!(
-            "UPDATE cloaca_task_executions
+    () => {
+        "UPDATE cloaca_task_executions
     SET status = 'running', attempt = attempt + 1, lease_owner = ?1, lease_expires_at = ?2, started_at = ?3, finished_at = NULL
     WHERE id = (SELECT id FROM cloaca_task_executions
                 WHERE status = 'ready' AND next_attempt_at <= ?3
                   AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(?4))
-                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)",
-            $also,
-            "
+                ORDER BY next_attempt_at, id LIMIT 1 /*LOCK*/)
     RETURNING id, execution_id, task_id, workflow_name, workflow_version, attempt, failures, attempt_base"
-        )
     };
 }
-pub(crate) const CLAIM_READY: &str = claim_ready!("");
+pub(crate) const CLAIM_READY: &str = claim_ready!();
 // The lost attempt goes into the row's history (its runner, its start and
 // when its lease lapsed) in the same statement that takes it over. A paused
 // execution's lost attempts wait for resume_execution like its ready tasks.
@@ -655,10 +651,9 @@ pub(crate) const RENEW_LEASES: &str = "UPDATE cloaca_task_executions SET lease_e
 // `status = 'ready' OR status = 'running'` no partial index applies and the
 // planner reads the whole table, history included.
 // The earliest time a task of the workflows `$list` comes due: a ready
-// task's, or (where `$recover` is 1) the lease expiry of a running task
-// for which `$also_running` holds.
+// task's, or (where `$recover` is 1) a running task's lease expiry.
 macro_rules! next_due {
-    ($list:literal, $recover:literal, $also_running:literal) => {
+    ($list:literal, $recover:literal) => {
         concat!(
             "SELECT MIN(due) FROM (
         SELECT MIN(next_attempt_at) AS due FROM cloaca_task_executions
@@ -673,21 +668,19 @@ macro_rules! next_due {
           AND workflow_name || '@' || workflow_version IN (SELECT value FROM json_each(",
             $list,
             "))
-          AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')",
-            $also_running,
-            "
+          AND execution_id NOT IN (SELECT id FROM cloaca_executions WHERE status = 'paused')
     ) AS due_times"
         )
     };
 }
-pub(crate) const NEXT_DUE: &str = next_due!("?1", "?2", "");
+pub(crate) const NEXT_DUE: &str = next_due!("?1", "?2");
 // PostgreSQL only: CLAIM_READY, then (with ?5 = 1, and nothing ready)
 // CLAIM_EXPIRED, then (nothing claimed) NEXT_DUE, in one round trip where
 // a worker that finds nothing spent three. The claimed row, or a row of
 // NULLs and the next due time.
 const CLAIM_OR_DUE: &str = concat!(
     "WITH ready AS (",
-    claim_ready!(""),
+    claim_ready!(),
     "),
     expired AS (",
     claim_expired!(" AND CAST(?5 AS BIGINT) = 1 AND NOT EXISTS (SELECT 1 FROM ready)"),
@@ -695,7 +688,7 @@ const CLAIM_OR_DUE: &str = concat!(
     SELECT *, CAST(NULL AS BIGINT) FROM ready
     UNION ALL SELECT *, NULL FROM expired
     UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, (",
-    next_due!("?4", "?5", ""),
+    next_due!("?4", "?5"),
     ") WHERE NOT EXISTS (SELECT 1 FROM ready) AND NOT EXISTS (SELECT 1 FROM expired)"
 );
 
@@ -1069,46 +1062,30 @@ const COMPLETE_ALONE: &str = concat!(
 // statement that commits by itself (where a transaction is five round
 // trips). Without trigger rules every other task is an ancestor of the
 // leaf and completed before it ran, so the execution completes, and its
-// final context is the leaf's output merged (?10). Locks, guards, commits
-// and answers as COMPLETE_ALONE (?11 the commit level), returns the
-// finished record and notifies ?12 of it. Having finished, it also looks
-// for the worker's next attempt as CLAIM_OR_DUE does (?1-?5; an empty
-// list ?4 when the worker does not go on), so that the worker need not
-// (the finished row, which its snapshot still sees running, is no lease to
-// wait for): ?6 and ?7 the finished row and attempt, ?8 its output, ?9 the
-// execution.
+// final context is the leaf's output merged (?6). Locks, guards, commits
+// and answers as COMPLETE_ALONE (?7 the commit level), then returns the
+// finished record and notifies ?8 of it.
 const FINISH_ALONE: &str = concat!(
     "WITH guard AS (
         SELECT tasks_remaining = 1 AND status = 'running' AS safe,
-            set_config('synchronous_commit', CAST(?11 AS TEXT), true) AS durability
-        FROM cloaca_executions WHERE id = ?9 FOR UPDATE),
+            set_config('synchronous_commit', CAST(?7 AS TEXT), true) AS durability
+        FROM cloaca_executions WHERE id = ?5 FOR UPDATE),
     done AS (
         UPDATE cloaca_task_executions
-        SET status = 'completed', output_context = ?8, lease_expires_at = NULL, finished_at = ?3
-        WHERE id = ?6 AND attempt = ?7 AND status = 'running' AND (SELECT safe FROM guard)
+        SET status = 'completed', output_context = ?3, lease_expires_at = NULL, finished_at = ?4
+        WHERE id = ?1 AND attempt = ?2 AND status = 'running' AND (SELECT safe FROM guard)
         RETURNING id),
     finished AS (
         UPDATE cloaca_executions
-        SET status = 'completed', final_context = ?10, error_message = NULL, finished_at = ?3, tasks_remaining = 0
-        WHERE id = ?9 AND EXISTS (SELECT 1 FROM done)
+        SET status = 'completed', final_context = ?6, error_message = NULL, finished_at = ?4, tasks_remaining = 0
+        WHERE id = ?5 AND EXISTS (SELECT 1 FROM done)
         RETURNING ",
     execution_columns!(),
-    "),
-    ready AS (",
-    claim_ready!(" AND EXISTS (SELECT 1 FROM done)"),
-    "),
-    expired AS (",
-    claim_expired!(" AND CAST(?5 AS BIGINT) = 1 AND EXISTS (SELECT 1 FROM done) AND NOT EXISTS (SELECT 1 FROM ready)"),
-    "),
-    took AS (SELECT * FROM ready UNION ALL SELECT * FROM expired)
+    ")
     SELECT finished.*, CASE WHEN (SELECT safe FROM guard) THEN CAST(1 AS BIGINT) ELSE 0 END, (SELECT durability FROM guard),
         (SELECT count(*) FROM done),
-        CASE WHEN finished.id IS NOT NULL THEN pg_notify(CAST(?12 AS TEXT), CAST(finished.id AS TEXT)) END,
-        took.*,
-        CASE WHEN finished.id IS NOT NULL AND took.id IS NULL THEN (",
-    next_due!("?4", "?5", " AND id <> ?6"),
-    ") END
-    FROM (SELECT 1 AS one) AS one LEFT JOIN finished ON true LEFT JOIN took ON true"
+        CASE WHEN finished.id IS NOT NULL THEN pg_notify(CAST(?8 AS TEXT), CAST(finished.id AS TEXT)) END
+    FROM (SELECT 1 AS one) AS one LEFT JOIN finished ON true"
 );
 // A dependent claimed by COMPLETE_RELEASE_COUNT in an execution that turned
 // out to be paused: held instead, as if never claimed (its previous attempt
@@ -1259,7 +1236,7 @@ pub(crate) fn record_completion_alone(
     };
     match kind {
         Alone::Step => complete_step_alone(conn, &level, claim, dag, output, now, next),
-        Alone::Finish => finish_alone(conn, &level, claim, dag, output, now, next),
+        Alone::Finish => finish_alone(conn, &level, claim, dag, output, now),
     }
 }
 
@@ -1307,15 +1284,7 @@ fn complete_step_alone(
 /// The columns of an execution record, first in FINISH_ALONE's answer.
 const RECORD_COLUMNS: usize = 10;
 
-fn finish_alone(
-    conn: &mut dyn Conn,
-    level: &str,
-    claim: &Claim,
-    dag: &Dag,
-    output: &Context,
-    now: i64,
-    next: Option<&NextClaim>,
-) -> Result<Option<AttemptRecorded>> {
+fn finish_alone(conn: &mut dyn Conn, level: &str, claim: &Claim, dag: &Dag, output: &Context, now: i64) -> Result<Option<AttemptRecorded>> {
     let Some(channel) = conn.channel_name(Channel::Done).map(str::to_string) else {
         return Ok(None);
     };
@@ -1323,32 +1292,20 @@ fn finish_alone(
     let text = to_json(output, "storing a task output")?;
     let outputs = HashMap::from([(position, output.clone())]);
     let final_text = to_json(&frontier_context(dag, &Context::new(), &outputs), "storing a final context")?;
-    let list = workflow_list(next.map_or(&[], |n| n.workflows));
-    let owner = next.map_or("", |n| n.owner);
     let params = [
-        Param::Text(owner),
-        Param::Int(now + next.map_or(0, |n| n.lease_ms)),
-        Param::Int(now),
-        Param::Text(&list),
-        Param::Int(i64::from(next.is_some_and(|n| n.recover))),
         Param::Int(claim.row_id),
         Param::Int(claim.attempt),
         Param::Text(&text),
+        Param::Int(now),
         Param::Text(&claim.execution_id),
         Param::Text(&final_text),
         Param::Text(level),
         Param::Text(&channel),
     ];
-    // The record, then safe / level / done / notified, then a claim, then the due time.
-    let took_at = RECORD_COLUMNS + 4;
-    let (safe, done, finished, took, due) = conn.query_one(FINISH_ALONE, &params, |row| {
+    let (safe, done, finished) = conn.query_one(FINISH_ALONE, &params, |row| {
         let done = row.int(RECORD_COLUMNS + 2)?;
         let finished = if done == 1 { Some(execution_record(row)?) } else { None };
-        let took = match row.opt_int(took_at)? {
-            Some(_) => Some(claimed_row(&Offset(row, took_at), owner, now)?),
-            None => None,
-        };
-        Ok((checked_safe(row, RECORD_COLUMNS, level)?, done, finished, took, row.opt_int(took_at + 8)?))
+        Ok((checked_safe(row, RECORD_COLUMNS, level)?, done, finished))
     })?;
     if !safe {
         return Ok(None);
@@ -1356,33 +1313,7 @@ fn finish_alone(
     if done != 1 {
         return Ok(Some(AttemptRecorded::default()));
     }
-    let mut recorded = AttemptRecorded { accepted: true, finished, ..Default::default() };
-    if let Some(next) = next {
-        recorded.looked = true;
-        match took {
-            Some(claim) => recorded.next = Some(with_input(conn, claim, next.registry, now)?),
-            None => recorded.next_due = Some(due),
-        }
-    }
-    Ok(Some(recorded))
-}
-
-/// A row read from column `.1` on, as if that were its first.
-struct Offset<'r>(&'r dyn Row, usize);
-
-impl Row for Offset<'_> {
-    fn int(&self, i: usize) -> Result<i64> {
-        self.0.int(self.1 + i)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
-        self.0.opt_int(self.1 + i)
-    }
-    fn text(&self, i: usize) -> Result<String> {
-        self.0.text(self.1 + i)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>> {
-        self.0.opt_text(self.1 + i)
-    }
+    Ok(Some(AttemptRecorded { accepted: true, finished, ..Default::default() }))
 }
 
 /// Writes an attempt's outcome and its consequences for the execution.

@@ -55,8 +55,6 @@ pub(crate) struct NextClaim<'a> {
     /// Their definitions, for the claimed task's dependencies.
     pub(crate) registry: &'a Registry,
     pub(crate) lease_ms: i64,
-    /// Whether a task whose lease lapsed may be taken over.
-    pub(crate) recover: bool,
 }
 
 /// Asks the transaction that creates an execution to claim up to `count`
@@ -94,9 +92,6 @@ pub(crate) struct AttemptRecorded {
     /// True when the transaction looked for any ready task to claim (so
     /// `next: None` means none was ready), not only for a dependent.
     pub(crate) looked: bool,
-    /// When it looked and found none: when the next task of the runner's
-    /// workflows comes due, if it read that too (`Some(None)`: none does).
-    pub(crate) next_due: Option<Option<i64>>,
 }
 
 /// A failed task of an execution, for its error message.
