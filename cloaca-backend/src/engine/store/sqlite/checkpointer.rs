@@ -6,6 +6,9 @@
 //! themselves; every [`COMMITS_PER_CHECKPOINT`] of them wake a thread that
 //! checkpoints through a connection of its own. A passive checkpoint waits
 //! for nobody and nobody waits for it: writers go on appending meanwhile.
+//! A second, short pass then copies what they appended, with this
+//! process's writers held off, so that the next commit finds the log all
+//! copied and starts it over from its beginning.
 //! The main connection keeps an automatic checkpoint at a far higher
 //! threshold ([`BACKSTOP_PAGES`]), so that the WAL stays bounded even if
 //! this thread falls behind.
@@ -42,13 +45,15 @@ impl Checkpointer {
     /// Starts the thread, with its connection on `path`; None when the
     /// connection or the thread cannot be had (SQLite then checkpoints
     /// inside commits as usual: the caller keeps the default threshold).
-    pub(super) fn start(path: &Path) -> Option<Checkpointer> {
+    /// `hold_writers` runs what it is given while no writer of this
+    /// process can commit.
+    pub(super) fn start(path: &Path, hold_writers: impl Fn(&mut dyn FnMut()) + Send + 'static) -> Option<Checkpointer> {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX).ok()?;
         let shared: Arc<(Mutex<State>, Condvar)> = Arc::default();
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("cloaca-checkpoint".into())
-            .spawn(move || checkpoint_when_asked(&conn, &thread_shared))
+            .spawn(move || checkpoint_when_asked(&conn, &thread_shared, hold_writers))
             .ok()?;
         Some(Checkpointer { commits: AtomicU64::new(0), shared, thread: Mutex::new(Some(thread)) })
     }
@@ -78,7 +83,9 @@ impl Drop for Checkpointer {
     }
 }
 
-fn checkpoint_when_asked(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
+const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+
+fn checkpoint_when_asked(conn: &Connection, shared: &(Mutex<State>, Condvar), hold_writers: impl Fn(&mut dyn FnMut())) {
     let (state, asked) = shared;
     loop {
         {
@@ -94,6 +101,15 @@ fn checkpoint_when_asked(conn: &Connection, shared: &(Mutex<State>, Condvar)) {
         }
         // A failure (the file went away, the disk is full) leaves the WAL
         // to the next try or to the main connection's backstop.
-        let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        let _ = conn.query_row(PASSIVE, [], |_| Ok(()));
+        // This process's writers appended meanwhile, so the checkpoint
+        // ended behind the log, and a log is started again from its
+        // beginning only by a commit that finds it all copied: the WAL
+        // would grow to the backstop, every commit writing new blocks of
+        // the file (and, at FULL, fsyncing their allocation). A second
+        // pass with the writers held off copies the few frames left.
+        hold_writers(&mut || {
+            let _ = conn.query_row(PASSIVE, [], |_| Ok(()));
+        });
     }
 }

@@ -26,8 +26,9 @@ use crate::engine::url::{DatabaseUrl, SqliteLocation, SqliteMode, SqliteUrl};
 
 /// One SQLite database, behind one connection.
 pub(crate) struct SqliteDb {
-    /// None once closed: the runner has shut down.
-    conn: Mutex<Option<Open>>,
+    /// None once closed: the runner has shut down. Shared with the
+    /// checkpoint thread, which holds it to keep writers off briefly.
+    conn: Arc<Mutex<Option<Open>>>,
     /// The file (or `sqlite://:memory:`), for messages.
     target: String,
     /// `PRAGMA synchronous = …` for the configured level, when claims may
@@ -110,14 +111,24 @@ impl SqliteDb {
         let wal = conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0)).map_err(|e| unavailable(&target, e))?;
         let durable_level = (wal.eq_ignore_ascii_case("wal") && matches!(url.synchronous.as_str(), "FULL" | "EXTRA"))
             .then(|| format!("PRAGMA synchronous = {}", url.synchronous));
+        let shared = Arc::new(Mutex::new(None));
         let checkpointer = match &url.location {
-            SqliteLocation::File(path) if wal.eq_ignore_ascii_case("wal") => Checkpointer::start(path),
+            SqliteLocation::File(path) if wal.eq_ignore_ascii_case("wal") => {
+                let main = Arc::downgrade(&shared);
+                Checkpointer::start(path, move |catch_up: &mut dyn FnMut()| {
+                    if let Some(main) = main.upgrade() {
+                        let _writers_wait = lock(&main);
+                        catch_up();
+                    }
+                })
+            }
             _ => None,
         };
         if checkpointer.is_some() {
             conn.pragma_update(None, "wal_autocheckpoint", checkpointer::BACKSTOP_PAGES).map_err(|e| unavailable(&target, e))?;
         }
-        let db = SqliteDb { conn: Mutex::new(Some(Open { conn, relaxed: false })), target: target.clone(), durable_level, checkpointer };
+        *lock(&shared) = Some(Open { conn, relaxed: false });
+        let db = SqliteDb { conn: shared, target: target.clone(), durable_level, checkpointer };
         db.write("applying schema migrations", |c| migrations::migrate(c, false, now)).map_err(|e| match e {
             Error::Database { source, .. } => Error::Unavailable { target: target.clone(), reason: source.to_string() },
             other => other,
@@ -421,6 +432,28 @@ mod tests {
         assert!(copied(len), "the file grew from {before} to only {len} bytes while the runner wrote {rows} pages");
         db.close();
         assert!(!Path::new(&format!("{}-wal", path.display())).exists(), "closing checkpoints all and removes the WAL");
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn the_wal_starts_over_after_each_checkpoint_instead_of_growing() {
+        let (path, url) = temp_url();
+        let db = SqliteDb::open(&url, None, 1, 0).unwrap();
+        db.write("a table", |c| c.batch("CREATE TABLE filler (data BLOB)")).unwrap();
+        let wal = format!("{}-wal", path.display());
+        let rounds = 20;
+        let mut largest = 0;
+        for _ in 0..checkpointer::COMMITS_PER_CHECKPOINT * rounds {
+            db.write("a row", |c| c.execute("INSERT INTO filler VALUES (randomblob(3000))", &[])).unwrap();
+            largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+            // What a task's own work leaves between two commits.
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        // Each commit appends a page of its row and one of the table's
+        // root, at least: a WAL that never started over would hold them all.
+        let written = checkpointer::COMMITS_PER_CHECKPOINT * rounds * 2 * 4096;
+        assert!(largest < written / 4, "the WAL grew to {largest} bytes while {written} bytes of frames were written");
+        db.close();
         let _ = std::fs::remove_file(&path);
     }
 
