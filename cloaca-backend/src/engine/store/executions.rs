@@ -1194,7 +1194,9 @@ pub(crate) enum Alone {
     /// and its dependents'; a transaction that records another task locks
     /// them the other way round, and must never want a row this one holds.
     Step,
-    /// FINISH_ALONE: the task is the workflow's one leaf.
+    /// FINISH_ALONE: the task is the workflow's one leaf. It locks the
+    /// execution's row first too; when it applies, no other task of the
+    /// execution is unfinished, so no completion locks the other way round.
     Finish,
 }
 
