@@ -520,14 +520,15 @@ mod tests {
     use super::*;
     use crate::engine::url::{test_database_url, DatabaseUrl};
 
-    #[test]
-    fn a_waiter_takes_the_record_finished_here_though_a_notification_of_it_came_after() {
+    /// A runner on the test database, and the record of an execution
+    /// `id` finished, which is in no database.
+    fn runner_and_finished_record(id: &str) -> (Runner, ExecutionRecord) {
         let url = DatabaseUrl::parse(&test_database_url()).unwrap();
         let store = Arc::new(Store::open(&url, None, 2, Duration::from_secs(1), now_ms()).unwrap());
         let registry: &'static Registry = Box::leak(Box::default());
         let runner = Runner::start(store, registry, RunnerConfig::default(), Arc::new(|_| {})).unwrap();
         let record = ExecutionRecord {
-            id: "finished-here".into(),
+            id: id.into(),
             workflow_name: "wf".into(),
             workflow_version: "v".into(),
             status: ExecutionStatus::Completed,
@@ -538,6 +539,12 @@ mod tests {
             started_at: Some(2),
             finished_at: Some(3),
         };
+        (runner, record)
+    }
+
+    #[test]
+    fn a_waiter_takes_the_record_finished_here_though_a_notification_of_it_came_after() {
+        let (runner, record) = runner_and_finished_record("finished-here");
         runner.register_waiter(&record.id);
         runner.shared.execution_finished(&record.id, Some(&record));
         // News of it without a record, as another runner's listener in this
@@ -551,22 +558,7 @@ mod tests {
 
     #[test]
     fn every_waiter_of_an_execution_takes_the_news_of_its_finish() {
-        let url = DatabaseUrl::parse(&test_database_url()).unwrap();
-        let store = Arc::new(Store::open(&url, None, 2, Duration::from_secs(1), now_ms()).unwrap());
-        let registry: &'static Registry = Box::leak(Box::default());
-        let runner = Runner::start(store, registry, RunnerConfig::default(), Arc::new(|_| {})).unwrap();
-        let record = ExecutionRecord {
-            id: "waited-twice".into(),
-            workflow_name: "wf".into(),
-            workflow_version: "v".into(),
-            status: ExecutionStatus::Completed,
-            input: Context::new(),
-            final_context: Some(Context::new()),
-            error_message: None,
-            created_at: 1,
-            started_at: Some(2),
-            finished_at: Some(3),
-        };
+        let (runner, record) = runner_and_finished_record("waited-twice");
         runner.register_waiter(&record.id);
         runner.register_waiter(&record.id);
         runner.shared.execution_finished(&record.id, Some(&record));
