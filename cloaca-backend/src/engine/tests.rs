@@ -342,7 +342,8 @@ fn looking_for_work_claims_ready_then_expired_tasks_or_says_when_the_next_comes_
     let refs = [f.workflow.reference()];
     let start = now_ms();
     f.store.create_execution(&id, &f.workflow.dag, &input(json!({"given": 1})), None, start).unwrap();
-    let look = |recover: bool, now: i64| f.store.claim_or_next_due("me", &refs, f.registry, now, 1_000, recover).unwrap();
+    let me = NextClaim { owner: "me", workflows: &refs, registry: f.registry, lease_ms: 1_000 };
+    let look = |recover: bool, now: i64| f.store.claim_or_next_due(&me, now, recover).unwrap();
     // Both roots are ready: the first is claimed, with its input.
     let Work::Claimed(a) = look(false, start) else { panic!("a is ready") };
     assert_eq!((a.claim.task_id.as_str(), a.input.clone()), ("a", Some(input(json!({"given": 1})))));
@@ -355,7 +356,8 @@ fn looking_for_work_claims_ready_then_expired_tasks_or_says_when_the_next_comes_
     // Once the leases lapse, recovery takes one over.
     let Work::Claimed(again) = look(true, start + 2_000) else { panic!("a lapsed lease is claimable") };
     assert_eq!((again.claim.task_id.as_str(), again.claim.attempt), ("a", 2));
-    assert_eq!(f.store.claim_or_next_due("me", &[], f.registry, start, 1_000, true).unwrap(), Work::Idle { next_due: None });
+    let nothing = NextClaim { workflows: &[], ..me };
+    assert_eq!(f.store.claim_or_next_due(&nothing, start, true).unwrap(), Work::Idle { next_due: None });
 }
 
 #[test]

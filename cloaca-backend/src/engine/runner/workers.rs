@@ -169,9 +169,8 @@ fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
         return Claiming::Claimed(claimed);
     }
     let references = shared.references();
-    let lease_ms = shared.config.lease.as_millis() as i64;
-    let recover = shared.config.enable_recovery;
-    let next_due = match shared.store.claim_or_next_due(&shared.owner, &references, shared.registry, now_ms(), lease_ms, recover) {
+    let looking = looking(shared, &references);
+    let next_due = match shared.store.claim_or_next_due(&looking, now_ms(), shared.config.enable_recovery) {
         Ok(Work::Claimed(claimed)) => return Claiming::Claimed(shared.older_first(claimed)),
         Ok(Work::Idle { next_due }) => next_due,
         Err(e) => {
@@ -181,6 +180,11 @@ fn claim_or_wait(shared: &Arc<Shared>) -> Claiming {
     };
     wait_for_news_until(shared, seen, next_due);
     Claiming::Idle
+}
+
+/// This runner's worker, looking for an attempt of `references`.
+fn looking<'a>(shared: &'a Shared, references: &'a [WorkflowRef]) -> NextClaim<'a> {
+    NextClaim { owner: &shared.owner, workflows: references, registry: shared.registry, lease_ms: shared.config.lease.as_millis() as i64 }
 }
 
 /// Waits for news newer than `seen`, at most until the next task of these
@@ -333,12 +337,7 @@ pub(crate) fn record(shared: &Shared, claim: &Claim, workflow: &Workflow, outcom
     // it from claim_or_wait.
     let go_on = go_on && seen.is_some() && shared.slot_requests.load(Ordering::SeqCst) == 0 && !shared.claims_wait();
     let references = if go_on { shared.references() } else { Vec::new() };
-    let next = go_on.then(|| NextClaim {
-        owner: &shared.owner,
-        workflows: &references,
-        registry: shared.registry,
-        lease_ms: shared.config.lease.as_millis() as i64,
-    });
+    let next = go_on.then(|| looking(shared, &references));
     let record_once = || shared.store.record_attempt_then(claim, &workflow.dag, outcome, now_ms(), next.as_ref());
     let mut result = record_once();
     // A database that stays away past the outage allowance: keep the outcome

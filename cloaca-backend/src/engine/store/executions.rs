@@ -226,6 +226,20 @@ fn task_rows_json(rows: &[NewTask]) -> String {
     serde_json::Value::Array(list.collect()).to_string()
 }
 
+/// ?1-?7 of INSERT_TASKS and CREATE_ALONE: the execution, its workflow and
+/// version, now, the claiming owner and lease expiry, and the rows' JSON.
+fn task_rows_params<'a>(execution_id: &'a str, dag: &'a Dag, now: i64, claiming: (&'a str, i64), rows: &'a str) -> [Param<'a>; 7] {
+    [
+        Param::Text(execution_id),
+        Param::Text(dag.name()),
+        Param::Text(dag.version()),
+        Param::Int(now),
+        Param::Text(claiming.0),
+        Param::Int(claiming.1),
+        Param::Text(rows),
+    ]
+}
+
 /// [`create_execution`] as one statement that commits by itself
 /// (CREATE_ALONE), on a backend that offers it ([`Conn::commit_level`]),
 /// for a workflow version whose shape is stored and whose roots have no
@@ -253,22 +267,20 @@ pub(crate) fn create_execution_alone(
     let input_text = to_json(input, "storing an execution input")?;
     let list = task_rows_json(&rows);
     let owner = claims.map_or("", |c| c.owner);
+    let rows_params = task_rows_params(execution_id, dag, now, (owner, now + claims.map_or(0, |c| c.lease_ms)), &list);
     let params = [
-        Param::Text(execution_id),
-        Param::Text(dag.name()),
-        Param::Text(dag.version()),
-        Param::Int(now),
-        Param::Text(owner),
-        Param::Int(now + claims.map_or(0, |c| c.lease_ms)),
-        Param::Text(&list),
-        Param::Text(&input_text),
-        Param::Int(dag.len() as i64),
-        Param::NullableText(idempotency_key),
-        Param::Text(if to_claim > 0 { "running" } else { "pending" }),
-        Param::NullableInt((to_claim > 0).then_some(now)),
-        Param::Text(&level),
-        Param::Text(&channel),
-    ];
+        &rows_params[..],
+        &[
+            Param::Text(&input_text),
+            Param::Int(dag.len() as i64),
+            Param::NullableText(idempotency_key),
+            Param::Text(if to_claim > 0 { "running" } else { "pending" }),
+            Param::NullableInt((to_claim > 0).then_some(now)),
+            Param::Text(&level),
+            Param::Text(&channel),
+        ],
+    ]
+    .concat();
     let mut inserted = None;
     let mut claimed = Vec::new();
     conn.query(CREATE_ALONE, &params, &mut |row| {
@@ -280,10 +292,10 @@ pub(crate) fn create_execution_alone(
     })?;
     claimed.sort_by_key(|c| c.claim.row_id);
     match inserted {
-        Some((true, set)) if set.as_deref() == Some(level.as_str()) => {
+        Some((true, set)) => {
+            check_level("creating an execution", set, &level)?;
             Ok(Some(Created { execution_id: execution_id.to_string(), existing: false, claimed }))
         }
-        Some((true, set)) => Err(Error::corrupt("creating an execution", format!("the commit ran at {set:?}, not at {level:?}"))),
         _ => Ok(None),
     }
 }
@@ -312,15 +324,7 @@ fn insert_tasks(
     let (owner, expires) = owner.unwrap_or(("", now));
     if conn.is_remote() {
         let list = task_rows_json(rows);
-        let params = [
-            Param::Text(execution_id),
-            Param::Text(dag.name()),
-            Param::Text(dag.version()),
-            Param::Int(now),
-            Param::Text(owner),
-            Param::Int(expires),
-            Param::Text(&list),
-        ];
+        let params = task_rows_params(execution_id, dag, now, (owner, expires), &list);
         return conn.query_all(INSERT_TASKS, &params, |row| Ok((row.int(0)?, row.text(1)?)));
     }
     let mut claimed = Vec::new();
@@ -505,21 +509,15 @@ fn claimed_row(row: &dyn Row, owner: &str, now: i64) -> Result<Claim> {
     })
 }
 
-/// [`claim_with_input`], or when nothing is claimable, when the next task
-/// of these workflows comes due ([`next_due`]): one round trip on
-/// PostgreSQL (CLAIM_OR_DUE).
-pub(crate) fn claim_or_next_due(
-    conn: &mut dyn Conn,
-    owner: &str,
-    workflows: &[WorkflowRef],
-    registry: &Registry,
-    now: i64,
-    lease_ms: i64,
-    recover: bool,
-) -> Result<Work> {
+/// A claim for `looking` (of a ready task whose time `now` has come, or
+/// with `recover` one whose lease lapsed) with its input; or, when nothing
+/// is claimable, when the next task of its workflows comes due
+/// ([`next_due`]). One round trip on PostgreSQL (CLAIM_OR_DUE).
+pub(crate) fn claim_or_next_due(conn: &mut dyn Conn, looking: &NextClaim, now: i64, recover: bool) -> Result<Work> {
+    let NextClaim { owner, workflows, registry, lease_ms } = *looking;
     if !conn.is_remote() {
-        return match claim_with_input(conn, owner, workflows, registry, now, lease_ms, recover)? {
-            Some(claimed) => Ok(Work::Claimed(claimed)),
+        return match claim(conn, owner, workflows, now, lease_ms, recover)? {
+            Some(claim) => Ok(Work::Claimed(with_input(conn, claim, registry, now)?)),
             None => Ok(Work::Idle { next_due: next_due(conn, workflows, recover)? }),
         };
     }
@@ -534,23 +532,6 @@ pub(crate) fn claim_or_next_due(
         Err(next_due) => return Ok(Work::Idle { next_due }),
     };
     Ok(Work::Claimed(with_input(conn, claim, registry, now)?))
-}
-
-/// [`claim`], with the claimed task's input loaded in the same transaction
-/// when its workflow is in `registry`.
-pub(crate) fn claim_with_input(
-    conn: &mut dyn Conn,
-    owner: &str,
-    workflows: &[WorkflowRef],
-    registry: &Registry,
-    now: i64,
-    lease_ms: i64,
-    recover: bool,
-) -> Result<Option<Claimed>> {
-    let Some(claim) = claim(conn, owner, workflows, now, lease_ms, recover)? else {
-        return Ok(None);
-    };
-    with_input(conn, claim, registry, now).map(Some)
 }
 
 /// `claim` with its input, when its workflow is in `registry`.
@@ -1242,15 +1223,23 @@ pub(crate) fn record_completion_alone(
     }
 }
 
-/// The commit level a statement run alone reports having set, checked
-/// against the one it was asked for, with whether it applied (`safe`).
-fn checked_safe(row: &dyn Row, safe: usize, level: &str) -> Result<bool> {
-    let set = row.opt_text(safe + 1)?;
-    let safe = row.int(safe)? == 1;
-    if safe && set.as_deref() != Some(level) {
-        return Err(Error::corrupt("recording a task", format!("the commit ran at {set:?}, not at {level:?}")));
+/// Whether a statement run alone applied (its `safe` column, at `at`),
+/// with the commit level it set (the next column) checked against `level`.
+fn checked_safe(row: &dyn Row, at: usize, level: &str) -> Result<bool> {
+    let safe = row.int(at)? == 1;
+    if safe {
+        check_level("recording a task", row.opt_text(at + 1)?, level)?;
     }
     Ok(safe)
+}
+
+/// Fails when a statement that committed by itself did so at another
+/// level (`set`, as its `set_config` returned it) than `level`.
+fn check_level(action: &'static str, set: Option<String>, level: &str) -> Result<()> {
+    match set {
+        Some(set) if set == level => Ok(()),
+        set => Err(Error::corrupt(action, format!("the commit ran at {set:?}, not at {level:?}"))),
+    }
 }
 
 fn complete_step_alone(

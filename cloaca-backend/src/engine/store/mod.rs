@@ -36,7 +36,9 @@ use super::error::{Error, Result};
 use super::model::{Context, ExecutionEvent, ExecutionRecord, ExecutionStatus, TaskRecord, WorkflowRef};
 use super::sync::lock;
 use super::url::DatabaseUrl;
-use super::workflow::{Dag, Registry, Workflows};
+#[cfg(test)]
+use super::workflow::Registry;
+use super::workflow::{Dag, Workflows};
 pub(crate) use executions::input_of;
 use executions::Created;
 
@@ -279,30 +281,21 @@ impl Store {
         lease_ms: i64,
         recover: bool,
     ) -> Result<Option<Claimed>> {
-        match self.claim_or_next_due(owner, workflows, registry, now, lease_ms, recover)? {
+        match self.claim_or_next_due(&NextClaim { owner, workflows, registry, lease_ms }, now, recover)? {
             Work::Claimed(claimed) => Ok(Some(claimed)),
             Work::Idle { .. } => Ok(None),
         }
     }
 
-    /// [`Store::claim_with_input`], or when nothing is claimable, when the
-    /// next task of these workflows comes due ([`Store::next_due`]).
-    pub(crate) fn claim_or_next_due(
-        &self,
-        owner: &str,
-        workflows: &[WorkflowRef],
-        registry: &Registry,
-        now: i64,
-        lease_ms: i64,
-        recover: bool,
-    ) -> Result<Work> {
-        if workflows.is_empty() {
+    /// A claim for `looking` with its input (in one transaction that
+    /// commits without waiting for an fsync where the backend allows:
+    /// losing a claim only makes the attempt run again); or, when nothing
+    /// is claimable, when the next task of its workflows comes due.
+    pub(crate) fn claim_or_next_due(&self, looking: &NextClaim, now: i64, recover: bool) -> Result<Work> {
+        if looking.workflows.is_empty() {
             return Ok(Work::Idle { next_due: None });
         }
-        self.retrying(|| {
-            self.db
-                .write_relaxed("claiming a task", |c| executions::claim_or_next_due(c, owner, workflows, registry, now, lease_ms, recover))
-        })
+        self.retrying(|| self.db.write_relaxed("claiming a task", |c| executions::claim_or_next_due(c, looking, now, recover)))
     }
 
     /// The input of a claimed task: the execution input for a root (which

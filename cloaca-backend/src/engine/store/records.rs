@@ -45,9 +45,10 @@ pub(crate) struct Claimed {
     pub(crate) input: Option<Context>,
 }
 
-/// Asks the transaction that records an attempt to claim the runner's next
-/// one too, so that a worker going from task to task commits once per task
-/// and needs no wake-up.
+/// A worker looking for its next attempt: the runner it claims for and
+/// what it may claim. Given to the transaction that records an attempt,
+/// it claims the next one too, so that a worker going from task to task
+/// commits once per task and needs no wake-up.
 pub(crate) struct NextClaim<'a> {
     pub(crate) owner: &'a str,
     /// The workflow versions the runner serves.
